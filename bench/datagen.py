@@ -44,9 +44,15 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import dcmread
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-__all__ = ["make_small", "make_large", "new_uid", "CT_IMAGE_STORAGE", "MR_IMAGE_STORAGE"]
+__all__ = [
+    "CT_IMAGE_STORAGE",
+    "MR_IMAGE_STORAGE",
+    "make_large",
+    "make_small",
+    "new_uid",
+]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -121,7 +127,11 @@ class _Stamper:
             self.parts.append(fp.getvalue())
 
     def write(self, path: Path, values: dict[str, str]) -> None:
-        chunks = [b"\0" * 128, b"DICM", _file_meta(self.sop_class, values["SOPInstanceUID"])]
+        chunks = [
+            b"\0" * 128,
+            b"DICM",
+            _file_meta(self.sop_class, values["SOPInstanceUID"]),
+        ]
         for part in self.parts:
             if isinstance(part, bytes):
                 chunks.append(part)
@@ -202,7 +212,9 @@ def make_small(
 _LOW_MASK = bytes(b & 0x3F for b in range(256))
 
 
-def _ellipse_span(cx: float, cy: float, a: float, b: float, y: int) -> tuple[int, int] | None:
+def _ellipse_span(
+    cx: float, cy: float, a: float, b: float, y: int
+) -> tuple[int, int] | None:
     dy = (y - cy) / b
     if dy * dy >= 1.0:
         return None
@@ -224,7 +236,13 @@ def _phantom_high(z: float) -> bytes:
         (c + 0.17 * n, c - 0.02 * n, 0.10 * n * (1.6 - z), 0.14 * n, 3),  # right lung
         (c, c + 0.18 * n, 0.05 * n, 0.04 * n, 6),  # spine
         (c, c + 0.18 * n, 0.025 * n, 0.02 * n, 5),  # spinal canal
-        (c + (z - 0.5) * 0.2 * n, c - 0.12 * n, 0.06 * n * wobble, 0.05 * n, 5),  # moving blob
+        (
+            c + (z - 0.5) * 0.2 * n,
+            c - 0.12 * n,
+            0.06 * n * wobble,
+            0.05 * n,
+            5,
+        ),  # moving blob
     ]
     out = bytearray(n * n)
     for y in range(n):
@@ -240,7 +258,9 @@ def _phantom_high(z: float) -> bytes:
 def _large_pixels(high: bytes, rng: random.Random) -> bytes:
     npix = len(high)
     buf = bytearray(2 * npix)
-    buf[0::2] = rng.randbytes(npix).translate(_LOW_MASK)  # little endian: low byte first
+    buf[0::2] = rng.randbytes(npix).translate(
+        _LOW_MASK
+    )  # little endian: low byte first
     buf[1::2] = high
     return bytes(buf)
 
@@ -261,7 +281,9 @@ def make_large(
     dest = Path(dest)
     studies = max(1, min(studies, count)) if count else 1
     rng = random.Random(f"large:{seed}")
-    per_study = [count // studies + (1 if i < count % studies else 0) for i in range(studies)]
+    per_study = [
+        count // studies + (1 if i < count % studies else 0) for i in range(studies)
+    ]
     phantoms: dict[int, bytes] = {}
     paths: list[Path] = []
 
@@ -352,7 +374,9 @@ def _main(argv: list[str] | None = None) -> int:
     if args.kind == "small":
         paths = make_small(args.dest, patients=args.patients, seed=args.seed)
     else:
-        paths = make_large(args.dest, count=args.count, seed=args.seed, studies=args.studies)
+        paths = make_large(
+            args.dest, count=args.count, seed=args.seed, studies=args.studies
+        )
     dt = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} files, {size / 1e6:.1f} MB in {args.dest} ({dt:.1f} s)")
