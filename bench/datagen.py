@@ -212,9 +212,7 @@ def make_small(
 _LOW_MASK = bytes(b & 0x3F for b in range(256))
 
 
-def _ellipse_span(
-    cx: float, cy: float, a: float, b: float, y: int
-) -> tuple[int, int] | None:
+def _ellipse_span(cx: float, cy: float, a: float, b: float, y: int) -> tuple[int, int] | None:
     dy = (y - cy) / b
     if dy * dy >= 1.0:
         return None
@@ -258,9 +256,7 @@ def _phantom_high(z: float) -> bytes:
 def _large_pixels(high: bytes, rng: random.Random) -> bytes:
     npix = len(high)
     buf = bytearray(2 * npix)
-    buf[0::2] = rng.randbytes(npix).translate(
-        _LOW_MASK
-    )  # little endian: low byte first
+    buf[0::2] = rng.randbytes(npix).translate(_LOW_MASK)  # little endian: low byte first
     buf[1::2] = high
     return bytes(buf)
 
@@ -281,9 +277,7 @@ def make_large(
     dest = Path(dest)
     studies = max(1, min(studies, count)) if count else 1
     rng = random.Random(f"large:{seed}")
-    per_study = [
-        count // studies + (1 if i < count % studies else 0) for i in range(studies)
-    ]
+    per_study = [count // studies + (1 if i < count % studies else 0) for i in range(studies)]
     phantoms: dict[int, bytes] = {}
     paths: list[Path] = []
 
@@ -374,9 +368,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.kind == "small":
         paths = make_small(args.dest, patients=args.patients, seed=args.seed)
     else:
-        paths = make_large(
-            args.dest, count=args.count, seed=args.seed, studies=args.studies
-        )
+        paths = make_large(args.dest, count=args.count, seed=args.seed, studies=args.studies)
     dt = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} files, {size / 1e6:.1f} MB in {args.dest} ({dt:.1f} s)")

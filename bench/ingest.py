@@ -158,9 +158,7 @@ class Server:
         }
         if self.kind == "orthanc":
             cfg["Plugins"] = []  # do not load the system plugins
-            cfg["DicomAlwaysAllowFind"] = (
-                True  # else C-FIND from unknown AETs is refused
-            )
+            cfg["DicomAlwaysAllowFind"] = True  # else C-FIND from unknown AETs is refused
         return cfg
 
     def command(self) -> list[str]:
@@ -256,11 +254,7 @@ class Server:
         )
         n = 0
         for _dirpath, _dirs, files in os.walk(self.storage):
-            n += sum(
-                1
-                for f in files
-                if not f.startswith(".") and not f.endswith(skip_suffixes)
-            )
+            n += sum(1 for f in files if not f.startswith(".") and not f.endswith(skip_suffixes))
         return n, "files"
 
     def wait_count(self, expected: int, timeout: float = 10.0) -> tuple[int, str]:
@@ -354,9 +348,7 @@ def find_studies(port: int) -> tuple[float, int]:
     r = subprocess.run(cmd, check=False, env=CLIENT_ENV, capture_output=True)
     elapsed = time.perf_counter() - t0
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    matches = sum(
-        1 for line in out.splitlines() if "Find Response:" in line and "Pending" in line
-    )
+    matches = sum(1 for line in out.splitlines() if "Find Response:" in line and "Pending" in line)
     if r.returncode != 0:
         matches = -1
     return elapsed, matches
@@ -390,21 +382,16 @@ def split_by_patient(paths: Sequence[Path], parts: int) -> list[list[Path]]:
     return chunks
 
 
-def measure(
-    kind: str, workdir: Path, data: DataSets, find_runs: int
-) -> dict[str, float]:
+def measure(kind: str, workdir: Path, data: DataSets, find_runs: int) -> dict[str, float]:
     res: dict[str, float] = {}
     srv = Server(kind, workdir)
-    print(
-        f"-- {kind}: DICOM port {srv.dicom_port}, HTTP port {srv.http_port}, {workdir}"
-    )
+    print(f"-- {kind}: DICOM port {srv.dicom_port}, HTTP port {srv.http_port}, {workdir}")
     try:
         res["startup_s"] = srv.start()
         time.sleep(1.0)
         res["rss_idle_mb"] = srv.rss()
-        print(
-            f"   start to first C-ECHO {res['startup_s']:.3f} s, RSS idle {res['rss_idle_mb']:.0f} MB"
-        )
+        startup, idle = res["startup_s"], res["rss_idle_mb"]
+        print(f"   start to first C-ECHO {startup:.3f} s, RSS idle {idle:.0f} MB")
         stored = 0
 
         def ingest(label: str, key: str, chunks: list[list[Path]]) -> None:
@@ -432,9 +419,7 @@ def measure(
         ingest("small, 1 association", "small1", [data.small])
         ingest("large, 1 association", "large1", [data.large])
         if srv.kind != "storescp":
-            run_find(
-                srv, data.small_studies + data.large_studies, find_runs, res, "find1"
-            )
+            run_find(srv, data.small_studies + data.large_studies, find_runs, res, "find1")
         ingest("small, 4 associations", "small4", split_by_patient(data.small2, 4))
         time.sleep(1.0)
         res["rss_after_mb"] = srv.rss()
@@ -443,22 +428,19 @@ def measure(
         if srv.kind != "storescp":
             total_studies = 2 * data.small_studies + data.large_studies
             run_find(srv, total_studies, find_runs, res, "find2")
-    except Exception as exc:  # noqa: BLE001 - report it and go on with the other server
+    except Exception as exc:  # report it and go on with the other server
         print(f"   ! {kind} failed: {exc}")
         tail = srv.log_tail()
         if tail:
             print(
-                "   last lines of its log:\n"
-                + "\n".join("     " + ln for ln in tail.splitlines())
+                "   last lines of its log:\n" + "\n".join("     " + ln for ln in tail.splitlines())
             )
     finally:
         res["stop_s"] = srv.stop()
     return res
 
 
-def run_find(
-    srv: Server, studies: int, runs: int, res: dict[str, float], key: str
-) -> None:
+def run_find(srv: Server, studies: int, runs: int, res: dict[str, float], key: str) -> None:
     times, counts = [], []
     for _ in range(runs):
         t, n = find_studies(srv.dicom_port)
@@ -468,11 +450,7 @@ def run_find(
     res[f"{key}_ms"] = med * 1000
     res[f"{key}_studies"] = studies
     res[f"{key}_matches"] = min(counts)
-    ok = (
-        "ok"
-        if all(c == studies for c in counts)
-        else f"MISMATCH: matches {sorted(set(counts))}"
-    )
+    ok = "ok" if all(c == studies for c in counts) else f"MISMATCH: matches {sorted(set(counts))}"
     print(
         f"   C-FIND study level, {studies} studies: median {med * 1000:.1f} ms "
         f"over {runs} (min {min(times) * 1000:.1f}, max {max(times) * 1000:.1f}); {ok}"
@@ -528,31 +506,22 @@ def median_of(results: list[dict[str, float]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def report(all_results: dict[str, list[dict[str, float]]], runs: int) -> None:
+def report(
+    all_results: dict[str, list[dict[str, float]]], runs: int, studies: dict[str, int]
+) -> None:
+    """Print the table of medians; ``studies`` fills the {find1_studies}-style labels."""
     kinds = list(all_results)
     med = {
-        k: {key: median_of(all_results[k], key) for key in _all_keys(all_results)}
-        for k in kinds
+        k: {key: median_of(all_results[k], key) for key in _all_keys(all_results)} for k in kinds
     }
     base = "orthanc" if "orthanc" in kinds else None
     cand = "pipacs" if "pipacs" in kinds else None
-    headers = ["measure"] + kinds
+    headers = ["measure", *kinds]
     if base and cand:
         headers += ["pipacs/Orthanc", "target", "result"]
     rows = []
     for key, label, fmt, _better, target in ROWS:
-        fmt_vals = {
-            k: v for k, v in (med[kinds[0]] | {}).items() if k.endswith("_studies")
-        }
-        try:
-            label = label.format(
-                **{k: int(v) for k, v in fmt_vals.items() if v is not None}
-            )
-        except KeyError:
-            label = label.replace("{find1_studies} ", "").replace(
-                "{find2_studies} ", ""
-            )
-        cells = [label]
+        cells = [label.format(**studies)]
         for k in kinds:
             v = med[k].get(key)
             cells.append(fmt.format(v) if v is not None else "-")
@@ -566,16 +535,10 @@ def report(all_results: dict[str, list[dict[str, float]]], runs: int) -> None:
     title = f"Medians over {runs} run(s)" if runs > 1 else "One run"
     print(f"\n## {title}\n")
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-    print(
-        "| "
-        + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
-        + " |"
-    )
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
-        print(
-            "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-        )
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
     for k in kinds:
         incomplete = [
             key
@@ -594,15 +557,9 @@ def _all_keys(all_results: dict[str, list[dict[str, float]]]) -> set[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description="Ingest benchmark: Orthanc vs pipacs on loopback."
-    )
-    ap.add_argument(
-        "--only", choices=["orthanc", "pipacs", "storescp"], help="one server only"
-    )
-    ap.add_argument(
-        "--with-storescp", action="store_true", help="add dcmtk storescp (floor)"
-    )
+    ap = argparse.ArgumentParser(description="Ingest benchmark: Orthanc vs pipacs on loopback.")
+    ap.add_argument("--only", choices=["orthanc", "pipacs", "storescp"], help="one server only")
+    ap.add_argument("--with-storescp", action="store_true", help="add dcmtk storescp (floor)")
     ap.add_argument(
         "--small",
         type=int,
@@ -610,13 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="small files per small set, rounded to 40 per patient (default 2000)",
     )
-    ap.add_argument(
-        "--large", type=int, default=500, metavar="N", help="large files (default 500)"
-    )
+    ap.add_argument("--large", type=int, default=500, metavar="N", help="large files (default 500)")
     ap.add_argument("--large-studies", type=int, default=10, metavar="N")
-    ap.add_argument(
-        "--runs", type=int, default=1, metavar="K", help="medians over K runs"
-    )
+    ap.add_argument("--runs", type=int, default=1, metavar="K", help="medians over K runs")
     ap.add_argument(
         "--find-runs",
         type=int,
@@ -632,9 +585,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds = [args.only]
     else:
         kinds = ["orthanc", "pipacs"] + (["storescp"] if args.with_storescp else [])
-    for tool in ("echoscu", "storescu", "findscu") + (
-        ("storescp",) if "storescp" in kinds else ()
-    ):
+    for tool in ("echoscu", "storescu", "findscu") + (("storescp",) if "storescp" in kinds else ()):
         if not Path(dcmtk(tool)).exists():
             print(f"dcmtk's {tool} not found in {DCMTK_BIN}")
             return 2
@@ -653,18 +604,14 @@ def main(argv: list[str] | None = None) -> int:
         patients = max(1, round(args.small / 40)) if args.small > 0 else 0
         t0 = time.perf_counter()
         data = DataSets(
-            small=datagen.make_small(
-                root / "data" / "small", patients=patients, seed=1
-            ),
+            small=datagen.make_small(root / "data" / "small", patients=patients, seed=1),
             large=datagen.make_large(
                 root / "data" / "large",
                 count=args.large,
                 seed=2,
                 studies=args.large_studies,
             ),
-            small2=datagen.make_small(
-                root / "data" / "small2", patients=patients, seed=3
-            ),
+            small2=datagen.make_small(root / "data" / "small2", patients=patients, seed=3),
             small_studies=patients * 2,
             large_studies=min(args.large_studies, args.large) if args.large else 0,
         )
@@ -684,7 +631,11 @@ def main(argv: list[str] | None = None) -> int:
                 all_results[kind].append(measure(kind, workdir, data, args.find_runs))
                 if not args.keep:
                     shutil.rmtree(workdir, ignore_errors=True)
-        report(all_results, args.runs)
+        studies = {
+            "find1_studies": data.small_studies + data.large_studies,
+            "find2_studies": 2 * data.small_studies + data.large_studies,
+        }
+        report(all_results, args.runs, studies)
     finally:
         if args.keep:
             print(f"\nkept {root}")
@@ -714,13 +665,7 @@ def _dcmtk_version() -> str:
             capture_output=True,
             timeout=10,
         )
-        return (
-            out.stdout.decode(errors="replace")
-            .splitlines()[0]
-            .strip()
-            .strip("$")
-            .strip()
-        )
+        return out.stdout.decode(errors="replace").splitlines()[0].strip().strip("$").strip()
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return "dcmtk version unknown"
 
