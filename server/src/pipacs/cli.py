@@ -1,0 +1,115 @@
+"""The pipacs command line, following Orthanc's."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from . import config as config_mod
+
+logger = logging.getLogger("pipacs")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pipacs",
+        description="pipacs: a lightweight mini-PACS for classroom Raspberry Pis. "
+                    "CONFIGURATION is an Orthanc-style JSON file or a folder of them.")
+    p.add_argument("configuration", nargs="?", metavar="CONFIGURATION")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--config", metavar="FILE",
+                   help="write a commented default configuration to FILE ('-' for standard "
+                        "output) and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate CONFIGURATION and exit (non-zero when a key is wrong)")
+    p.add_argument("--verbose", action="store_true", help="log information messages")
+    p.add_argument("--trace", action="store_true", help="log everything, DICOM traffic too")
+    p.add_argument("--logdir", metavar="DIR", help="also write the log to a file in DIR")
+    p.add_argument("--upgrade", action="store_true",
+                   help="migrate an index made by an older pipacs to this version's schema")
+    return p
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.trace else logging.INFO if args.verbose else logging.WARNING
+    fmt = "%(levelname).1s %(asctime)s %(name)s: %(message)s"
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if args.logdir:
+        Path(args.logdir).mkdir(parents=True, exist_ok=True)
+        name = time.strftime("pipacs-%Y%m%d-%H%M%S.log")
+        handlers.append(logging.FileHandler(Path(args.logdir) / name))
+    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+    if not args.trace:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        print(f"pipacs {__version__}")
+        return 0
+    if args.config:
+        text = config_mod.default_configuration_text()
+        if args.config == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.config).write_text(text, encoding="utf-8")
+        return 0
+    _setup_logging(args)
+    if args.check:
+        return check(args.configuration)
+    try:
+        settings, notes = config_mod.load_or_default(args.configuration)
+    except config_mod.ConfigError as e:
+        for problem in e.problems:
+            logger.error("configuration: %s", problem)
+        return 2
+    for note in notes:
+        logger.warning("configuration: %s", note)
+    if args.configuration is None:
+        logger.warning("no configuration given: running on the defaults")
+    from .index import IndexError_
+    from .server import Server
+
+    t0 = time.monotonic()
+    try:
+        server = Server(settings, upgrade=args.upgrade)
+        server.start()
+    except IndexError_ as e:
+        logger.error("%s", e)
+        return 3
+    except OSError as e:
+        logger.error("cannot start: %s", e)
+        return 4
+    logger.warning("pipacs %s has started in %.2f s (DICOM %s:%d, HTTP %d)", __version__,
+                   time.monotonic() - t0, settings.dicom_aet, settings.dicom_port,
+                   settings.http_port)
+    server.wait()
+    return 0
+
+
+def check(path: str | None) -> int:
+    """Validate a configuration: every bad key on stderr, exit 0 when it can be used."""
+    if path is None:
+        print("pipacs --check: give the configuration file to check", file=sys.stderr)
+        return 2
+    try:
+        _, notes = config_mod.load(path, environ=os.environ)
+    except config_mod.ConfigError as e:
+        print(f"{path}: {len(e.problems)} error(s):", file=sys.stderr)
+        for problem in e.problems:
+            print(f"  error: {problem}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"  notice: {note}", file=sys.stderr)
+    print(f"{path}: configuration OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""The server context: the one object the DICOM and HTTP layers call; it owns index and storage."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__, dicomfile
+from .config import Modality, Settings
+from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
+from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
+from .index import METADATA_NUMBERS, Index, now_iso
+from .matching import make_matcher
+from .storage import StorageArea, StorageFullError
+
+logger = logging.getLogger(__name__)
+
+# Where each main tag lives (the lowest level that keeps it).
+TAG_LEVEL = {kw: lv for lv in (INSTANCE, SERIES, STUDY, PATIENT) for kw in MAIN_TAGS[lv]}
+COMPUTED_TAGS = {
+    "NumberOfPatientRelatedStudies": (PATIENT, STUDY),
+    "NumberOfPatientRelatedSeries": (PATIENT, SERIES),
+    "NumberOfPatientRelatedInstances": (PATIENT, INSTANCE),
+    "NumberOfStudyRelatedSeries": (STUDY, SERIES),
+    "NumberOfStudyRelatedInstances": (STUDY, INSTANCE),
+    "NumberOfSeriesRelatedInstances": (SERIES, INSTANCE),
+}
+
+
+class StoreRefused(Exception):
+    """An instance was not stored; `reason` is one of the names below, `message` says why."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason  # "BadFile", "Full", "Filtered", "Failure"
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass
+class StoreResult:
+    status: str  # "Success" | "AlreadyStored"
+    ids: tuple[str, str, str, str]
+    parsed: ParsedInstance
+
+    def orthanc_json(self) -> dict[str, Any]:
+        return {
+            "ID": self.ids[INSTANCE],
+            "ParentPatient": self.ids[PATIENT],
+            "ParentStudy": self.ids[STUDY],
+            "ParentSeries": self.ids[SERIES],
+            "Path": f"/instances/{self.ids[INSTANCE]}",
+            "Status": self.status,
+        }
+
+
+@dataclass
+class Match:
+    """A resource found by a query, with its ancestors (lists indexed by level)."""
+
+    level: int
+    tags: list[dict[str, str]]
+    public_ids: list[str]
+    rows: list[int]
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def public_id(self) -> str:
+        return self.public_ids[self.level]
+
+
+@dataclass
+class Origin:
+    """Where an instance came from (metadata Orthanc records with it)."""
+
+    kind: str = "Unknown"  # DicomProtocol, RestApi, Plugins, Lua
+    remote_aet: str = ""
+    remote_ip: str = ""
+    called_aet: str = ""
+    http_user: str = ""
+
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class ServerContext:
+    """Owns the index and the storage area; everything else goes through it."""
+
+    def __init__(self, settings: Settings, *, upgrade: bool = False):
+        self.settings = settings
+        self.started = time.time()
+        self.storage = StorageArea(settings.storage_directory,
+                                   compress=settings.storage_compression,
+                                   md5=settings.store_md5_for_attachments,
+                                   sync=settings.sync_storage_area)
+        self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
+        cleaned = self.storage.clean_temporaries()
+        if cleaned:
+            logger.warning("removed %d partial files left by an interrupted write", cleaned)
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        self._recycle_lock = threading.Lock()
+        self._stability: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._stability = threading.Thread(target=self._stability_loop, name="stability",
+                                           daemon=True)
+        self._stability.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._stability:
+            self._stability.join(timeout=2)
+        self.index.close()
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, payload)
+            except Exception:
+                logger.exception("event listener failed on %s", event)
+
+    # ------------------------------------------------------------ storing
+
+    def store(self, raw: bytes, origin: Origin | None = None, *,
+              transfer_syntax: str | None = None) -> StoreResult:
+        """Index and keep one instance exactly as received.
+
+        `raw` is a Part 10 file, or a bare dataset when `transfer_syntax` is given.
+        Raises StoreRefused; on any failure nothing is left behind.
+        """
+        origin = origin or Origin()
+        s = self.settings
+        try:
+            parsed = dicomfile.parse(raw, s.default_encoding, transfer_syntax)
+        except DicomParseError as e:
+            raise StoreRefused("BadFile", str(e)) from e
+        if transfer_syntax and not raw[128:132] == b"DICM":
+            raw = dicomfile.ensure_part10(raw, parsed.sop_class_uid, parsed.uids[INSTANCE],
+                                          parsed.transfer_syntax, origin.remote_aet)
+        if not s.overwrite_instances and self.index.get(parsed.ids[INSTANCE]) is not None:
+            return StoreResult("AlreadyStored", parsed.ids, parsed)
+        self._make_room(len(raw), parsed.ids[PATIENT])
+        try:
+            att = self.storage.write(raw) if s.store_dicom else None
+        except StorageFullError as e:
+            raise StoreRefused("Full", str(e)) from e
+        except OSError as e:
+            raise StoreRefused("Failure", f"cannot write to the storage area: {e}") from e
+        meta = {
+            METADATA_NUMBERS["ReceptionDate"]: now_iso(),
+            METADATA_NUMBERS["Origin"]: origin.kind,
+            METADATA_NUMBERS["TransferSyntax"]: parsed.transfer_syntax,
+            METADATA_NUMBERS["SopClassUid"]: parsed.sop_class_uid,
+        }
+        for key, value in (("RemoteAET", origin.remote_aet), ("RemoteIP", origin.remote_ip),
+                           ("CalledAET", origin.called_aet),
+                           ("HttpUsername", origin.http_user)):
+            if value:
+                meta[METADATA_NUMBERS[key]] = value
+        try:
+            outcome = self.index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, meta,
+                                                overwrite=s.overwrite_instances)
+        except Exception as e:
+            if att:
+                self.storage.remove(att.uuid)
+            logger.error("cannot index instance %s: %s", parsed.ids[INSTANCE], e)
+            if "disk" in str(e) or "full" in str(e):
+                raise StoreRefused("Full", f"the index has no room left: {e}") from e
+            raise StoreRefused("Failure", f"cannot index the instance: {e}") from e
+        if outcome.status == "AlreadyStored" and att:
+            self.storage.remove(att.uuid)
+        for old in outcome.removed_files:
+            self.storage.remove(old)
+        result = StoreResult(outcome.status, parsed.ids, parsed)
+        if outcome.status == "Success":
+            self._emit("stored", {"result": result, "origin": origin,
+                                  "created": outcome.created})
+        return result
+
+    def _make_room(self, incoming: int, patient: str) -> None:
+        s = self.settings
+        max_bytes = s.maximum_storage_size * 1024 * 1024
+        if not max_bytes and not s.maximum_patient_count:
+            return
+        with self._recycle_lock:
+            while True:
+                used = self.index.total_sizes()[0]
+                patients = self.index.counts()[PATIENT]
+                new_patient = self.index.get(patient, PATIENT) is None
+                too_big = bool(max_bytes) and used + incoming > max_bytes
+                too_many = bool(s.maximum_patient_count) and new_patient and \
+                    patients >= s.maximum_patient_count
+                if not (too_big or too_many):
+                    return
+                if s.maximum_storage_mode == "Reject":
+                    raise StoreRefused("Full", "the storage is full (MaximumStorageSize or "
+                                       "MaximumPatientCount reached)")
+                victim = self.index.oldest_unprotected_patient(exclude=patient)
+                if victim is None:
+                    raise StoreRefused("Full", "the storage is full and every other patient "
+                                       "is protected from recycling")
+                logger.info("recycling patient %s to make room", victim)
+                self.delete(victim)
+
+    # ------------------------------------------------------------ reading and deleting
+
+    def read_instance(self, public_id: str) -> bytes:
+        res = self.index.get(public_id, INSTANCE)
+        if res is None:
+            raise KeyError(public_id)
+        att = self.index.attachment(res.id)
+        if att is None:
+            raise FileNotFoundError(f"instance {public_id} is indexed without its DICOM file "
+                                    "(StoreDicom was false)")
+        return self.storage.read(att)
+
+    def delete(self, public_id: str) -> list[tuple[int, str]]:
+        uuids, deleted = self.index.delete(public_id)
+        for u in uuids:
+            self.storage.remove(u)
+        if deleted:
+            self._emit("deleted", {"resources": deleted})
+        return deleted
+
+    # ------------------------------------------------------------ finding
+
+    def find(self, level: int, query: dict[str, str], *, case_sensitive_pn: bool | None = None,
+             limit: int = 0) -> tuple[list[Match], bool]:
+        """Resources at `level` matching every constraint; returns (matches, complete).
+
+        Raises matching.QueryError for a malformed constraint.
+        """
+        cs_pn = self.settings.case_sensitive_pn if case_sensitive_pn is None else case_sensitive_pn
+        plain = []
+        special = []
+        uid_in: list[str] | None = None
+        for kw, value in query.items():
+            m = make_matcher(kw, value, case_sensitive_pn=cs_pn)
+            if m is None:
+                continue
+            lv = TAG_LEVEL.get(kw)
+            if kw == "ImageOrientationPatient":
+                lv = min(level, INSTANCE)
+            if lv is not None and lv <= level:
+                plain.append((kw, lv, m))
+                if kw == dicomfile.LEVEL_UID[level] and "*" not in value and "?" not in value:
+                    uid_in = [v.strip() for v in value.split("\\") if v.strip()]
+            else:
+                special.append((kw, m))
+        matches: list[Match] = []
+        for tags, pids, rids in self.index.rows_with_ancestors(level, uid_in):
+            if not all(m(tags[lv].get(kw, "")) for kw, lv, m in plain):
+                continue
+            match = Match(level, tags, pids, rids)
+            if special and not all(m_(self.value_of(match, kw)) for kw, m_ in special):
+                continue
+            matches.append(match)
+            if limit and len(matches) > limit:
+                return matches[:limit], False
+        return matches, True
+
+    def value_of(self, match: Match, keyword: str) -> str:
+        """The value of a tag for a found resource: main tags, computed tags, then the file."""
+        lv = TAG_LEVEL.get(keyword)
+        if lv is not None and lv <= match.level:
+            return match.tags[lv].get(keyword, "")
+        if keyword in match.extra:
+            return match.extra[keyword]
+        value = self._computed(match, keyword)
+        if value is None:
+            value = self._from_file(match, keyword)
+        match.extra[keyword] = value
+        return value
+
+    def _computed(self, match: Match, keyword: str) -> str | None:
+        rid = match.rows[match.level]
+        if keyword in COMPUTED_TAGS:
+            at, target = COMPUTED_TAGS[keyword]
+            if at != match.level:
+                return None
+            return str(self.index.count_descendants(rid, at, target))
+        if keyword == "ModalitiesInStudy" and match.level == STUDY:
+            return "\\".join(self.index.descendant_tag_values(rid, STUDY, SERIES, "Modality"))
+        if keyword in ("SOPClassUID", "SOPClassesInStudy") and match.level >= STUDY:
+            if match.level == INSTANCE and keyword == "SOPClassUID":
+                return self.index.metadata(rid).get(METADATA_NUMBERS["SopClassUid"], "")
+            classes = sorted({i[2] for i in self.index.instances_under(rid, match.level) if i[2]})
+            return "\\".join(classes)
+        if keyword == "RetrieveAETitle":
+            return self.settings.dicom_aet
+        if keyword == "InstanceAvailability":
+            return "ONLINE"
+        if keyword == "QueryRetrieveLevel":
+            return ("PATIENT", "STUDY", "SERIES", "IMAGE")[match.level]
+        return None
+
+    def _from_file(self, match: Match, keyword: str) -> str:
+        """Read a non-indexed tag from the first instance of the resource."""
+        instances = self.index.instances_under(match.rows[match.level], match.level)
+        if not instances:
+            return ""
+        try:
+            ds = dicomfile.read_full(self.read_instance(instances[0][0]))
+        except (OSError, KeyError, ValueError) as e:
+            logger.warning("cannot read %s for tag %s: %s", instances[0][0], keyword, e)
+            return ""
+        return dicomfile.values_of(ds, [keyword]).get(keyword, "")
+
+    # ------------------------------------------------------------ peers
+
+    def modality_for(self, aet: str, host: str | None = None) -> Modality | None:
+        """The configured modality with this AET (and host when DicomCheckModalityHost)."""
+        strict = self.settings.strict_aet_comparison
+        for m in self.settings.modalities.values():
+            same = m.aet == aet if strict else m.aet.upper() == aet.upper()
+            if same and (not self.settings.dicom_check_modality_host or host is None
+                         or _same_host(m.host, host)):
+                return m
+        return None
+
+    def modality_named(self, name: str) -> Modality | None:
+        return self.settings.modalities.get(name)
+
+    # ------------------------------------------------------------ stability
+
+    def _stability_loop(self) -> None:
+        while not self._stop.wait(min(1.0, max(0.2, self.settings.stable_age / 4))):
+            try:
+                self.check_stability()
+            except Exception:
+                logger.exception("stability check failed")
+
+    def check_stability(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        age = self.settings.stable_age
+        ready = [(rid, lv, pid) for rid, lv, pid, updated in self.index.unstable()
+                 if updated + age <= now]
+        if ready:
+            ready.sort(key=lambda r: -r[1])
+            self.index.mark_stable(ready)
+            for _, lv, pid in ready:
+                self._emit("stable", {"level": lv, "id": pid})
+        return len(ready)
+
+    # ------------------------------------------------------------ system
+
+    def system_info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "ApiVersion": 18,
+            "CheckRevisions": False,
+            "DatabaseBackendPlugin": None,
+            "DatabaseVersion": self.index.schema_version(),
+            "DicomAet": s.dicom_aet,
+            "DicomPort": s.dicom_port,
+            "HttpPort": s.http_port,
+            "IsHttpServerSecure": s.ssl_enabled or not s.remote_access_allowed
+            or s.authentication_enabled,
+            "MainDicomTags": {LEVEL_NAMES[lv]: ";".join(MAIN_TAGS[lv]) for lv in range(4)},
+            "MaximumPatientCount": s.maximum_patient_count,
+            "MaximumStorageSize": s.maximum_storage_size,
+            "Name": s.name,
+            "OverwriteInstances": s.overwrite_instances,
+            "PluginsEnabled": bool(s.builtin_plugins),
+            "ReadOnly": False,
+            "StorageAreaPlugin": None,
+            "StorageCompression": s.storage_compression,
+            "UserMetadata": dict(s.user_metadata),
+            "Version": __version__,
+            "PipacsVersion": __version__,
+            "HasLabels": False,
+        }
+
+    def statistics(self) -> dict[str, Any]:
+        counts = self.index.counts()
+        compressed, size = self.index.total_sizes()
+        return {
+            "CountPatients": counts[PATIENT], "CountStudies": counts[STUDY],
+            "CountSeries": counts[SERIES], "CountInstances": counts[INSTANCE],
+            "TotalDiskSize": str(compressed), "TotalDiskSizeMB": compressed // (1024 * 1024),
+            "TotalUncompressedSize": str(size),
+            "TotalUncompressedSizeMB": size // (1024 * 1024),
+        }
+
+
+def _same_host(configured: str, peer: str) -> bool:
+    if configured == peer:
+        return True
+    import socket
+    try:
+        return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
+    except OSError:
+        return False
+
+
+def storage_path(settings: Settings) -> Path:
+    return Path(settings.storage_directory)

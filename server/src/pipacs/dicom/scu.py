@@ -1,0 +1,150 @@
+"""The DICOM SCU: C-ECHO and C-STORE to configured modalities, with a short-lived association pool."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import Verification
+
+from .. import dicomfile
+from ..config import Modality
+from ..context import ServerContext
+from .scp import UNCOMPRESSED, _nodelay
+
+logger = logging.getLogger(__name__)
+
+
+class ScuError(Exception):
+    """A DICOM operation towards a modality failed; the message says how."""
+
+
+@dataclass
+class StoreReport:
+    sent: int
+    failed: list[str]
+
+
+class Scu:
+    """Outgoing DICOM operations; associations stay open DicomAssociationCloseDelay seconds."""
+
+    def __init__(self, context: ServerContext):
+        self.context = context
+        s = context.settings
+        self.ae = AE(ae_title=s.dicom_aet)
+        self.ae.acse_timeout = s.dicom_scu_timeout
+        self.ae.dimse_timeout = s.dicom_scu_timeout
+        self.ae.network_timeout = s.dicom_scu_timeout
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, str, int, tuple[Any, ...]], tuple[Any, float]] = {}
+        self._reaper: threading.Timer | None = None
+
+    def _associate(self, m: Modality, contexts: list[PresentationContext]) -> Any:
+        key = (m.aet, m.host, m.port, tuple((c.abstract_syntax, tuple(c.transfer_syntax))
+                                            for c in contexts))
+        with self._lock:
+            cached = self._idle.pop(key, None)
+        if cached and cached[0].is_established:
+            return key, cached[0]
+        assoc = self.ae.associate(m.host, m.port, contexts=contexts, ae_title=m.aet,
+                                  evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
+                "unreachable"
+            raise ScuError(f"cannot open an association with {m.name} ({m.aet}@{m.host}:"
+                           f"{m.port}): {why}")
+        return key, assoc
+
+    def _release(self, key: Any, assoc: Any) -> None:
+        delay = self.context.settings.dicom_association_close_delay
+        if delay <= 0 or not assoc.is_established:
+            if assoc.is_established:
+                assoc.release()
+            return
+        with self._lock:
+            old = self._idle.pop(key, None)
+            self._idle[key] = (assoc, time.monotonic() + delay)
+            if self._reaper is None:
+                self._reaper = threading.Timer(delay, self._reap)
+                self._reaper.daemon = True
+                self._reaper.start()
+        if old and old[0] is not assoc and old[0].is_established:
+            old[0].release()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [k for k, (_, t) in self._idle.items() if t <= now]
+            expired = [self._idle.pop(k)[0] for k in due]
+            self._reaper = None
+            if self._idle:
+                wait = max(0.1, min(t for _, t in self._idle.values()) - now)
+                self._reaper = threading.Timer(wait, self._reap)
+                self._reaper.daemon = True
+                self._reaper.start()
+        for assoc in expired:
+            if assoc.is_established:
+                assoc.release()
+
+    def close(self) -> None:
+        with self._lock:
+            idle = [a for a, _ in self._idle.values()]
+            self._idle.clear()
+            if self._reaper:
+                self._reaper.cancel()
+                self._reaper = None
+        for assoc in idle:
+            if assoc.is_established:
+                assoc.release()
+
+    def echo(self, m: Modality) -> None:
+        cx = PresentationContext()
+        cx.abstract_syntax = Verification
+        cx.transfer_syntax = list(UNCOMPRESSED[:2])
+        key, assoc = self._associate(m, [cx])
+        try:
+            status = assoc.send_c_echo()
+        except Exception as e:
+            assoc.abort()
+            raise ScuError(f"C-ECHO to {m.name} failed: {e}") from e
+        if not status or status.Status != 0:
+            assoc.abort()
+            raise ScuError(f"C-ECHO to {m.name} failed (status "
+                           f"{getattr(status, 'Status', 'none')})")
+        self._release(key, assoc)
+
+    def store(self, m: Modality, instance_ids: list[str]) -> StoreReport:
+        """Send instances as stored; the report lists the ones that failed."""
+        idx = self.context.index
+        rows = []
+        for pid in instance_ids:
+            res = idx.get(pid)
+            if res is None:
+                raise ScuError(f"unknown instance {pid}")
+            rows.extend(idx.instances_under(res.id, res.level))
+        from .scp import _retrieve_contexts
+
+        contexts = _retrieve_contexts(rows)
+        if not contexts:
+            return StoreReport(0, [])
+        key, assoc = self._associate(m, contexts)
+        failed = []
+        sent = 0
+        try:
+            for public_id, *_ in rows:
+                ds = dicomfile.read_full(self.context.read_instance(public_id))
+                status = assoc.send_c_store(ds)
+                if status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006):
+                    sent += 1
+                else:
+                    failed.append(public_id)
+                    if not assoc.is_established:
+                        break
+        finally:
+            self._release(key, assoc)
+        return StoreReport(sent, failed)

@@ -1,0 +1,104 @@
+"""The HTTP application: create_app(context) assembles the Bottle routes and access control."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+import logging
+from typing import Any
+
+import bottle
+
+from ..context import ServerContext
+from . import system
+
+logger = logging.getLogger(__name__)
+
+
+class HttpError(Exception):
+    """An error answered to the client with Orthanc's JSON shape."""
+
+    def __init__(self, status: int, message: str, details: str = ""):
+        self.status = status
+        self.message = message
+        self.details = details
+        super().__init__(message)
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(context: ServerContext) -> bottle.Bottle:
+    app = bottle.Bottle(autojson=False, catchall=True)
+    s = context.settings
+
+    @app.hook("before_request")
+    def _access() -> None:
+        remote = bottle.request.environ.get("REMOTE_ADDR", "")
+        if not s.remote_access_allowed and not _is_loopback(remote):
+            raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
+        if s.authentication_enabled and not _authorised(bottle.request, s.registered_users):
+            raise bottle.HTTPResponse(
+                status=401, body="authentication required\n",
+                headers={"WWW-Authenticate": f'Basic realm="{s.name}"'})
+
+    def error_handler(err: bottle.HTTPError) -> str:
+        bottle.response.content_type = "application/json"
+        return json.dumps(error_body(err.status_code, str(err.body or err.status_line),
+                                     bottle.request), indent=3)
+
+    for code in (400, 401, 403, 404, 405, 415, 500, 503, 507):
+        app.error(code)(error_handler)
+
+    def wrap(callback: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except HttpError as e:
+                bottle.response.status = e.status
+                bottle.response.content_type = "application/json"
+                body = error_body(e.status, e.message, bottle.request, e.details)
+                return json.dumps(body, indent=3) if s.http_describe_errors else ""
+        return wrapper
+
+    app.install(wrap)
+    system.install(app, context)
+    return app
+
+
+def error_body(status: int, message: str, request: Any, details: str = "") -> dict[str, Any]:
+    body = {
+        "HttpError": bottle.HTTP_CODES.get(status, "Error"),
+        "HttpStatus": status,
+        "Message": message,
+        "Method": request.method,
+        "OrthancError": message,
+        "OrthancStatus": {400: 8, 401: 8, 403: 8, 404: 17, 415: 8, 507: 14}.get(status, -1),
+        "Uri": request.path,
+    }
+    if details:
+        body["Details"] = details
+    return body
+
+
+def _authorised(request: Any, users: dict[str, str]) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    expected = users.get(user)
+    return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+
+def json_response(data: Any) -> str:
+    bottle.response.content_type = "application/json"
+    return json.dumps(data, indent=3)

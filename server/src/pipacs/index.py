@@ -1,0 +1,561 @@
+"""The SQLite index: resources, main tags, attachments, metadata and the change log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
+from .storage import Attachment
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "pipacs-index.db"
+
+# Orthanc's change types and metadata types, by their numbers.
+CHANGE_TYPES = {
+    1: "CompletedSeries", 2: "Deleted", 3: "NewChildInstance", 4: "NewInstance",
+    5: "NewPatient", 6: "NewSeries", 7: "NewStudy", 8: "StablePatient", 9: "StableSeries",
+    10: "StableStudy", 11: "UpdatedAttachment", 12: "UpdatedMetadata",
+}
+CHANGE_NUMBERS = {v: k for k, v in CHANGE_TYPES.items()}
+NEW_CHANGE = {PATIENT: 5, STUDY: 7, SERIES: 6, INSTANCE: 4}
+STABLE_CHANGE = {PATIENT: 8, STUDY: 10, SERIES: 9}
+METADATA_TYPES = {
+    1: "IndexInSeries", 2: "ReceptionDate", 3: "RemoteAET", 4: "ExpectedNumberOfInstances",
+    5: "ModifiedFrom", 6: "AnonymizedFrom", 7: "LastUpdate", 8: "Origin", 9: "TransferSyntax",
+    10: "SopClassUid", 11: "RemoteIP", 12: "CalledAET", 13: "HttpUsername",
+    14: "PixelDataOffset",
+}
+METADATA_NUMBERS = {v: k for k, v in METADATA_TYPES.items()}
+
+# Each step brings the schema from version N-1 to N. A new index runs them all, so every
+# migration is exercised by every test that creates an index.
+MIGRATIONS: list[str] = [
+    # 1: resources with their main tags, attachments, metadata, changes
+    """
+    CREATE TABLE resources(
+        id INTEGER PRIMARY KEY,
+        level INTEGER NOT NULL,
+        public_id TEXT NOT NULL UNIQUE,
+        parent INTEGER REFERENCES resources(id) ON DELETE CASCADE,
+        uid TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        stable INTEGER NOT NULL DEFAULT 0,
+        protected INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX resources_parent ON resources(parent);
+    CREATE INDEX resources_level_uid ON resources(level, uid);
+    CREATE TABLE attachments(
+        resource INTEGER NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+        type INTEGER NOT NULL,
+        uuid TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        compressed_size INTEGER NOT NULL,
+        compression INTEGER NOT NULL,
+        md5 TEXT NOT NULL,
+        compressed_md5 TEXT NOT NULL,
+        PRIMARY KEY(resource, type)
+    ) WITHOUT ROWID;
+    CREATE TABLE metadata(
+        resource INTEGER NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+        type INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY(resource, type)
+    ) WITHOUT ROWID;
+    CREATE TABLE changes(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type INTEGER NOT NULL,
+        level INTEGER NOT NULL,
+        public_id TEXT NOT NULL,
+        date TEXT NOT NULL
+    );
+    CREATE TABLE properties(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    """,
+    # 2: exports log, recycling order, and a running total of stored bytes
+    """
+    CREATE TABLE exports(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        level INTEGER NOT NULL,
+        public_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        patient_id TEXT, study_uid TEXT, series_uid TEXT, sop_uid TEXT,
+        date TEXT NOT NULL
+    );
+    CREATE INDEX resources_recycling ON resources(level, protected, updated);
+    INSERT OR REPLACE INTO properties(key, value)
+        SELECT 'total_compressed', COALESCE(SUM(compressed_size), 0) FROM attachments;
+    INSERT OR REPLACE INTO properties(key, value)
+        SELECT 'total_size', COALESCE(SUM(size), 0) FROM attachments;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class IndexError_(Exception):
+    """The index cannot be opened or used; the message says what to do."""
+
+
+class SchemaTooOld(IndexError_):
+    pass
+
+
+def now_iso() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
+@dataclass
+class Resource:
+    id: int
+    level: int
+    public_id: str
+    parent: int | None
+    uid: str
+    tags: dict[str, str]
+    updated: float
+    stable: bool
+    protected: bool
+
+
+@dataclass
+class StoreOutcome:
+    status: str  # "Success" or "AlreadyStored"
+    ids: tuple[str, str, str, str]
+    created: list[int]  # levels created by this instance
+    removed_files: list[str]  # uuids of files replaced (OverwriteInstances)
+
+
+class Index:
+    """One SQLite database in WAL mode; a connection per thread, writes serialised."""
+
+    def __init__(self, folder: str | Path, *, upgrade: bool = False, sync: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / INDEX_FILE
+        self.sync = sync
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._id_cache: dict[str, int] = {}
+        self._connections: list[sqlite3.Connection] = []
+        self._check_and_migrate(upgrade)
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.sync else 'NORMAL'}")
+        conn.execute("PRAGMA cache_size=-2000")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        self._connections.append(conn)
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._local.conn = self._connect()
+        return c
+
+    def close(self) -> None:
+        for c in self._connections:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        self._connections.clear()
+        self._local = threading.local()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, one at a time."""
+        with self._write_lock:
+            c = self.conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
+
+    # ------------------------------------------------------------ schema
+
+    def schema_version(self) -> int:
+        c = self.conn
+        has = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='properties'").fetchone()
+        if not has:
+            tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables:
+                raise IndexError_(f"{self.path} is not a pipacs index (unknown tables)")
+            return 0
+        row = c.execute("SELECT value FROM properties WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _check_and_migrate(self, upgrade: bool) -> None:
+        try:
+            c = self.conn
+            ok = c.execute("PRAGMA quick_check").fetchone()[0]
+            if ok != "ok":
+                raise IndexError_(f"the index {self.path} is corrupt ({ok}); "
+                                  "rebuild it from the storage area with --reindex")
+            version = self.schema_version()
+        except sqlite3.DatabaseError as e:
+            raise IndexError_(f"the index {self.path} cannot be read ({e}); "
+                              "rebuild it from the storage area with --reindex") from e
+        if version > SCHEMA_VERSION:
+            raise IndexError_(
+                f"the index {self.path} has schema version {version}, newer than this pipacs "
+                f"understands ({SCHEMA_VERSION}): run a newer pipacs")
+        if 0 < version < SCHEMA_VERSION and not upgrade:
+            raise SchemaTooOld(
+                f"the index {self.path} has schema version {version}; this pipacs needs "
+                f"{SCHEMA_VERSION}. Back it up, then start once with --upgrade")
+        for step in range(version, SCHEMA_VERSION):
+            logger.info("index schema: migrating to version %d", step + 1)
+            with self.write() as w:
+                for stmt in _statements(MIGRATIONS[step]):
+                    w.execute(stmt)
+                w.execute("INSERT OR REPLACE INTO properties(key, value) "
+                          "VALUES('schema_version', ?)", (str(step + 1),))
+
+    def migrate_to(self, version: int) -> None:
+        """Create the schema only up to `version` (tests of --upgrade use this)."""
+        for step in range(self.schema_version(), version):
+            with self.write() as w:
+                for stmt in _statements(MIGRATIONS[step]):
+                    w.execute(stmt)
+                w.execute("INSERT OR REPLACE INTO properties(key, value) "
+                          "VALUES('schema_version', ?)", (str(step + 1),))
+
+    # ------------------------------------------------------------ properties
+
+    def get_property(self, key: str, default: str = "") -> str:
+        row = self.conn.execute("SELECT value FROM properties WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_property(self, key: str, value: str) -> None:
+        with self.write() as w:
+            w.execute("INSERT OR REPLACE INTO properties(key, value) VALUES(?, ?)", (key, value))
+
+    # ------------------------------------------------------------ storing
+
+    def _lookup_id(self, c: sqlite3.Connection, public_id: str) -> int | None:
+        rid = self._id_cache.get(public_id)
+        if rid is not None:
+            return rid
+        row = c.execute("SELECT id FROM resources WHERE public_id=?", (public_id,)).fetchone()
+        if row is None:
+            return None
+        if len(self._id_cache) > 4096:
+            self._id_cache.clear()
+        self._id_cache[public_id] = row[0]
+        return int(row[0])
+
+    def store_instance(self, public_ids: tuple[str, str, str, str], uids: tuple[str, ...],
+                       tags: list[dict[str, str]], attachment: Attachment | None,
+                       metadata: dict[int, str], *, overwrite: bool = False) -> StoreOutcome:
+        now = time.time()
+        date = now_iso()
+        created: list[int] = []
+        removed: list[str] = []
+        with self.write() as c:
+            existing = self._lookup_id(c, public_ids[INSTANCE])
+            if existing is not None:
+                if not overwrite:
+                    return StoreOutcome("AlreadyStored", public_ids, [], [])
+                removed = [r[0] for r in c.execute(
+                    "SELECT uuid FROM attachments WHERE resource=?", (existing,))]
+                self._drop_size(c, existing)
+                c.execute("DELETE FROM resources WHERE id=?", (existing,))
+                self._id_cache.pop(public_ids[INSTANCE], None)
+            parent: int | None = None
+            ancestors = []
+            for level in (PATIENT, STUDY, SERIES, INSTANCE):
+                rid = None if level == INSTANCE else self._lookup_id(c, public_ids[level])
+                if rid is None:
+                    cur = c.execute(
+                        "INSERT INTO resources(level, public_id, parent, uid, tags, created, "
+                        "updated) VALUES(?,?,?,?,?,?,?)",
+                        (level, public_ids[level], parent, uids[level],
+                         json.dumps(tags[level], ensure_ascii=False), now, now))
+                    rid = int(cur.lastrowid or 0)
+                    created.append(level)
+                else:
+                    ancestors.append(rid)
+                parent = rid
+            instance_id = parent
+            if ancestors:
+                c.execute(f"UPDATE resources SET updated=?, stable=0 WHERE id IN "
+                          f"({','.join('?' * len(ancestors))})", (now, *ancestors))
+            if attachment is not None:
+                c.execute("INSERT INTO attachments VALUES(?,?,?,?,?,?,?,?)",
+                          (instance_id, attachment.content_type, attachment.uuid,
+                           attachment.size, attachment.compressed_size, attachment.compression,
+                           attachment.md5, attachment.compressed_md5))
+                c.execute("UPDATE properties SET value = value + ? WHERE key='total_compressed'",
+                          (attachment.compressed_size,))
+                c.execute("UPDATE properties SET value = value + ? WHERE key='total_size'",
+                          (attachment.size,))
+            series_id = self._lookup_id(c, public_ids[SERIES])
+            count = c.execute("SELECT count(*) FROM resources WHERE parent=?",
+                              (series_id,)).fetchone()[0]
+            meta = dict(metadata)
+            meta[METADATA_NUMBERS["IndexInSeries"]] = str(count)
+            c.executemany("INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
+                          [(instance_id, k, v) for k, v in meta.items()])
+            for level in (PATIENT, STUDY, SERIES):
+                rid = self._lookup_id(c, public_ids[level])
+                c.execute("INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
+                          (rid, METADATA_NUMBERS["LastUpdate"], date))
+            c.executemany(
+                "INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
+                [(NEW_CHANGE[lv], lv, public_ids[lv], date) for lv in sorted(created)])
+        return StoreOutcome("Success", public_ids, created, removed)
+
+    def _drop_size(self, c: sqlite3.Connection, instance_id: int) -> None:
+        c.execute("UPDATE properties SET value = value - (SELECT COALESCE(SUM(compressed_size),0) "
+                  "FROM attachments WHERE resource=?) WHERE key='total_compressed'",
+                  (instance_id,))
+        c.execute("UPDATE properties SET value = value - (SELECT COALESCE(SUM(size),0) "
+                  "FROM attachments WHERE resource=?) WHERE key='total_size'", (instance_id,))
+
+    # ------------------------------------------------------------ deleting
+
+    def delete(self, public_id: str) -> tuple[list[str], list[tuple[int, str]]]:
+        """Delete a resource, its descendants and any parent left empty.
+
+        Returns the attachment uuids to remove from the storage area (after the commit) and
+        the (level, public_id) of every resource deleted.
+        """
+        date = now_iso()
+        with self.write() as c:
+            row = c.execute("SELECT id, level, parent FROM resources WHERE public_id=?",
+                            (public_id,)).fetchone()
+            if row is None:
+                return [], []
+            rid, level, parent = row
+            subtree = [r[0] for r in c.execute(
+                "WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT r.id FROM resources r "
+                "JOIN t ON r.parent = t.id) SELECT id FROM t", (rid,))]
+            marks = ",".join("?" * len(subtree))
+            uuids = [r[0] for r in c.execute(
+                f"SELECT uuid FROM attachments WHERE resource IN ({marks})", subtree)]
+            for inst in subtree:
+                self._drop_size(c, inst)
+            deleted = [(lv, pid) for lv, pid in c.execute(
+                f"SELECT level, public_id FROM resources WHERE id IN ({marks})", subtree)]
+            c.execute("DELETE FROM resources WHERE id=?", (rid,))
+            # Parents left without children go too, as in Orthanc.
+            while parent is not None:
+                left = c.execute("SELECT 1 FROM resources WHERE parent=? LIMIT 1",
+                                 (parent,)).fetchone()
+                if left:
+                    break
+                prow = c.execute("SELECT level, public_id, parent FROM resources WHERE id=?",
+                                 (parent,)).fetchone()
+                c.execute("DELETE FROM resources WHERE id=?", (parent,))
+                deleted.append((prow[0], prow[1]))
+                parent = prow[2]
+            c.executemany("INSERT INTO changes(type, level, public_id, date) VALUES(2,?,?,?)",
+                          [(lv, pid, date) for lv, pid in deleted])
+            self._id_cache.clear()
+        return uuids, deleted
+
+    # ------------------------------------------------------------ reading
+
+    def _resource(self, row: tuple[Any, ...]) -> Resource:
+        return Resource(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6],
+                        bool(row[7]), bool(row[8]))
+
+    _COLS = "id, level, public_id, parent, uid, tags, updated, stable, protected"
+
+    def get(self, public_id: str, level: int | None = None) -> Resource | None:
+        row = self.conn.execute(f"SELECT {self._COLS} FROM resources WHERE public_id=?",
+                                (public_id,)).fetchone()
+        if row is None or (level is not None and row[1] != level):
+            return None
+        return self._resource(row)
+
+    def get_by_id(self, rid: int) -> Resource | None:
+        row = self.conn.execute(f"SELECT {self._COLS} FROM resources WHERE id=?",
+                                (rid,)).fetchone()
+        return self._resource(row) if row else None
+
+    def children(self, rid: int) -> list[Resource]:
+        return [self._resource(r) for r in self.conn.execute(
+            f"SELECT {self._COLS} FROM resources WHERE parent=? ORDER BY id", (rid,))]
+
+    def list_public_ids(self, level: int, since: int = 0, limit: int = 0) -> list[str]:
+        sql = "SELECT public_id FROM resources WHERE level=? ORDER BY id"
+        args: list[Any] = [level]
+        if limit or since:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit if limit else -1, since]
+        return [r[0] for r in self.conn.execute(sql, args)]
+
+    def rows_with_ancestors(self, level: int, uid_in: list[str] | None = None
+                            ) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
+        """For each resource at `level`: the tags, public IDs and row ids of it and its parents.
+
+        Lists are indexed by level (0 = patient). `uid_in` narrows on the level's identifier.
+        """
+        joins = ["resources r%d" % level]
+        cols = []
+        for lv in range(level, -1, -1):
+            cols += [f"r{lv}.tags", f"r{lv}.public_id", f"r{lv}.id"]
+            if lv < level:
+                joins.append(f"JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent")
+        sql = f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE r{level}.level = ?"
+        args: list[Any] = [level]
+        if uid_in is not None:
+            sql += f" AND r{level}.uid IN ({','.join('?' * len(uid_in))})"
+            args += uid_in
+        sql += f" ORDER BY r{level}.id"
+        for row in self.conn.execute(sql, args):
+            n = level + 1
+            tags: list[dict[str, str]] = [{}] * n
+            pids: list[str] = [""] * n
+            rids: list[int] = [0] * n
+            for i, lv in enumerate(range(level, -1, -1)):
+                tags[lv] = json.loads(row[3 * i])
+                pids[lv] = row[3 * i + 1]
+                rids[lv] = row[3 * i + 2]
+            yield tags, pids, rids
+
+    def count_descendants(self, rid: int, level: int, target: int) -> int:
+        """How many resources of level `target` lie under resource `rid` at `level`."""
+        sql = "SELECT count(*) FROM resources r{t}".format(t=target)
+        for lv in range(target - 1, level - 1, -1):
+            sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
+        sql += f" WHERE r{level}.id = ?"
+        return int(self.conn.execute(sql, (rid,)).fetchone()[0])
+
+    def descendant_tag_values(self, rid: int, level: int, target: int, key: str) -> list[str]:
+        sql = f"SELECT DISTINCT json_extract(r{target}.tags, ?) FROM resources r{target}"
+        for lv in range(target - 1, level - 1, -1):
+            sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
+        sql += f" WHERE r{level}.id = ?"
+        return sorted(v for (v,) in self.conn.execute(sql, ("$." + key, rid)) if v)
+
+    def instances_under(self, rid: int, level: int) -> list[tuple[str, str, str, str, int]]:
+        """(public_id, uuid, sop_class, transfer_syntax, compression) of instances under a resource."""
+        sql = ("SELECT r3.public_id, a.uuid, "
+               "(SELECT value FROM metadata WHERE resource=r3.id AND type=10), "
+               "(SELECT value FROM metadata WHERE resource=r3.id AND type=9), a.compression "
+               "FROM resources r3 LEFT JOIN attachments a ON a.resource = r3.id AND a.type = 1")
+        for lv in range(2, level - 1, -1):
+            sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
+        sql += f" WHERE r{level}.id = ? ORDER BY r3.id"
+        return [tuple(r) for r in self.conn.execute(sql, (rid,))]  # type: ignore[misc]
+
+    def attachment(self, rid: int, content_type: int = 1) -> Attachment | None:
+        row = self.conn.execute(
+            "SELECT uuid, type, size, compressed_size, compression, md5, compressed_md5 "
+            "FROM attachments WHERE resource=? AND type=?", (rid, content_type)).fetchone()
+        return Attachment(*row) if row else None
+
+    def metadata(self, rid: int) -> dict[int, str]:
+        return dict(self.conn.execute("SELECT type, value FROM metadata WHERE resource=?",
+                                      (rid,)).fetchall())
+
+    def set_metadata(self, rid: int, level: int, public_id: str, mtype: int, value: str) -> None:
+        with self.write() as c:
+            c.execute("INSERT OR REPLACE INTO metadata VALUES(?,?,?)", (rid, mtype, value))
+            c.execute("INSERT INTO changes(type, level, public_id, date) VALUES(12,?,?,?)",
+                      (level, public_id, now_iso()))
+
+    # ------------------------------------------------------------ changes and statistics
+
+    def changes(self, since: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], bool, int]:
+        rows = self.conn.execute(
+            "SELECT seq, type, level, public_id, date FROM changes WHERE seq > ? "
+            "ORDER BY seq LIMIT ?", (since, limit + 1)).fetchall()
+        done = len(rows) <= limit
+        rows = rows[:limit]
+        last = rows[-1][0] if rows else self.last_change_seq() if done else since
+        return [change_json(r) for r in rows], done, last
+
+    def last_change(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT seq, type, level, public_id, date FROM changes "
+                                "ORDER BY seq DESC LIMIT 1").fetchone()
+        return change_json(row) if row else None
+
+    def last_change_seq(self) -> int:
+        row = self.conn.execute("SELECT max(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    def counts(self) -> list[int]:
+        out = [0, 0, 0, 0]
+        for level, n in self.conn.execute("SELECT level, count(*) FROM resources GROUP BY level"):
+            out[level] = n
+        return out
+
+    def total_sizes(self) -> tuple[int, int]:
+        return (int(self.get_property("total_compressed", "0")),
+                int(self.get_property("total_size", "0")))
+
+    # ------------------------------------------------------------ stability and recycling
+
+    def unstable(self) -> list[tuple[int, int, str, float]]:
+        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
+            "SELECT id, level, public_id, updated FROM resources WHERE level < 3 AND stable = 0")]
+
+    def mark_stable(self, items: list[tuple[int, int, str]]) -> None:
+        date = now_iso()
+        with self.write() as c:
+            c.executemany("UPDATE resources SET stable=1 WHERE id=?", [(i,) for i, _, _ in items])
+            c.executemany("INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
+                          [(STABLE_CHANGE[lv], lv, pid, date) for _, lv, pid in items])
+
+    def set_protected(self, rid: int, value: bool) -> None:
+        with self.write() as c:
+            c.execute("UPDATE resources SET protected=? WHERE id=?", (int(value), rid))
+
+    def oldest_unprotected_patient(self, exclude: str = "") -> str | None:
+        row = self.conn.execute(
+            "SELECT public_id FROM resources WHERE level=0 AND protected=0 AND public_id != ? "
+            "ORDER BY updated LIMIT 1", (exclude,)).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------ exports
+
+    def log_export(self, level: int, public_id: str, target: str, uids: list[str]) -> None:
+        padded = (uids + ["", "", "", ""])[:4]
+        with self.write() as c:
+            c.execute("INSERT INTO exports(level, public_id, target, patient_id, study_uid, "
+                      "series_uid, sop_uid, date) VALUES(?,?,?,?,?,?,?,?)",
+                      (level, public_id, target, *padded, now_iso()))
+
+    def all_attachment_uuids(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT uuid FROM attachments")}
+
+
+def change_json(row: tuple[Any, ...]) -> dict[str, Any]:
+    seq, ctype, level, public_id, date = row
+    return {
+        "ChangeType": CHANGE_TYPES.get(ctype, str(ctype)),
+        "Date": date,
+        "ID": public_id,
+        "Path": f"/{LEVEL_PLURALS[level]}/{public_id}",
+        "ResourceType": LEVEL_NAMES[level],
+        "Seq": seq,
+    }
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,105 @@
+"""Orthanc's matching rules for C-FIND and /tools/find: wildcards, ranges, lists."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import lru_cache
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+Matcher = Callable[[str], bool]
+
+RANGE_VRS = {"DA", "TM", "DT"}
+# VRs whose values are compared exactly (no wildcards), as the standard says.
+NO_WILDCARD_VRS = {"UI", "SQ", "OB", "OW", "OF", "UN", "US", "UL", "SS", "SL", "FL", "FD", "AT"}
+
+
+class QueryError(ValueError):
+    """A query value that cannot be understood; the message names the tag."""
+
+
+@lru_cache(maxsize=1024)
+def vr_of(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        return ""
+    try:
+        return str(dictionary_VR(tag)).split(" or ")[0]
+    except KeyError:
+        return ""
+
+
+def fold(s: str) -> str:
+    """Case- and accent-insensitive form, as Orthanc compares names."""
+    decomposed = unicodedata.normalize("NFKD", s)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+
+
+def _wildcard_regex(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("".join(out) + r"\Z", 0 if case_sensitive else re.S)
+
+
+def _normalise_time(t: str) -> str:
+    t = t.replace(":", "")
+    if "." in t:
+        whole, frac = t.split(".", 1)
+        return whole.ljust(6, "0") + "." + frac
+    return t.ljust(6, "0")
+
+
+def make_matcher(keyword: str, value: str, *, case_sensitive_pn: bool = False) -> Matcher | None:
+    """A predicate for one query constraint, or None for a universal match."""
+    value = value.strip()
+    if value in ("", "*"):
+        return None
+    vr = vr_of(keyword)
+    case_sensitive = not (vr == "PN" and not case_sensitive_pn)
+    if "\\" in value:
+        wanted = [w.strip() for w in value.split("\\") if w.strip()]
+        if vr == "UI":
+            uids = set(wanted)
+            return lambda v: v in uids
+        subs = [make_matcher(keyword, w, case_sensitive_pn=case_sensitive_pn) for w in wanted]
+        if any(m is None for m in subs):
+            return None
+        return lambda v: any(m(v) for m in subs if m is not None)
+    if vr in RANGE_VRS and "-" in value and not ("*" in value or "?" in value):
+        lo, _, hi = value.partition("-")
+        lo, hi = lo.strip(), hi.strip()
+        if vr == "TM":
+            lo = _normalise_time(lo) if lo else ""
+            hi = _normalise_time(hi) if hi else ""
+            norm = _normalise_time
+        else:
+            def norm(x: str) -> str:
+                return x
+        if vr == "DA" and not all(re.fullmatch(r"\d{8}", x) for x in (lo, hi) if x):
+            raise QueryError(f"{keyword}: {value!r} is not a date range (YYYYMMDD-YYYYMMDD)")
+
+        def in_range(v: str) -> bool:
+            if not v:
+                return False
+            nv = norm(v)
+            if lo and nv < lo:
+                return False
+            return not (hi and nv[: len(hi)] > hi)
+        return in_range
+    if vr == "DA" and not ("*" in value or "?" in value) and not re.fullmatch(r"\d{8}", value):
+        raise QueryError(f"{keyword}: {value!r} is not a date (YYYYMMDD)")
+    if vr not in NO_WILDCARD_VRS and ("*" in value or "?" in value):
+        rx = _wildcard_regex(value if case_sensitive else fold(value), case_sensitive)
+        if case_sensitive:
+            return lambda v: rx.match(v) is not None
+        return lambda v: rx.match(fold(v)) is not None
+    if vr == "TM":
+        want = _normalise_time(value)
+        return lambda v: bool(v) and _normalise_time(v) == want
+    if case_sensitive:
+        return lambda v: v == value
+    folded = fold(value)
+    return lambda v: fold(v) == folded

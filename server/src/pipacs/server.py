@@ -1,0 +1,99 @@
+"""Running pipacs: the context, the DICOM server and the HTTP server, until a signal stops them."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from .config import Settings
+from .context import ServerContext
+
+logger = logging.getLogger(__name__)
+
+
+class Server:
+    """Everything one pipacs process runs; `start` returns once both ports listen."""
+
+    def __init__(self, settings: Settings, *, upgrade: bool = False):
+        self.settings = settings
+        self.context = ServerContext(settings, upgrade=upgrade)
+        self.dicom: Any = None
+        self.http: Any = None
+        self._http_thread: threading.Thread | None = None
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        s = self.settings
+        self.context.start()
+        if s.dicom_server_enabled:
+            from .dicom.scp import DicomServer
+
+            self.dicom = DicomServer(self.context)
+            self.dicom.start()
+        if s.http_server_enabled:
+            self._start_http()
+
+    def _start_http(self) -> None:
+        from waitress.server import create_server
+
+        from .http.app import create_app
+
+        s = self.settings
+        host = "0.0.0.0" if s.remote_access_allowed else "127.0.0.1"
+        app = create_app(self.context)
+        self.http = create_server(
+            app, host=host, port=s.http_port, threads=s.http_threads_count,
+            channel_timeout=s.http_request_timeout, ident="pipacs",
+            clear_untrusted_proxy_headers=True, expose_tracebacks=False,
+            connection_limit=200, asyncore_use_poll=True)
+        if s.tcp_no_delay:
+            import socket
+
+            self.http.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
+        self._http_thread.start()
+        logger.info("HTTP server listening on %s:%d", host, s.http_port)
+
+    def _serve_http(self) -> None:
+        try:
+            self.http.run()
+        except Exception:
+            if not self.stopped.is_set():
+                logger.exception("HTTP server stopped")
+
+    def stop(self) -> None:
+        if self.stopped.is_set():
+            return
+        self.stopped.set()
+        t0 = time.monotonic()
+        if self.dicom is not None:
+            assocs = list(self.dicom.ae.active_associations)
+            self.dicom.stop()
+            for a in assocs:
+                a.join(timeout=1.0)
+        if self.http is not None:
+            try:
+                self.http.close()
+            except Exception:
+                pass
+            if self.http.task_dispatcher is not None:
+                self.http.task_dispatcher.shutdown(timeout=1)
+        self.context.stop()
+        logger.info("stopped in %.2f s", time.monotonic() - t0)
+
+    def wait(self) -> None:
+        """Serve until SIGTERM or SIGINT."""
+        done = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            logger.warning("signal %s received: stopping", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not done.wait(1.0):
+            pass
+        self.stop()
