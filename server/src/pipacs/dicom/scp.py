@@ -22,6 +22,9 @@ from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
+from .rawsend import RawDataset, install
+
+install()
 
 logger = logging.getLogger(__name__)
 
@@ -388,14 +391,24 @@ class _Unreadable:
         return True
 
 
+def outgoing_dataset(ctx: ServerContext, public_id: str, sop_class: str, ts: str) -> Dataset:
+    """A stored instance ready for C-STORE: its stored bytes when possible, decoded if not."""
+    raw = ctx.read_instance(public_id)
+    meta, _ = dicomfile.split_meta(raw)
+    sop_uid = str(meta.get("MediaStorageSOPInstanceUID", "")) if meta else ""
+    if meta and sop_uid and sop_class and ts:
+        return RawDataset(raw, sop_class, sop_uid, ts)
+    return dicomfile.read_full(raw)
+
+
 def _datasets(ctx: ServerContext, event: evt.Event,
               instances: list[tuple[str, str, str, str, int]]) -> Iterator[tuple[int, Any]]:
-    for public_id, _, _, _, _ in instances:
+    for public_id, _, sop_class, ts, _ in instances:
         if event.is_cancelled:
             yield CANCEL, None
             return
         try:
-            ds = dicomfile.read_full(ctx.read_instance(public_id))
+            ds = outgoing_dataset(ctx, public_id, sop_class, ts)
         except Exception as e:
             logger.error("cannot read instance %s to send it: %s", public_id, e)
             yield PENDING, _Unreadable()

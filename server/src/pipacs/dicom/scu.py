@@ -12,10 +12,9 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification
 
-from .. import dicomfile
 from ..config import Modality
 from ..context import ServerContext
-from .scp import UNCOMPRESSED, _nodelay
+from .scp import UNCOMPRESSED, _nodelay, _retrieve_contexts, outgoing_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +126,6 @@ class Scu:
             if res is None:
                 raise ScuError(f"unknown instance {pid}")
             rows.extend(idx.instances_under(res.id, res.level))
-        from .scp import _retrieve_contexts
-
         contexts = _retrieve_contexts(rows)
         if not contexts:
             return StoreReport(0, [])
@@ -136,9 +133,13 @@ class Scu:
         failed = []
         sent = 0
         try:
-            for public_id, *_ in rows:
-                ds = dicomfile.read_full(self.context.read_instance(public_id))
-                status = assoc.send_c_store(ds)
+            for public_id, _, sop_class, ts, _ in rows:
+                try:
+                    ds = outgoing_dataset(self.context, public_id, sop_class, ts)
+                    status = assoc.send_c_store(ds)
+                except (OSError, ValueError, AttributeError) as e:
+                    logger.error("cannot send instance %s: %s", public_id, e)
+                    status = None
                 if status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006):
                     sent += 1
                 else:
