@@ -155,10 +155,11 @@ class Server:
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False,
             "StableAge": 60,
+            # Orthanc (and pipacs, which follows it) refuse C-FIND from unknown AETs without it
+            "DicomAlwaysAllowFind": True,
         }
         if self.kind == "orthanc":
             cfg["Plugins"] = []  # do not load the system plugins
-            cfg["DicomAlwaysAllowFind"] = True  # else C-FIND from unknown AETs is refused
         return cfg
 
     def command(self) -> list[str]:
@@ -456,6 +457,7 @@ def run_find(srv: Server, studies: int, runs: int, res: dict[str, float], key: s
     res[f"{key}_net_ms"] = res[f"{key}_ms"] - res[f"{key}_echo_ms"]
     res[f"{key}_studies"] = studies
     res[f"{key}_matches"] = min(counts)
+    res[f"{key}_complete"] = float(all(c == studies for c in counts))
     ok = "ok" if all(c == studies for c in counts) else f"MISMATCH: matches {sorted(set(counts))}"
     print(
         f"   C-FIND study level, {studies} studies: median {med * 1000:.1f} ms "
@@ -540,11 +542,14 @@ def report(
     for k in kinds:
         incomplete = [
             key
-            for key in ("small1", "large1", "small4")
+            for key in ("small1", "large1", "small4", "find1", "find2")
             if any(r.get(f"{key}_complete") == 0.0 for r in all_results[k])
         ]
         if incomplete:
-            print(f"\n! {k}: not every file was stored in {', '.join(incomplete)}")
+            print(
+                f"\n! {k}: incomplete (files not stored or studies not found): "
+                f"{', '.join(incomplete)}"
+            )
 
 
 def _all_keys(all_results: dict[str, list[dict[str, float]]]) -> set[str]:
