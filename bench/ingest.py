@@ -624,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             f"generated in {time.perf_counter() - t0:.1f} s under {root}"
         )
         print(f"host: {os.cpu_count()} CPUs, {_orthanc_version()}, {_dcmtk_version()}")
+        print(f"load average before: {_loadavg()} (other work on the machine skews figures)")
 
         all_results: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
         for run in range(args.runs):
@@ -640,12 +641,20 @@ def main(argv: list[str] | None = None) -> int:
             "instances": 2 * len(data.small) + len(data.large),
         }
         report(all_results, args.runs, studies)
+        print(f"\nload average after: {_loadavg()}")
     finally:
         if args.keep:
             print(f"\nkept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _orthanc_version() -> str:
