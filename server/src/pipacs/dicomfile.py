@@ -110,39 +110,36 @@ def parse(raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | N
           ) -> ParsedInstance:
     """Read the index tags from a DICOM Part 10 file (or a bare dataset with `transfer_syntax`).
 
-    Raises DicomParseError naming what is wrong.
+    Little endian files are scanned directly (the hot path of every C-STORE); other syntaxes
+    and anything the scanner does not expect go through pydicom. Raises DicomParseError
+    naming what is wrong.
     """
     if len(raw) < 8:
         raise DicomParseError(f"only {len(raw)} bytes: too short to be DICOM")
     try:
         meta, offset = split_meta(raw)
-        ts = transfer_syntax
-        if meta is not None:
-            ts = str(meta.get("TransferSyntaxUID", "") or "") or ts
-        if not ts:
-            raise DicomParseError("no DICM prefix and no transfer syntax: not a DICOM file")
-        uid = pydicom.uid.UID(ts)
-        if uid == pydicom.uid.DeflatedExplicitVRLittleEndian:
-            import zlib
-            body = io.BytesIO(zlib.decompress(raw[offset:], -zlib.MAX_WBITS))
-            implicit, little = False, True
-        else:
-            body = io.BytesIO(raw)
-            body.seek(offset)
-            if not uid.is_transfer_syntax:
-                raise DicomParseError(f"unknown transfer syntax {ts}")
-            implicit, little = uid.is_implicit_VR, uid.is_little_endian
-        ds = pydicom.filereader.read_dataset(
-            body, implicit, little, stop_when=_stop_at_pixels, specific_tags=_WANTED)
-    except DicomParseError:
-        raise
-    except (EOFError, struct.error, ValueError, OSError, NotImplementedError, KeyError,
-            InvalidDicomError, OverflowError, MemoryError, TypeError, AttributeError) as e:
-        raise DicomParseError(f"unreadable DICOM ({type(e).__name__}: {e})") from e
-    if "SpecificCharacterSet" not in ds:
-        ds.SpecificCharacterSet = ENCODINGS.get(default_encoding, "ISO_IR 100")
-    tags = [values_of(ds, level) for level in MAIN_TAGS]
-    sop_class = values_of(ds, ["SOPClassUID"]).get("SOPClassUID", "")
+    except (EOFError, struct.error, ValueError, OSError, InvalidDicomError, KeyError,
+            TypeError, AttributeError, NotImplementedError) as e:
+        raise DicomParseError(f"unreadable file meta information ({type(e).__name__}: {e})"
+                              ) from e
+    ts = transfer_syntax
+    if meta is not None:
+        ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ") or ts
+    if not ts:
+        raise DicomParseError("no DICM prefix and no transfer syntax: not a DICOM file")
+    uid = pydicom.uid.UID(ts)
+    if not uid.is_transfer_syntax:
+        raise DicomParseError(f"unknown transfer syntax {ts}")
+    values: dict[str, str] | None = None
+    if uid.is_little_endian and not uid.is_deflated:
+        try:
+            values = scan(raw, offset, uid.is_implicit_VR, default_encoding)
+        except _ScanError:
+            values = None
+    if values is None:
+        values = _parse_with_pydicom(raw, offset, uid, default_encoding)
+    tags = [{k: values[k] for k in level if k in values} for level in MAIN_TAGS]
+    sop_class = values.get("SOPClassUID", "")
     if meta is not None and not sop_class:
         sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
     for level, kw in enumerate(LEVEL_UID):
@@ -152,6 +149,151 @@ def parse(raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | N
     parsed = ParsedInstance(tags, sop_class, str(uid))
     parsed.ids = ids.resource_ids(*parsed.uids)
     return parsed
+
+
+def _parse_with_pydicom(raw: bytes, offset: int, uid: pydicom.uid.UID,
+                        default_encoding: str) -> dict[str, str]:
+    try:
+        if uid.is_deflated:
+            import zlib
+            body = io.BytesIO(zlib.decompress(raw[offset:], -zlib.MAX_WBITS))
+        else:
+            body = io.BytesIO(raw)
+            body.seek(offset)
+        ds = pydicom.filereader.read_dataset(
+            body, uid.is_implicit_VR, uid.is_little_endian, stop_when=_stop_at_pixels,
+            specific_tags=_WANTED)
+        if "SpecificCharacterSet" not in ds:
+            ds.SpecificCharacterSet = ENCODINGS.get(default_encoding, "ISO_IR 100")
+        return values_of(ds, [k for k in _ALL_KEYWORDS if k != "SpecificCharacterSet"])
+    except (EOFError, struct.error, ValueError, OSError, NotImplementedError, KeyError,
+            InvalidDicomError, OverflowError, MemoryError, TypeError, AttributeError) as e:
+        raise DicomParseError(f"unreadable DICOM ({type(e).__name__}: {e})") from e
+
+
+# ---------------------------------------------------------------- the fast scanner
+
+
+class _ScanError(Exception):
+    """The scanner met something it does not handle; pydicom takes over."""
+
+
+_WANTED_VR = {int(Tag(k)): (k, str(pydicom.datadict.dictionary_VR(Tag(k))).split(" ")[0])
+              for k in _ALL_KEYWORDS}
+_LAST_WANTED = max(_WANTED_VR)
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+             b"UV"}
+_TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_u16 = struct.Struct("<H").unpack_from
+_u32 = struct.Struct("<I").unpack_from
+_tag = struct.Struct("<HH").unpack_from
+_PYTHON_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
+                  "ISO_IR 192": "utf-8"}
+
+
+def _skip_items(raw: bytes, pos: int, implicit: bool, end: int) -> int:
+    """Skip an undefined-length value (items up to the sequence delimiter)."""
+    while pos + 8 <= end:
+        g, e = _tag(raw, pos)
+        tag = (g << 16) | e
+        length = _u32(raw, pos + 4)[0]
+        pos += 8
+        if tag == _SEQ_END:
+            return pos
+        if tag != _ITEM:
+            raise _ScanError("unexpected element in a sequence")
+        if length == _UNDEFINED:
+            pos = _skip_elements(raw, pos, implicit, end)
+        else:
+            pos += length
+    raise _ScanError("sequence runs past the end")
+
+
+def _skip_elements(raw: bytes, pos: int, implicit: bool, end: int) -> int:
+    """Skip the elements of an undefined-length item, up to its delimiter."""
+    while pos + 8 <= end:
+        g, e = _tag(raw, pos)
+        tag = (g << 16) | e
+        if tag == _ITEM_END:
+            return pos + 8
+        pos, _, _, _ = _element(raw, pos, implicit, end)
+    raise _ScanError("item runs past the end")
+
+
+def _element(raw: bytes, pos: int, implicit: bool, end: int) -> tuple[int, int, bytes, int]:
+    """Read one element header at `pos`; return (next pos, tag, VR, value start)."""
+    g, e = _tag(raw, pos)
+    tag = (g << 16) | e
+    if implicit or g == 0xFFFE:
+        vr = b""
+        length = _u32(raw, pos + 4)[0]
+        start = pos + 8
+    else:
+        vr = raw[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            length = _u32(raw, pos + 8)[0]
+            start = pos + 12
+        else:
+            if not vr.isalpha():
+                raise _ScanError("bad VR")
+            length = _u16(raw, pos + 6)[0]
+            start = pos + 8
+    if length == _UNDEFINED:
+        # A sequence, or encapsulated data; UN of undefined length holds implicit VR items.
+        return _skip_items(raw, start, implicit or vr == b"UN", end), tag, vr, -1
+    nxt = start + length
+    if nxt > end:
+        raise DicomParseError(f"element ({g:04X},{e:04X}) declares {length} bytes but only "
+                              f"{end - start} remain: the file is truncated or corrupt")
+    return nxt, tag, vr, start
+
+
+def scan(raw: bytes, offset: int, implicit: bool, default_encoding: str) -> dict[str, str]:
+    """The index tags of a little endian dataset, read straight from its bytes."""
+    end = len(raw)
+    pos = offset
+    found: dict[int, bytes] = {}
+    try:
+        while pos + 8 <= end:
+            if _tag(raw, pos)[0] << 16 > _LAST_WANTED:
+                break
+            nxt, tag, _, start = _element(raw, pos, implicit, end)
+            if tag in _WANTED_VR and start >= 0:
+                found[tag] = raw[start:nxt]
+            pos = nxt
+    except struct.error as e:
+        raise _ScanError(str(e)) from e
+    if pos < end and pos + 8 > end and not found:
+        raise DicomParseError("the dataset is truncated")
+    charset_raw = found.pop(0x00080005, b"").decode("ascii", "replace").strip(" \x00")
+    if not charset_raw:
+        charset_raw = ENCODINGS.get(default_encoding, "ISO_IR 100")
+    codec = _PYTHON_CODECS.get(charset_raw.split("\\")[0].strip())
+    if codec is None or "\\" in charset_raw:
+        codec = ""
+        encodings = pydicom.charset.convert_encodings(charset_raw.split("\\"))
+    out: dict[str, str] = {}
+    for tag, value in found.items():
+        kw, vr = _WANTED_VR[tag]
+        if vr in ("US", "SS", "UL", "SL"):
+            fmt = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}[vr]
+            size = struct.calcsize(fmt)
+            if len(value) % size:
+                raise _ScanError(f"{kw}: bad length")
+            out[kw] = "\\".join(str(v[0]) for v in struct.iter_unpack(fmt, value))
+            continue
+        if vr in _TEXT_VRS:
+            if codec:
+                text = value.decode(codec, "replace")
+            else:
+                text = pydicom.charset.decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E}
+                                                    if vr == "PN" else {0x5C})
+        else:
+            text = value.decode("latin-1")
+        out[kw] = text.strip(" \x00")
+    return out
 
 
 def _stop_at_pixels(tag: Any, vr: Any, length: int) -> bool:
