@@ -79,12 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         server = Server(settings, upgrade=args.upgrade)
-        server.start()
     except IndexError_ as e:
         logger.error("%s", e)
         return 3
+    try:
+        server.start()
     except OSError as e:
         logger.error("cannot start: %s", e)
+        server.stop()
         return 4
     logger.warning("pipacs %s has started in %.2f s (DICOM %s:%d, HTTP %d)", __version__,
                    time.monotonic() - t0, settings.dicom_aet, settings.dicom_port,

@@ -22,9 +22,11 @@ from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
-from .rawsend import RawDataset, install
+from . import rawsend, reactor
+from .rawsend import RawDataset
 
-install()
+rawsend.install()
+reactor.install()
 
 logger = logging.getLogger(__name__)
 

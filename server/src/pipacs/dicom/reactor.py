@@ -1,0 +1,134 @@
+"""Event-driven waits for pynetdicom's reactor threads.
+
+pynetdicom's DUL and association threads poll: each sleeps about a millisecond between
+looks at its socket and queues. On one association every C-STORE pays those sleeps several
+times, and idle associations keep waking up. This module replaces the two idle sleeps with
+waits that end as soon as there is something to do:
+
+- the DUL thread waits on its socket and on a pipe written whenever a primitive is queued
+  for it to send (so a C-STORE response leaves at once), up to `IDLE_WAIT`;
+- the association thread waits on its DIMSE queue's condition, so a decoded request is served
+  as soon as it is complete.
+
+Only the sleeps are swapped (through the `time` name each pynetdicom module uses); the
+reactor loops themselves are pynetdicom's own. `install()` is idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+import time as _time
+from typing import Any
+
+from pynetdicom import association, dul
+
+IDLE_WAIT = 0.02  # longest idle wait of a DUL thread: its timers have coarser resolution
+
+
+class _WakeQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue whose every put also writes a byte to a pipe a select() can watch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        if self.write_fd < 0:
+            return
+        try:
+            os.write(self.write_fd, b"\0")
+        except OSError:
+            pass  # pipe full: the reader is awake anyway
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.read_fd, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        # _put runs under self.mutex too, so no put can write to a closed (reused) fd.
+        with self.mutex:
+            for fd in (self.read_fd, self.write_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.read_fd = self.write_fd = -1
+
+
+class _TimeFacade:
+    """Stands in for the `time` module inside one pynetdicom module; only `sleep` differs."""
+
+    def __init__(self, sleep: Any):
+        self.sleep = sleep
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+
+def _dul_sleep(seconds: float) -> None:
+    t = threading.current_thread()
+    if isinstance(t, dul.DULServiceProvider) and seconds == t._run_loop_delay:
+        q = t.to_provider_queue
+        sock = getattr(t.socket, "socket", None) if t.socket is not None else None
+        if isinstance(q, _WakeQueue) and sock is not None and q.read_fd >= 0:
+            if q.qsize():
+                return
+            try:
+                select.select([sock, q.read_fd], [], [], IDLE_WAIT)
+            except (OSError, ValueError):
+                _time.sleep(seconds)
+                return
+            q.drain()
+            return
+    _time.sleep(seconds)
+
+
+def _association_sleep(seconds: float) -> None:
+    t = threading.current_thread()
+    if seconds == 0.001 and isinstance(t, association.Association):
+        dimse = getattr(t, "dimse", None)
+        q = getattr(dimse, "msg_queue", None)
+        if isinstance(q, queue.Queue):
+            with q.not_empty:  # holds q.mutex: look at the deque, not q.qsize()
+                if not q.queue:
+                    q.not_empty.wait(seconds)
+            return
+    _time.sleep(seconds)
+
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    original_init = dul.DULServiceProvider.__init__
+    original_run = dul.DULServiceProvider.run_reactor
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.to_provider_queue = _WakeQueue()
+
+    def run_reactor(self: Any) -> None:
+        try:
+            original_run(self)
+        finally:
+            q = self.to_provider_queue
+            if isinstance(q, _WakeQueue):
+                q.close()
+
+    dul.DULServiceProvider.__init__ = init  # type: ignore[method-assign]
+    dul.DULServiceProvider.run_reactor = run_reactor  # type: ignore[method-assign]
+    dul.time = _TimeFacade(_dul_sleep)  # type: ignore[assignment]
+    association.time = _TimeFacade(_association_sleep)  # type: ignore[assignment]
