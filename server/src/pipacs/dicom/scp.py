@@ -43,9 +43,11 @@ CANCEL = 0xFE00
 
 LEVELS = {"PATIENT": PATIENT, "STUDY": STUDY, "SERIES": SERIES, "IMAGE": INSTANCE}
 
+# The acceptor's order decides which proposed syntax is chosen: explicit VR first keeps the
+# VRs the sender wrote, and uncompressed before compressed never adds a lossy step.
 UNCOMPRESSED = [
-    pydicom.uid.ImplicitVRLittleEndian,
     pydicom.uid.ExplicitVRLittleEndian,
+    pydicom.uid.ImplicitVRLittleEndian,
     pydicom.uid.ExplicitVRBigEndian,
 ]
 OPTIONAL_SYNTAXES = {

@@ -1,0 +1,224 @@
+"""Fixtures: generated DICOM data, a real pipacs process on loopback, dcmtk peers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import datagen  # noqa: E402
+
+PIPACS = [sys.executable, "-m", "pipacs"]
+# Debian's dcmtk waits on Nagle's algorithm unless told not to.
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run `make setup` (installs dcmtk and orthanc)")
+    return path
+
+
+def dcmtk(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    need(args[0])
+    proc = subprocess.run(list(args), env=DCMTK_ENV, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class PipacsProcess:
+    """A pipacs server started from a configuration in a temporary folder."""
+
+    folder: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.folder / "pipacs.log"
+
+    @property
+    def dicom_port(self) -> int:
+        return int(self.config["DicomPort"])
+
+    @property
+    def http_port(self) -> int:
+        return int(self.config["HttpPort"])
+
+    @property
+    def aet(self) -> str:
+        return str(self.config.get("DicomAet", "PIPACS"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def storage(self) -> Path:
+        return self.folder / str(self.config.get("StorageDirectory", "storage"))
+
+    def write_config(self) -> Path:
+        path = self.folder / "configuration.json"
+        path.write_text(json.dumps(self.config, indent=2))
+        return path
+
+    def start(self, *extra: str, wait: bool = True) -> None:
+        path = self.write_config()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([*PIPACS, "--verbose", *extra, str(path)],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pipacs exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=0.2), \
+                        socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"pipacs did not start in {timeout} s:\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"pipacs did not stop on {sig}:\n{self.log()}") from None
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            body = r.read()
+            if r.headers.get("Content-Type", "").startswith("application/json"):
+                return json.loads(body)
+            return body
+
+    def echo(self) -> None:
+        dcmtk("echoscu", "-aec", self.aet, "127.0.0.1", str(self.dicom_port))
+
+    def store(self, *paths: Path | str, aet: str = "STORESCU") -> subprocess.CompletedProcess[str]:
+        return dcmtk("storescu", "-aet", aet, "-aec", self.aet, "+sd", "+r", "127.0.0.1",
+                     str(self.dicom_port), *map(str, paths))
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "Name": "TestPi",
+        "StorageDirectory": "storage",
+        "IndexDirectory": "index",
+        "DicomAet": "PIPACS",
+        "DicomPort": free_port(),
+        "HttpPort": free_port(),
+        "AuthenticationEnabled": False,
+        "RemoteAccessAllowed": False,
+        "StableAge": 1,
+        "DicomAlwaysAllowFind": True,
+        "DicomAlwaysAllowGet": True,
+        "DicomAlwaysAllowMove": True,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def make_pipacs(tmp_path: Path) -> Iterator[Any]:
+    started: list[PipacsProcess] = []
+
+    def factory(start: bool = True, **overrides: Any) -> PipacsProcess:
+        folder = tmp_path / f"pipacs{len(started)}"
+        folder.mkdir()
+        p = PipacsProcess(folder, base_config(**overrides))
+        started.append(p)
+        if start:
+            p.start()
+        return p
+
+    yield factory
+    for p in started:
+        p.stop(signal.SIGKILL) if p.proc and p.proc.poll() is None else None
+
+
+@pytest.fixture
+def pipacs(make_pipacs: Any) -> PipacsProcess:
+    return make_pipacs()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """2 patients x 2 studies x 2 series x 10 instances (80 files, CT and MR)."""
+    return datagen.make_small(tmp_path_factory.mktemp("small"), patients=2, seed=11)
+
+
+@dataclass
+class StoreScp:
+    aet: str
+    port: int
+    folder: Path
+    proc: subprocess.Popen[bytes]
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreScp]:
+    """dcmtk's storescp as a peer: accepts what it is offered, writes the bytes it got (+B)."""
+    need("storescp")
+    port = free_port()
+    folder = tmp_path / "storescp"
+    folder.mkdir()
+    proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(folder),
+                             str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    yield StoreScp("STORESCP", port, folder, proc)
+    proc.terminate()
+    proc.wait(5)
