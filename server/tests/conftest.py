@@ -43,11 +43,13 @@ def need(tool: str) -> str:
 
 def dcmtk(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     need(args[0])
-    proc = subprocess.run(list(args), env=DCMTK_ENV, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        list(args), env=DCMTK_ENV, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -91,8 +93,12 @@ class PipacsProcess:
     def start(self, *extra: str, wait: bool = True) -> None:
         path = self.write_config()
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([*PIPACS, "--verbose", *extra, str(path)],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+        self.proc = subprocess.Popen(
+            [*PIPACS, "--verbose", *extra, str(path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+        )
         if wait:
             self.wait_ready()
 
@@ -103,8 +109,10 @@ class PipacsProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"pipacs exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=0.2), \
-                        socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2):
+                with (
+                    socket.create_connection(("127.0.0.1", self.dicom_port), timeout=0.2),
+                    socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2),
+                ):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -139,8 +147,18 @@ class PipacsProcess:
         dcmtk("echoscu", "-aec", self.aet, "127.0.0.1", str(self.dicom_port))
 
     def store(self, *paths: Path | str, aet: str = "STORESCU") -> subprocess.CompletedProcess[str]:
-        return dcmtk("storescu", "-aet", aet, "-aec", self.aet, "+sd", "+r", "127.0.0.1",
-                     str(self.dicom_port), *map(str, paths))
+        return dcmtk(
+            "storescu",
+            "-aet",
+            aet,
+            "-aec",
+            self.aet,
+            "+sd",
+            "+r",
+            "127.0.0.1",
+            str(self.dicom_port),
+            *map(str, paths),
+        )
 
 
 def base_config(**overrides: Any) -> dict[str, Any]:
@@ -209,9 +227,12 @@ def storescp(tmp_path: Path) -> Iterator[StoreScp]:
     port = free_port()
     folder = tmp_path / "storescp"
     folder.mkdir()
-    proc = subprocess.Popen(["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(folder),
-                             str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(folder), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:

@@ -19,19 +19,28 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pipacs",
         description="pipacs: a lightweight mini-PACS for classroom Raspberry Pis. "
-                    "CONFIGURATION is an Orthanc-style JSON file or a folder of them.")
+        "CONFIGURATION is an Orthanc-style JSON file or a folder of them.",
+    )
     p.add_argument("configuration", nargs="?", metavar="CONFIGURATION")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("--config", metavar="FILE",
-                   help="write a commented default configuration to FILE ('-' for standard "
-                        "output) and exit")
-    p.add_argument("--check", action="store_true",
-                   help="validate CONFIGURATION and exit (non-zero when a key is wrong)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="write a commented default configuration to FILE ('-' for standard output) and exit",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate CONFIGURATION and exit (non-zero when a key is wrong)",
+    )
     p.add_argument("--verbose", action="store_true", help="log information messages")
     p.add_argument("--trace", action="store_true", help="log everything, DICOM traffic too")
     p.add_argument("--logdir", metavar="DIR", help="also write the log to a file in DIR")
-    p.add_argument("--upgrade", action="store_true",
-                   help="migrate an index made by an older pipacs to this version's schema")
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="migrate an index made by an older pipacs to this version's schema",
+    )
     return p
 
 
@@ -68,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except config_mod.ConfigError as e:
         for problem in e.problems:
             logger.error("configuration: %s", problem)
+        for note in e.notes:
+            logger.warning("configuration: %s", note)
         return 2
     for note in notes:
         logger.warning("configuration: %s", note)
@@ -88,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot start: %s", e)
         server.stop()
         return 4
-    logger.warning("pipacs %s has started in %.2f s (DICOM %s:%d, HTTP %d)", __version__,
-                   time.monotonic() - t0, settings.dicom_aet, settings.dicom_port,
-                   settings.http_port)
+    logger.warning(
+        "pipacs %s has started in %.2f s (DICOM %s:%d, HTTP %d)",
+        __version__,
+        time.monotonic() - t0,
+        settings.dicom_aet,
+        settings.dicom_port,
+        settings.http_port,
+    )
     server.wait()
     return 0
 
@@ -106,6 +122,8 @@ def check(path: str | None) -> int:
         print(f"{path}: {len(e.problems)} error(s):", file=sys.stderr)
         for problem in e.problems:
             print(f"  error: {problem}", file=sys.stderr)
+        for note in e.notes:
+            print(f"  notice: {note}", file=sys.stderr)
         return 1
     for note in notes:
         print(f"  notice: {note}", file=sys.stderr)

@@ -93,10 +93,12 @@ class ServerContext:
     def __init__(self, settings: Settings, *, upgrade: bool = False):
         self.settings = settings
         self.started = time.time()
-        self.storage = StorageArea(settings.storage_directory,
-                                   compress=settings.storage_compression,
-                                   md5=settings.store_md5_for_attachments,
-                                   sync=settings.sync_storage_area)
+        self.storage = StorageArea(
+            settings.storage_directory,
+            compress=settings.storage_compression,
+            md5=settings.store_md5_for_attachments,
+            sync=settings.sync_storage_area,
+        )
         self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
         cleaned = self.storage.clean_temporaries()
         if cleaned:
@@ -110,8 +112,9 @@ class ServerContext:
 
     def start(self) -> None:
         self._stop.clear()
-        self._stability = threading.Thread(target=self._stability_loop, name="stability",
-                                           daemon=True)
+        self._stability = threading.Thread(
+            target=self._stability_loop, name="stability", daemon=True
+        )
         self._stability.start()
 
     def stop(self) -> None:
@@ -132,8 +135,9 @@ class ServerContext:
 
     # ------------------------------------------------------------ storing
 
-    def store(self, raw: bytes, origin: Origin | None = None, *,
-              transfer_syntax: str | None = None) -> StoreResult:
+    def store(
+        self, raw: bytes, origin: Origin | None = None, *, transfer_syntax: str | None = None
+    ) -> StoreResult:
         """Index and keep one instance exactly as received.
 
         `raw` is a Part 10 file, or a bare dataset when `transfer_syntax` is given.
@@ -145,9 +149,14 @@ class ServerContext:
             parsed = dicomfile.parse(raw, s.default_encoding, transfer_syntax)
         except DicomParseError as e:
             raise StoreRefused("BadFile", str(e)) from e
-        if transfer_syntax and not raw[128:132] == b"DICM":
-            raw = dicomfile.ensure_part10(raw, parsed.sop_class_uid, parsed.uids[INSTANCE],
-                                          parsed.transfer_syntax, origin.remote_aet)
+        if transfer_syntax and raw[128:132] != b"DICM":
+            raw = dicomfile.ensure_part10(
+                raw,
+                parsed.sop_class_uid,
+                parsed.uids[INSTANCE],
+                parsed.transfer_syntax,
+                origin.remote_aet,
+            )
         if not s.overwrite_instances and self.index.get(parsed.ids[INSTANCE]) is not None:
             return StoreResult("AlreadyStored", parsed.ids, parsed)
         self._make_room(len(raw), parsed.ids[PATIENT])
@@ -163,14 +172,18 @@ class ServerContext:
             METADATA_NUMBERS["TransferSyntax"]: parsed.transfer_syntax,
             METADATA_NUMBERS["SopClassUid"]: parsed.sop_class_uid,
         }
-        for key, value in (("RemoteAET", origin.remote_aet), ("RemoteIP", origin.remote_ip),
-                           ("CalledAET", origin.called_aet),
-                           ("HttpUsername", origin.http_user)):
+        for key, value in (
+            ("RemoteAET", origin.remote_aet),
+            ("RemoteIP", origin.remote_ip),
+            ("CalledAET", origin.called_aet),
+            ("HttpUsername", origin.http_user),
+        ):
             if value:
                 meta[METADATA_NUMBERS[key]] = value
         try:
-            outcome = self.index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, meta,
-                                                overwrite=s.overwrite_instances)
+            outcome = self.index.store_instance(
+                parsed.ids, parsed.uids, parsed.tags, att, meta, overwrite=s.overwrite_instances
+            )
         except Exception as e:
             if att:
                 self.storage.remove(att.uuid)
@@ -184,8 +197,7 @@ class ServerContext:
             self.storage.remove(old)
         result = StoreResult(outcome.status, parsed.ids, parsed)
         if outcome.status == "Success":
-            self._emit("stored", {"result": result, "origin": origin,
-                                  "created": outcome.created})
+            self._emit("stored", {"result": result, "origin": origin, "created": outcome.created})
         return result
 
     def _make_room(self, incoming: int, patient: str) -> None:
@@ -199,17 +211,24 @@ class ServerContext:
                 patients = self.index.counts()[PATIENT]
                 new_patient = self.index.get(patient, PATIENT) is None
                 too_big = bool(max_bytes) and used + incoming > max_bytes
-                too_many = bool(s.maximum_patient_count) and new_patient and \
-                    patients >= s.maximum_patient_count
+                too_many = (
+                    bool(s.maximum_patient_count)
+                    and new_patient
+                    and patients >= s.maximum_patient_count
+                )
                 if not (too_big or too_many):
                     return
                 if s.maximum_storage_mode == "Reject":
-                    raise StoreRefused("Full", "the storage is full (MaximumStorageSize or "
-                                       "MaximumPatientCount reached)")
+                    raise StoreRefused(
+                        "Full",
+                        "the storage is full (MaximumStorageSize or MaximumPatientCount reached)",
+                    )
                 victim = self.index.oldest_unprotected_patient(exclude=patient)
                 if victim is None:
-                    raise StoreRefused("Full", "the storage is full and every other patient "
-                                       "is protected from recycling")
+                    raise StoreRefused(
+                        "Full",
+                        "the storage is full and every other patient is protected from recycling",
+                    )
                 logger.info("recycling patient %s to make room", victim)
                 self.delete(victim)
 
@@ -221,8 +240,9 @@ class ServerContext:
             raise KeyError(public_id)
         att = self.index.attachment(res.id)
         if att is None:
-            raise FileNotFoundError(f"instance {public_id} is indexed without its DICOM file "
-                                    "(StoreDicom was false)")
+            raise FileNotFoundError(
+                f"instance {public_id} is indexed without its DICOM file (StoreDicom was false)"
+            )
         return self.storage.read(att)
 
     def delete(self, public_id: str) -> list[tuple[int, str]]:
@@ -235,8 +255,14 @@ class ServerContext:
 
     # ------------------------------------------------------------ finding
 
-    def find(self, level: int, query: dict[str, str], *, case_sensitive_pn: bool | None = None,
-             limit: int = 0) -> tuple[list[Match], bool]:
+    def find(
+        self,
+        level: int,
+        query: dict[str, str],
+        *,
+        case_sensitive_pn: bool | None = None,
+        limit: int = 0,
+    ) -> tuple[list[Match], bool]:
         """Resources at `level` matching every constraint; returns (matches, complete).
 
         Raises matching.QueryError for a malformed constraint.
@@ -324,8 +350,11 @@ class ServerContext:
         strict = self.settings.strict_aet_comparison
         for m in self.settings.modalities.values():
             same = m.aet == aet if strict else m.aet.upper() == aet.upper()
-            if same and (not self.settings.dicom_check_modality_host or host is None
-                         or _same_host(m.host, host)):
+            if same and (
+                not self.settings.dicom_check_modality_host
+                or host is None
+                or _same_host(m.host, host)
+            ):
                 return m
         return None
 
@@ -344,8 +373,11 @@ class ServerContext:
     def check_stability(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         age = self.settings.stable_age
-        ready = [(rid, lv, pid) for rid, lv, pid, updated in self.index.unstable()
-                 if updated + age <= now]
+        ready = [
+            (rid, lv, pid)
+            for rid, lv, pid, updated in self.index.unstable()
+            if updated + age <= now
+        ]
         if ready:
             ready.sort(key=lambda r: -r[1])
             self.index.mark_stable(ready)
@@ -365,7 +397,8 @@ class ServerContext:
             "DicomAet": s.dicom_aet,
             "DicomPort": s.dicom_port,
             "HttpPort": s.http_port,
-            "IsHttpServerSecure": s.ssl_enabled or not s.remote_access_allowed
+            "IsHttpServerSecure": s.ssl_enabled
+            or not s.remote_access_allowed
             or s.authentication_enabled,
             "MainDicomTags": {LEVEL_NAMES[lv]: ";".join(MAIN_TAGS[lv]) for lv in range(4)},
             "MaximumPatientCount": s.maximum_patient_count,
@@ -386,9 +419,12 @@ class ServerContext:
         counts = self.index.counts()
         compressed, size = self.index.total_sizes()
         return {
-            "CountPatients": counts[PATIENT], "CountStudies": counts[STUDY],
-            "CountSeries": counts[SERIES], "CountInstances": counts[INSTANCE],
-            "TotalDiskSize": str(compressed), "TotalDiskSizeMB": compressed // (1024 * 1024),
+            "CountPatients": counts[PATIENT],
+            "CountStudies": counts[STUDY],
+            "CountSeries": counts[SERIES],
+            "CountInstances": counts[INSTANCE],
+            "TotalDiskSize": str(compressed),
+            "TotalDiskSizeMB": compressed // (1024 * 1024),
             "TotalUncompressedSize": str(size),
             "TotalUncompressedSizeMB": size // (1024 * 1024),
         }
@@ -398,6 +434,7 @@ def _same_host(configured: str, peer: str) -> bool:
     if configured == peer:
         return True
     import socket
+
     try:
         return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
     except OSError:

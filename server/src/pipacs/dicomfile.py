@@ -22,31 +22,80 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 # Main DICOM tags per level, as Orthanc 1.10 keeps them.
 MAIN_TAGS: tuple[tuple[str, ...], ...] = (
     ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "OtherPatientIDs"),
-    ("StudyDate", "StudyTime", "StudyID", "StudyDescription", "AccessionNumber",
-     "StudyInstanceUID", "RequestedProcedureDescription", "InstitutionName",
-     "RequestingPhysician", "ReferringPhysicianName"),
-    ("SeriesDate", "SeriesTime", "Modality", "Manufacturer", "StationName",
-     "SeriesDescription", "BodyPartExamined", "SequenceName", "ProtocolName", "SeriesNumber",
-     "CardiacNumberOfImages", "ImagesInAcquisition", "NumberOfTemporalPositions",
-     "NumberOfSlices", "NumberOfTimeSlices", "SeriesInstanceUID", "ImageOrientationPatient",
-     "SeriesType", "OperatorsName", "PerformedProcedureStepDescription",
-     "AcquisitionDeviceProcessingDescription", "ContrastBolusAgent"),
-    ("InstanceCreationDate", "InstanceCreationTime", "AcquisitionNumber", "ImageIndex",
-     "InstanceNumber", "NumberOfFrames", "TemporalPositionIdentifier", "SOPInstanceUID",
-     "ImagePositionPatient", "ImageComments", "ImageOrientationPatient"),
+    (
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "StudyDescription",
+        "AccessionNumber",
+        "StudyInstanceUID",
+        "RequestedProcedureDescription",
+        "InstitutionName",
+        "RequestingPhysician",
+        "ReferringPhysicianName",
+    ),
+    (
+        "SeriesDate",
+        "SeriesTime",
+        "Modality",
+        "Manufacturer",
+        "StationName",
+        "SeriesDescription",
+        "BodyPartExamined",
+        "SequenceName",
+        "ProtocolName",
+        "SeriesNumber",
+        "CardiacNumberOfImages",
+        "ImagesInAcquisition",
+        "NumberOfTemporalPositions",
+        "NumberOfSlices",
+        "NumberOfTimeSlices",
+        "SeriesInstanceUID",
+        "ImageOrientationPatient",
+        "SeriesType",
+        "OperatorsName",
+        "PerformedProcedureStepDescription",
+        "AcquisitionDeviceProcessingDescription",
+        "ContrastBolusAgent",
+    ),
+    (
+        "InstanceCreationDate",
+        "InstanceCreationTime",
+        "AcquisitionNumber",
+        "ImageIndex",
+        "InstanceNumber",
+        "NumberOfFrames",
+        "TemporalPositionIdentifier",
+        "SOPInstanceUID",
+        "ImagePositionPatient",
+        "ImageComments",
+        "ImageOrientationPatient",
+    ),
 )
 EXTRA_TAGS = ("SOPClassUID", "SpecificCharacterSet")
 LEVEL_UID = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _ALL_KEYWORDS = sorted({k for level in MAIN_TAGS for k in level} | set(EXTRA_TAGS))
-_WANTED = [Tag(k) for k in _ALL_KEYWORDS]
+_WANTED: list[Any] = [Tag(k) for k in _ALL_KEYWORDS]
 
 ENCODINGS = {
-    "Ascii": "ISO_IR 6", "Utf8": "ISO_IR 192", "Latin1": "ISO_IR 100", "Latin2": "ISO_IR 101",
-    "Latin3": "ISO_IR 109", "Latin4": "ISO_IR 110", "Latin5": "ISO_IR 148",
-    "Cyrillic": "ISO_IR 144", "Windows1251": "ISO_IR 144", "Arabic": "ISO_IR 127",
-    "Greek": "ISO_IR 126", "Hebrew": "ISO_IR 138", "Thai": "ISO_IR 166",
-    "Japanese": "ISO_IR 13", "Chinese": "GB18030", "JapaneseKanji": "ISO 2022 IR 87",
-    "Korean": "ISO 2022 IR 149", "SimplifiedChinese": "GB18030",
+    "Ascii": "ISO_IR 6",
+    "Utf8": "ISO_IR 192",
+    "Latin1": "ISO_IR 100",
+    "Latin2": "ISO_IR 101",
+    "Latin3": "ISO_IR 109",
+    "Latin4": "ISO_IR 110",
+    "Latin5": "ISO_IR 148",
+    "Cyrillic": "ISO_IR 144",
+    "Windows1251": "ISO_IR 144",
+    "Arabic": "ISO_IR 127",
+    "Greek": "ISO_IR 126",
+    "Hebrew": "ISO_IR 138",
+    "Thai": "ISO_IR 166",
+    "Japanese": "ISO_IR 13",
+    "Chinese": "GB18030",
+    "JapaneseKanji": "ISO 2022 IR 87",
+    "Korean": "ISO 2022 IR 149",
+    "SimplifiedChinese": "GB18030",
 }
 
 
@@ -85,7 +134,7 @@ def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, s
     out = {}
     for kw in keywords:
         try:
-            elem = ds[kw] if kw in ds else None
+            elem = ds.get(kw, None)
         except (KeyError, ValueError, TypeError):
             elem = None
         if elem is not None and elem.VR != "SQ":
@@ -106,8 +155,9 @@ def split_meta(raw: bytes) -> tuple[FileMetaDataset | None, int]:
     return None, 0
 
 
-def parse(raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | None = None
-          ) -> ParsedInstance:
+def parse(
+    raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | None = None
+) -> ParsedInstance:
     """Read the index tags from a DICOM Part 10 file (or a bare dataset with `transfer_syntax`).
 
     Little endian files are scanned directly (the hot path of every C-STORE); other syntaxes
@@ -118,10 +168,18 @@ def parse(raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | N
         raise DicomParseError(f"only {len(raw)} bytes: too short to be DICOM")
     try:
         meta, offset = split_meta(raw)
-    except (EOFError, struct.error, ValueError, OSError, InvalidDicomError, KeyError,
-            TypeError, AttributeError, NotImplementedError) as e:
-        raise DicomParseError(f"unreadable file meta information ({type(e).__name__}: {e})"
-                              ) from e
+    except (
+        EOFError,
+        struct.error,
+        ValueError,
+        OSError,
+        InvalidDicomError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        NotImplementedError,
+    ) as e:
+        raise DicomParseError(f"unreadable file meta information ({type(e).__name__}: {e})") from e
     ts = transfer_syntax
     if meta is not None:
         ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ") or ts
@@ -151,23 +209,40 @@ def parse(raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | N
     return parsed
 
 
-def _parse_with_pydicom(raw: bytes, offset: int, uid: pydicom.uid.UID,
-                        default_encoding: str) -> dict[str, str]:
+def _parse_with_pydicom(
+    raw: bytes, offset: int, uid: pydicom.uid.UID, default_encoding: str
+) -> dict[str, str]:
     try:
         if uid.is_deflated:
             import zlib
+
             body = io.BytesIO(zlib.decompress(raw[offset:], -zlib.MAX_WBITS))
         else:
             body = io.BytesIO(raw)
             body.seek(offset)
         ds = pydicom.filereader.read_dataset(
-            body, uid.is_implicit_VR, uid.is_little_endian, stop_when=_stop_at_pixels,
-            specific_tags=_WANTED)
+            body,
+            uid.is_implicit_VR,
+            uid.is_little_endian,
+            stop_when=_stop_at_pixels,
+            specific_tags=list(_WANTED),
+        )
         if "SpecificCharacterSet" not in ds:
             ds.SpecificCharacterSet = ENCODINGS.get(default_encoding, "ISO_IR 100")
         return values_of(ds, [k for k in _ALL_KEYWORDS if k != "SpecificCharacterSet"])
-    except (EOFError, struct.error, ValueError, OSError, NotImplementedError, KeyError,
-            InvalidDicomError, OverflowError, MemoryError, TypeError, AttributeError) as e:
+    except (
+        EOFError,
+        struct.error,
+        ValueError,
+        OSError,
+        NotImplementedError,
+        KeyError,
+        InvalidDicomError,
+        OverflowError,
+        MemoryError,
+        TypeError,
+        AttributeError,
+    ) as e:
         raise DicomParseError(f"unreadable DICOM ({type(e).__name__}: {e})") from e
 
 
@@ -178,19 +253,38 @@ class _ScanError(Exception):
     """The scanner met something it does not handle; pydicom takes over."""
 
 
-_WANTED_VR = {int(Tag(k)): (k, str(pydicom.datadict.dictionary_VR(Tag(k))).split(" ")[0])
-              for k in _ALL_KEYWORDS}
+_WANTED_VR = {
+    int(Tag(k)): (k, str(pydicom.datadict.dictionary_VR(Tag(k))).split(" ")[0])
+    for k in _ALL_KEYWORDS
+}
 _LAST_WANTED = max(_WANTED_VR)
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
-             b"UV"}
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 _TEXT_VRS = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _u16 = struct.Struct("<H").unpack_from
 _u32 = struct.Struct("<I").unpack_from
 _tag = struct.Struct("<HH").unpack_from
-_PYTHON_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
-                  "ISO_IR 192": "utf-8"}
+_PYTHON_CODECS = {
+    "": "latin-1",
+    "ISO_IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
 
 
 def _skip_items(raw: bytes, pos: int, implicit: bool, end: int) -> int:
@@ -245,8 +339,10 @@ def _element(raw: bytes, pos: int, implicit: bool, end: int) -> tuple[int, int, 
         return _skip_items(raw, start, implicit or vr == b"UN", end), tag, vr, -1
     nxt = start + length
     if nxt > end:
-        raise DicomParseError(f"element ({g:04X},{e:04X}) declares {length} bytes but only "
-                              f"{end - start} remain: the file is truncated or corrupt")
+        raise DicomParseError(
+            f"element ({g:04X},{e:04X}) declares {length} bytes but only "
+            f"{end - start} remain: the file is truncated or corrupt"
+        )
     return nxt, tag, vr, start
 
 
@@ -288,8 +384,9 @@ def scan(raw: bytes, offset: int, implicit: bool, default_encoding: str) -> dict
             if codec:
                 text = value.decode(codec, "replace")
             else:
-                text = pydicom.charset.decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E}
-                                                    if vr == "PN" else {0x5C})
+                text = pydicom.charset.decode_bytes(
+                    value, encodings, {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
+                )
         else:
             text = value.decode("latin-1")
         out[kw] = text.strip(" \x00")
@@ -305,20 +402,21 @@ def read_full(raw: bytes) -> Dataset:
     return pydicom.dcmread(io.BytesIO(raw), force=True)
 
 
-def ensure_part10(raw: bytes, sop_class: str, sop_uid: str, transfer_syntax: str,
-                  source_aet: str = "") -> bytes:
+def ensure_part10(
+    raw: bytes, sop_class: str, sop_uid: str, transfer_syntax: str, source_aet: str = ""
+) -> bytes:
     """Prefix a bare dataset with a preamble and file meta information."""
     if len(raw) >= 132 and raw[128:132] == b"DICM":
         return raw
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = pydicom.uid.UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = pydicom.uid.UID(sop_uid)
+    meta.TransferSyntaxUID = pydicom.uid.UID(transfer_syntax)
+    meta.ImplementationClassUID = pydicom.uid.UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     if source_aet:
         meta.SourceApplicationEntityTitle = source_aet
-    buf = io.BytesIO()
+    buf = pydicom.filebase.DicomBytesIO()
     buf.write(b"\x00" * 128 + b"DICM")
     pydicom.filewriter.write_file_meta_info(buf, meta, enforce_standard=True)
     return buf.getvalue() + raw

@@ -22,17 +22,36 @@ INDEX_FILE = "pipacs-index.db"
 
 # Orthanc's change types and metadata types, by their numbers.
 CHANGE_TYPES = {
-    1: "CompletedSeries", 2: "Deleted", 3: "NewChildInstance", 4: "NewInstance",
-    5: "NewPatient", 6: "NewSeries", 7: "NewStudy", 8: "StablePatient", 9: "StableSeries",
-    10: "StableStudy", 11: "UpdatedAttachment", 12: "UpdatedMetadata",
+    1: "CompletedSeries",
+    2: "Deleted",
+    3: "NewChildInstance",
+    4: "NewInstance",
+    5: "NewPatient",
+    6: "NewSeries",
+    7: "NewStudy",
+    8: "StablePatient",
+    9: "StableSeries",
+    10: "StableStudy",
+    11: "UpdatedAttachment",
+    12: "UpdatedMetadata",
 }
 CHANGE_NUMBERS = {v: k for k, v in CHANGE_TYPES.items()}
 NEW_CHANGE = {PATIENT: 5, STUDY: 7, SERIES: 6, INSTANCE: 4}
 STABLE_CHANGE = {PATIENT: 8, STUDY: 10, SERIES: 9}
 METADATA_TYPES = {
-    1: "IndexInSeries", 2: "ReceptionDate", 3: "RemoteAET", 4: "ExpectedNumberOfInstances",
-    5: "ModifiedFrom", 6: "AnonymizedFrom", 7: "LastUpdate", 8: "Origin", 9: "TransferSyntax",
-    10: "SopClassUid", 11: "RemoteIP", 12: "CalledAET", 13: "HttpUsername",
+    1: "IndexInSeries",
+    2: "ReceptionDate",
+    3: "RemoteAET",
+    4: "ExpectedNumberOfInstances",
+    5: "ModifiedFrom",
+    6: "AnonymizedFrom",
+    7: "LastUpdate",
+    8: "Origin",
+    9: "TransferSyntax",
+    10: "SopClassUid",
+    11: "RemoteIP",
+    12: "CalledAET",
+    13: "HttpUsername",
     14: "PixelDataOffset",
 }
 METADATA_NUMBERS = {v: k for k, v in METADATA_TYPES.items()}
@@ -138,7 +157,16 @@ class StoreOutcome:
 class Index:
     """One SQLite database in WAL mode; a connection per thread, writes serialised."""
 
-    def __init__(self, folder: str | Path, *, upgrade: bool = False, sync: bool = True):
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        upgrade: bool = False,
+        sync: bool = True,
+        schema_version: int = SCHEMA_VERSION,
+    ):
+        """Open (creating or migrating) the index; `schema_version` below the current one
+        builds an old index, for tests of --upgrade."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / INDEX_FILE
@@ -147,13 +175,12 @@ class Index:
         self._write_lock = threading.RLock()
         self._id_cache: dict[str, int] = {}
         self._connections: list[sqlite3.Connection] = []
-        self._check_and_migrate(upgrade)
+        self._check_and_migrate(upgrade, schema_version)
 
     # ------------------------------------------------------------ connections
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                               check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.sync else 'NORMAL'}")
@@ -197,7 +224,8 @@ class Index:
     def schema_version(self) -> int:
         c = self.conn
         has = c.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='properties'").fetchone()
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='properties'"
+        ).fetchone()
         if not has:
             tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables:
@@ -206,41 +234,40 @@ class Index:
         row = c.execute("SELECT value FROM properties WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
 
-    def _check_and_migrate(self, upgrade: bool) -> None:
+    def _check_and_migrate(self, upgrade: bool, target: int) -> None:
         try:
             c = self.conn
             ok = c.execute("PRAGMA quick_check").fetchone()[0]
             if ok != "ok":
-                raise IndexError_(f"the index {self.path} is corrupt ({ok}); "
-                                  "rebuild it from the storage area with --reindex")
+                raise IndexError_(
+                    f"the index {self.path} is corrupt ({ok}); "
+                    "rebuild it from the storage area with --reindex"
+                )
             version = self.schema_version()
         except sqlite3.DatabaseError as e:
-            raise IndexError_(f"the index {self.path} cannot be read ({e}); "
-                              "rebuild it from the storage area with --reindex") from e
+            raise IndexError_(
+                f"the index {self.path} cannot be read ({e}); "
+                "rebuild it from the storage area with --reindex"
+            ) from e
         if version > SCHEMA_VERSION:
             raise IndexError_(
                 f"the index {self.path} has schema version {version}, newer than this pipacs "
-                f"understands ({SCHEMA_VERSION}): run a newer pipacs")
+                f"understands ({SCHEMA_VERSION}): run a newer pipacs"
+            )
         if 0 < version < SCHEMA_VERSION and not upgrade:
             raise SchemaTooOld(
                 f"the index {self.path} has schema version {version}; this pipacs needs "
-                f"{SCHEMA_VERSION}. Back it up, then start once with --upgrade")
-        for step in range(version, SCHEMA_VERSION):
+                f"{SCHEMA_VERSION}. Back it up, then start once with --upgrade"
+            )
+        for step in range(version, target):
             logger.info("index schema: migrating to version %d", step + 1)
             with self.write() as w:
                 for stmt in _statements(MIGRATIONS[step]):
                     w.execute(stmt)
-                w.execute("INSERT OR REPLACE INTO properties(key, value) "
-                          "VALUES('schema_version', ?)", (str(step + 1),))
-
-    def migrate_to(self, version: int) -> None:
-        """Create the schema only up to `version` (tests of --upgrade use this)."""
-        for step in range(self.schema_version(), version):
-            with self.write() as w:
-                for stmt in _statements(MIGRATIONS[step]):
-                    w.execute(stmt)
-                w.execute("INSERT OR REPLACE INTO properties(key, value) "
-                          "VALUES('schema_version', ?)", (str(step + 1),))
+                w.execute(
+                    "INSERT OR REPLACE INTO properties(key, value) VALUES('schema_version', ?)",
+                    (str(step + 1),),
+                )
 
     # ------------------------------------------------------------ properties
 
@@ -266,9 +293,16 @@ class Index:
         self._id_cache[public_id] = row[0]
         return int(row[0])
 
-    def store_instance(self, public_ids: tuple[str, str, str, str], uids: tuple[str, ...],
-                       tags: list[dict[str, str]], attachment: Attachment | None,
-                       metadata: dict[int, str], *, overwrite: bool = False) -> StoreOutcome:
+    def store_instance(
+        self,
+        public_ids: tuple[str, str, str, str],
+        uids: tuple[str, ...],
+        tags: list[dict[str, str]],
+        attachment: Attachment | None,
+        metadata: dict[int, str],
+        *,
+        overwrite: bool = False,
+    ) -> StoreOutcome:
         now = time.time()
         date = now_iso()
         created: list[int] = []
@@ -278,8 +312,10 @@ class Index:
             if existing is not None:
                 if not overwrite:
                     return StoreOutcome("AlreadyStored", public_ids, [], [])
-                removed = [r[0] for r in c.execute(
-                    "SELECT uuid FROM attachments WHERE resource=?", (existing,))]
+                removed = [
+                    r[0]
+                    for r in c.execute("SELECT uuid FROM attachments WHERE resource=?", (existing,))
+                ]
                 self._drop_size(c, existing)
                 c.execute("DELETE FROM resources WHERE id=?", (existing,))
                 self._id_cache.pop(public_ids[INSTANCE], None)
@@ -291,8 +327,16 @@ class Index:
                     cur = c.execute(
                         "INSERT INTO resources(level, public_id, parent, uid, tags, created, "
                         "updated) VALUES(?,?,?,?,?,?,?)",
-                        (level, public_ids[level], parent, uids[level],
-                         json.dumps(tags[level], ensure_ascii=False), now, now))
+                        (
+                            level,
+                            public_ids[level],
+                            parent,
+                            uids[level],
+                            json.dumps(tags[level], ensure_ascii=False),
+                            now,
+                            now,
+                        ),
+                    )
                     rid = int(cur.lastrowid or 0)
                     created.append(level)
                 else:
@@ -300,39 +344,66 @@ class Index:
                 parent = rid
             instance_id = parent
             if ancestors:
-                c.execute(f"UPDATE resources SET updated=?, stable=0 WHERE id IN "
-                          f"({','.join('?' * len(ancestors))})", (now, *ancestors))
+                c.execute(
+                    f"UPDATE resources SET updated=?, stable=0 WHERE id IN "
+                    f"({','.join('?' * len(ancestors))})",
+                    (now, *ancestors),
+                )
             if attachment is not None:
-                c.execute("INSERT INTO attachments VALUES(?,?,?,?,?,?,?,?)",
-                          (instance_id, attachment.content_type, attachment.uuid,
-                           attachment.size, attachment.compressed_size, attachment.compression,
-                           attachment.md5, attachment.compressed_md5))
-                c.execute("UPDATE properties SET value = value + ? WHERE key='total_compressed'",
-                          (attachment.compressed_size,))
-                c.execute("UPDATE properties SET value = value + ? WHERE key='total_size'",
-                          (attachment.size,))
+                c.execute(
+                    "INSERT INTO attachments VALUES(?,?,?,?,?,?,?,?)",
+                    (
+                        instance_id,
+                        attachment.content_type,
+                        attachment.uuid,
+                        attachment.size,
+                        attachment.compressed_size,
+                        attachment.compression,
+                        attachment.md5,
+                        attachment.compressed_md5,
+                    ),
+                )
+                c.execute(
+                    "UPDATE properties SET value = value + ? WHERE key='total_compressed'",
+                    (attachment.compressed_size,),
+                )
+                c.execute(
+                    "UPDATE properties SET value = value + ? WHERE key='total_size'",
+                    (attachment.size,),
+                )
             series_id = self._lookup_id(c, public_ids[SERIES])
-            count = c.execute("SELECT count(*) FROM resources WHERE parent=?",
-                              (series_id,)).fetchone()[0]
+            count = c.execute(
+                "SELECT count(*) FROM resources WHERE parent=?", (series_id,)
+            ).fetchone()[0]
             meta = dict(metadata)
             meta[METADATA_NUMBERS["IndexInSeries"]] = str(count)
-            c.executemany("INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
-                          [(instance_id, k, v) for k, v in meta.items()])
+            c.executemany(
+                "INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
+                [(instance_id, k, v) for k, v in meta.items()],
+            )
             for level in (PATIENT, STUDY, SERIES):
                 rid = self._lookup_id(c, public_ids[level])
-                c.execute("INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
-                          (rid, METADATA_NUMBERS["LastUpdate"], date))
+                c.execute(
+                    "INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
+                    (rid, METADATA_NUMBERS["LastUpdate"], date),
+                )
             c.executemany(
                 "INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
-                [(NEW_CHANGE[lv], lv, public_ids[lv], date) for lv in sorted(created)])
+                [(NEW_CHANGE[lv], lv, public_ids[lv], date) for lv in sorted(created)],
+            )
         return StoreOutcome("Success", public_ids, created, removed)
 
     def _drop_size(self, c: sqlite3.Connection, instance_id: int) -> None:
-        c.execute("UPDATE properties SET value = value - (SELECT COALESCE(SUM(compressed_size),0) "
-                  "FROM attachments WHERE resource=?) WHERE key='total_compressed'",
-                  (instance_id,))
-        c.execute("UPDATE properties SET value = value - (SELECT COALESCE(SUM(size),0) "
-                  "FROM attachments WHERE resource=?) WHERE key='total_size'", (instance_id,))
+        c.execute(
+            "UPDATE properties SET value = value - (SELECT COALESCE(SUM(compressed_size),0) "
+            "FROM attachments WHERE resource=?) WHERE key='total_compressed'",
+            (instance_id,),
+        )
+        c.execute(
+            "UPDATE properties SET value = value - (SELECT COALESCE(SUM(size),0) "
+            "FROM attachments WHERE resource=?) WHERE key='total_size'",
+            (instance_id,),
+        )
 
     # ------------------------------------------------------------ deleting
 
@@ -344,61 +415,92 @@ class Index:
         """
         date = now_iso()
         with self.write() as c:
-            row = c.execute("SELECT id, level, parent FROM resources WHERE public_id=?",
-                            (public_id,)).fetchone()
+            row = c.execute(
+                "SELECT id, level, parent FROM resources WHERE public_id=?", (public_id,)
+            ).fetchone()
             if row is None:
                 return [], []
-            rid, level, parent = row
-            subtree = [r[0] for r in c.execute(
-                "WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT r.id FROM resources r "
-                "JOIN t ON r.parent = t.id) SELECT id FROM t", (rid,))]
+            rid, _level, parent = row
+            subtree = [
+                r[0]
+                for r in c.execute(
+                    "WITH RECURSIVE t(id) AS (SELECT ? UNION ALL SELECT r.id FROM resources r "
+                    "JOIN t ON r.parent = t.id) SELECT id FROM t",
+                    (rid,),
+                )
+            ]
             marks = ",".join("?" * len(subtree))
-            uuids = [r[0] for r in c.execute(
-                f"SELECT uuid FROM attachments WHERE resource IN ({marks})", subtree)]
+            uuids = [
+                r[0]
+                for r in c.execute(
+                    f"SELECT uuid FROM attachments WHERE resource IN ({marks})", subtree
+                )
+            ]
             for inst in subtree:
                 self._drop_size(c, inst)
-            deleted = [(lv, pid) for lv, pid in c.execute(
-                f"SELECT level, public_id FROM resources WHERE id IN ({marks})", subtree)]
+            deleted = [
+                (lv, pid)
+                for lv, pid in c.execute(
+                    f"SELECT level, public_id FROM resources WHERE id IN ({marks})", subtree
+                )
+            ]
             c.execute("DELETE FROM resources WHERE id=?", (rid,))
             # Parents left without children go too, as in Orthanc.
             while parent is not None:
-                left = c.execute("SELECT 1 FROM resources WHERE parent=? LIMIT 1",
-                                 (parent,)).fetchone()
+                left = c.execute(
+                    "SELECT 1 FROM resources WHERE parent=? LIMIT 1", (parent,)
+                ).fetchone()
                 if left:
                     break
-                prow = c.execute("SELECT level, public_id, parent FROM resources WHERE id=?",
-                                 (parent,)).fetchone()
+                prow = c.execute(
+                    "SELECT level, public_id, parent FROM resources WHERE id=?", (parent,)
+                ).fetchone()
                 c.execute("DELETE FROM resources WHERE id=?", (parent,))
                 deleted.append((prow[0], prow[1]))
                 parent = prow[2]
-            c.executemany("INSERT INTO changes(type, level, public_id, date) VALUES(2,?,?,?)",
-                          [(lv, pid, date) for lv, pid in deleted])
+            c.executemany(
+                "INSERT INTO changes(type, level, public_id, date) VALUES(2,?,?,?)",
+                [(lv, pid, date) for lv, pid in deleted],
+            )
             self._id_cache.clear()
         return uuids, deleted
 
     # ------------------------------------------------------------ reading
 
     def _resource(self, row: tuple[Any, ...]) -> Resource:
-        return Resource(row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6],
-                        bool(row[7]), bool(row[8]))
+        return Resource(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            json.loads(row[5]),
+            row[6],
+            bool(row[7]),
+            bool(row[8]),
+        )
 
     _COLS = "id, level, public_id, parent, uid, tags, updated, stable, protected"
 
     def get(self, public_id: str, level: int | None = None) -> Resource | None:
-        row = self.conn.execute(f"SELECT {self._COLS} FROM resources WHERE public_id=?",
-                                (public_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {self._COLS} FROM resources WHERE public_id=?", (public_id,)
+        ).fetchone()
         if row is None or (level is not None and row[1] != level):
             return None
         return self._resource(row)
 
     def get_by_id(self, rid: int) -> Resource | None:
-        row = self.conn.execute(f"SELECT {self._COLS} FROM resources WHERE id=?",
-                                (rid,)).fetchone()
+        row = self.conn.execute(f"SELECT {self._COLS} FROM resources WHERE id=?", (rid,)).fetchone()
         return self._resource(row) if row else None
 
     def children(self, rid: int) -> list[Resource]:
-        return [self._resource(r) for r in self.conn.execute(
-            f"SELECT {self._COLS} FROM resources WHERE parent=? ORDER BY id", (rid,))]
+        return [
+            self._resource(r)
+            for r in self.conn.execute(
+                f"SELECT {self._COLS} FROM resources WHERE parent=? ORDER BY id", (rid,)
+            )
+        ]
 
     def list_public_ids(self, level: int, since: int = 0, limit: int = 0) -> list[str]:
         sql = "SELECT public_id FROM resources WHERE level=? ORDER BY id"
@@ -408,13 +510,14 @@ class Index:
             args += [limit if limit else -1, since]
         return [r[0] for r in self.conn.execute(sql, args)]
 
-    def rows_with_ancestors(self, level: int, uid_in: list[str] | None = None
-                            ) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
+    def rows_with_ancestors(
+        self, level: int, uid_in: list[str] | None = None
+    ) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
         """For each resource at `level`: the tags, public IDs and row ids of it and its parents.
 
         Lists are indexed by level (0 = patient). `uid_in` narrows on the level's identifier.
         """
-        joins = ["resources r%d" % level]
+        joins = [f"resources r{level}"]
         cols = []
         for lv in range(level, -1, -1):
             cols += [f"r{lv}.tags", f"r{lv}.public_id", f"r{lv}.id"]
@@ -439,7 +542,7 @@ class Index:
 
     def count_descendants(self, rid: int, level: int, target: int) -> int:
         """How many resources of level `target` lie under resource `rid` at `level`."""
-        sql = "SELECT count(*) FROM resources r{t}".format(t=target)
+        sql = f"SELECT count(*) FROM resources r{target}"
         for lv in range(target - 1, level - 1, -1):
             sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
         sql += f" WHERE r{level}.id = ?"
@@ -453,46 +556,58 @@ class Index:
         return sorted(v for (v,) in self.conn.execute(sql, ("$." + key, rid)) if v)
 
     def instances_under(self, rid: int, level: int) -> list[tuple[str, str, str, str, int]]:
-        """(public_id, uuid, sop_class, transfer_syntax, compression) of instances under a resource."""
-        sql = ("SELECT r3.public_id, a.uuid, "
-               "(SELECT value FROM metadata WHERE resource=r3.id AND type=10), "
-               "(SELECT value FROM metadata WHERE resource=r3.id AND type=9), a.compression "
-               "FROM resources r3 LEFT JOIN attachments a ON a.resource = r3.id AND a.type = 1")
+        """(public_id, uuid, sop_class, transfer_syntax, compression) of the instances below."""
+        sql = (
+            "SELECT r3.public_id, a.uuid, "
+            "(SELECT value FROM metadata WHERE resource=r3.id AND type=10), "
+            "(SELECT value FROM metadata WHERE resource=r3.id AND type=9), a.compression "
+            "FROM resources r3 LEFT JOIN attachments a ON a.resource = r3.id AND a.type = 1"
+        )
         for lv in range(2, level - 1, -1):
             sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
         sql += f" WHERE r{level}.id = ? ORDER BY r3.id"
-        return [tuple(r) for r in self.conn.execute(sql, (rid,))]  # type: ignore[misc]
+        return [tuple(r) for r in self.conn.execute(sql, (rid,))]
 
     def attachment(self, rid: int, content_type: int = 1) -> Attachment | None:
         row = self.conn.execute(
             "SELECT uuid, type, size, compressed_size, compression, md5, compressed_md5 "
-            "FROM attachments WHERE resource=? AND type=?", (rid, content_type)).fetchone()
+            "FROM attachments WHERE resource=? AND type=?",
+            (rid, content_type),
+        ).fetchone()
         return Attachment(*row) if row else None
 
     def metadata(self, rid: int) -> dict[int, str]:
-        return dict(self.conn.execute("SELECT type, value FROM metadata WHERE resource=?",
-                                      (rid,)).fetchall())
+        return dict(
+            self.conn.execute(
+                "SELECT type, value FROM metadata WHERE resource=?", (rid,)
+            ).fetchall()
+        )
 
     def set_metadata(self, rid: int, level: int, public_id: str, mtype: int, value: str) -> None:
         with self.write() as c:
             c.execute("INSERT OR REPLACE INTO metadata VALUES(?,?,?)", (rid, mtype, value))
-            c.execute("INSERT INTO changes(type, level, public_id, date) VALUES(12,?,?,?)",
-                      (level, public_id, now_iso()))
+            c.execute(
+                "INSERT INTO changes(type, level, public_id, date) VALUES(12,?,?,?)",
+                (level, public_id, now_iso()),
+            )
 
     # ------------------------------------------------------------ changes and statistics
 
     def changes(self, since: int = 0, limit: int = 100) -> tuple[list[dict[str, Any]], bool, int]:
         rows = self.conn.execute(
             "SELECT seq, type, level, public_id, date FROM changes WHERE seq > ? "
-            "ORDER BY seq LIMIT ?", (since, limit + 1)).fetchall()
+            "ORDER BY seq LIMIT ?",
+            (since, limit + 1),
+        ).fetchall()
         done = len(rows) <= limit
         rows = rows[:limit]
         last = rows[-1][0] if rows else self.last_change_seq() if done else since
         return [change_json(r) for r in rows], done, last
 
     def last_change(self) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT seq, type, level, public_id, date FROM changes "
-                                "ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self.conn.execute(
+            "SELECT seq, type, level, public_id, date FROM changes ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
         return change_json(row) if row else None
 
     def last_change_seq(self) -> int:
@@ -506,21 +621,29 @@ class Index:
         return out
 
     def total_sizes(self) -> tuple[int, int]:
-        return (int(self.get_property("total_compressed", "0")),
-                int(self.get_property("total_size", "0")))
+        return (
+            int(self.get_property("total_compressed", "0")),
+            int(self.get_property("total_size", "0")),
+        )
 
     # ------------------------------------------------------------ stability and recycling
 
     def unstable(self) -> list[tuple[int, int, str, float]]:
-        return [tuple(r) for r in self.conn.execute(  # type: ignore[misc]
-            "SELECT id, level, public_id, updated FROM resources WHERE level < 3 AND stable = 0")]
+        return [
+            tuple(r)
+            for r in self.conn.execute(
+                "SELECT id, level, public_id, updated FROM resources WHERE level < 3 AND stable = 0"
+            )
+        ]
 
     def mark_stable(self, items: list[tuple[int, int, str]]) -> None:
         date = now_iso()
         with self.write() as c:
             c.executemany("UPDATE resources SET stable=1 WHERE id=?", [(i,) for i, _, _ in items])
-            c.executemany("INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
-                          [(STABLE_CHANGE[lv], lv, pid, date) for _, lv, pid in items])
+            c.executemany(
+                "INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
+                [(STABLE_CHANGE[lv], lv, pid, date) for _, lv, pid in items],
+            )
 
     def set_protected(self, rid: int, value: bool) -> None:
         with self.write() as c:
@@ -529,17 +652,21 @@ class Index:
     def oldest_unprotected_patient(self, exclude: str = "") -> str | None:
         row = self.conn.execute(
             "SELECT public_id FROM resources WHERE level=0 AND protected=0 AND public_id != ? "
-            "ORDER BY updated LIMIT 1", (exclude,)).fetchone()
+            "ORDER BY updated LIMIT 1",
+            (exclude,),
+        ).fetchone()
         return row[0] if row else None
 
     # ------------------------------------------------------------ exports
 
     def log_export(self, level: int, public_id: str, target: str, uids: list[str]) -> None:
-        padded = (uids + ["", "", "", ""])[:4]
+        padded = ([*uids, "", "", "", ""])[:4]
         with self.write() as c:
-            c.execute("INSERT INTO exports(level, public_id, target, patient_id, study_uid, "
-                      "series_uid, sop_uid, date) VALUES(?,?,?,?,?,?,?,?)",
-                      (level, public_id, target, *padded, now_iso()))
+            c.execute(
+                "INSERT INTO exports(level, public_id, target, patient_id, study_uid, "
+                "series_uid, sop_uid, date) VALUES(?,?,?,?,?,?,?,?)",
+                (level, public_id, target, *padded, now_iso()),
+            )
 
     def all_attachment_uuids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT uuid FROM attachments")}

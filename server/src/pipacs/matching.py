@@ -74,10 +74,8 @@ def make_matcher(keyword: str, value: str, *, case_sensitive_pn: bool = False) -
         if vr == "TM":
             lo = _normalise_time(lo) if lo else ""
             hi = _normalise_time(hi) if hi else ""
-            norm = _normalise_time
-        else:
-            def norm(x: str) -> str:
-                return x
+        norm: Callable[[str], str] = _normalise_time if vr == "TM" else str.strip
+
         if vr == "DA" and not all(re.fullmatch(r"\d{8}", x) for x in (lo, hi) if x):
             raise QueryError(f"{keyword}: {value!r} is not a date range (YYYYMMDD-YYYYMMDD)")
 
@@ -88,6 +86,7 @@ def make_matcher(keyword: str, value: str, *, case_sensitive_pn: bool = False) -
             if lo and nv < lo:
                 return False
             return not (hi and nv[: len(hi)] > hi)
+
         return in_range
     if vr == "DA" and not ("*" in value or "?" in value) and not re.fullmatch(r"\d{8}", value):
         raise QueryError(f"{keyword}: {value!r} is not a date (YYYYMMDD)")

@@ -45,10 +45,17 @@ class Server:
         host = "0.0.0.0" if s.remote_access_allowed else "127.0.0.1"
         app = create_app(self.context)
         self.http = create_server(
-            app, host=host, port=s.http_port, threads=s.http_threads_count,
-            channel_timeout=s.http_request_timeout, ident="pipacs",
-            clear_untrusted_proxy_headers=True, expose_tracebacks=False,
-            connection_limit=200, asyncore_use_poll=True)
+            app,
+            host=host,
+            port=s.http_port,
+            threads=s.http_threads_count,
+            channel_timeout=s.http_request_timeout,
+            ident="pipacs",
+            clear_untrusted_proxy_headers=True,
+            expose_tracebacks=False,
+            connection_limit=200,
+            asyncore_use_poll=True,
+        )
         if s.tcp_no_delay:
             import socket
 

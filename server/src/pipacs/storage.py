@@ -38,8 +38,9 @@ class Attachment:
 class StorageArea:
     """Stores blobs under ROOT/ab/cd/<uuid>; writes are temp file, fsync, rename."""
 
-    def __init__(self, root: str | Path, *, compress: bool = False, md5: bool = True,
-                 sync: bool = True):
+    def __init__(
+        self, root: str | Path, *, compress: bool = False, md5: bool = True, sync: bool = True
+    ):
         self.root = Path(root)
         self.compress = compress
         self.md5 = md5
@@ -59,7 +60,9 @@ class StorageArea:
             stored = data
             compression = COMPRESSION_NONE
         digest = hashlib.md5(data).hexdigest() if self.md5 else ""
-        cdigest = (hashlib.md5(stored).hexdigest() if stored is not data else digest) if self.md5 else ""
+        cdigest = (
+            (hashlib.md5(stored).hexdigest() if stored is not data else digest) if self.md5 else ""
+        )
         target = self.path(file_uuid)
         folder = str(target.parent)
         if folder not in self._made:
@@ -85,8 +88,9 @@ class StorageArea:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageFullError(e.errno, f"no space left in {self.root}") from e
             raise
-        return Attachment(file_uuid, content_type, len(data), len(stored), compression,
-                          digest, cdigest)
+        return Attachment(
+            file_uuid, content_type, len(data), len(stored), compression, digest, cdigest
+        )
 
     def _sync_dir(self, folder: str) -> None:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -97,8 +101,11 @@ class StorageArea:
 
     def read(self, att: Attachment | str, compression: int | None = None) -> bytes:
         file_uuid = att if isinstance(att, str) else att.uuid
-        comp = compression if compression is not None else (
-            COMPRESSION_NONE if isinstance(att, str) else att.compression)
+        comp = (
+            compression
+            if compression is not None
+            else (COMPRESSION_NONE if isinstance(att, str) else att.compression)
+        )
         raw = self.path(file_uuid).read_bytes()
         if comp == COMPRESSION_ZLIB:
             (size,) = struct.unpack("<Q", raw[:8])

@@ -30,20 +30,24 @@ class RawDataset(Dataset):
         self.SOPClassUID = sop_class
         self.SOPInstanceUID = sop_uid
         meta = FileMetaDataset()
-        meta.TransferSyntaxUID = transfer_syntax
+        meta.TransferSyntaxUID = UID(transfer_syntax)
         self.file_meta = meta
         object.__setattr__(self, "_pipacs_raw", raw)
 
 
-def _encode(ds: Any, is_implicit_vr: bool, is_little_endian: bool,
-            deflated: bool = False) -> bytes | None:
+def _encode(
+    ds: Any, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
+) -> bytes | None:
     raw = ds.__dict__.get("_pipacs_raw") if isinstance(ds, RawDataset) else None
     if raw is None:
         return _original_encode(ds, is_implicit_vr, is_little_endian, deflated)
     meta, offset = split_meta(raw)
     ts = UID(str(meta.TransferSyntaxUID)) if meta is not None else UID("")
     if ts.is_transfer_syntax and (ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated) == (
-            is_implicit_vr, is_little_endian, deflated):
+        is_implicit_vr,
+        is_little_endian,
+        deflated,
+    ):
         return raw[offset:]
     full = pydicom.dcmread(io.BytesIO(raw), force=True)
     return _original_encode(full, is_implicit_vr, is_little_endian, deflated)

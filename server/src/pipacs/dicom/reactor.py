@@ -28,7 +28,7 @@ from pynetdicom import association, dul
 IDLE_WAIT = 0.02  # longest idle wait of a DUL thread: its timers have coarser resolution
 
 
-class _WakeQueue(queue.Queue):  # type: ignore[type-arg]
+class _WakeQueue(queue.Queue):  # type: ignore[type-arg, unused-ignore]
     """A queue whose every put also writes a byte to a pipe a select() can watch."""
 
     def __init__(self) -> None:

@@ -16,7 +16,6 @@ from pynetdicom.presentation import (
     QueryRetrievePresentationContexts,
     build_context,
 )
-from pynetdicom.sop_class import Verification
 
 from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
@@ -41,6 +40,7 @@ IDENTIFIER_MISMATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC001
 CANCEL = 0xFE00
 
+VERIFICATION = "1.2.840.10008.1.1"
 LEVELS = {"PATIENT": PATIENT, "STUDY": STUDY, "SERIES": SERIES, "IMAGE": INSTANCE}
 
 # The acceptor's order decides which proposed syntax is chosen: explicit VR first keeps the
@@ -52,16 +52,25 @@ UNCOMPRESSED = [
 ]
 OPTIONAL_SYNTAXES = {
     "deflated_transfer_syntax_accepted": ["1.2.840.10008.1.2.1.99"],
-    "jpeg_transfer_syntax_accepted": [f"1.2.840.10008.1.2.4.{n}" for n in
-                                      (50, 51, 52, 53, 54, 55, 56, 58, 59, 60, 61, 62, 63, 64)],
-    "jpeg_lossless_transfer_syntax_accepted": ["1.2.840.10008.1.2.4.57",
-                                               "1.2.840.10008.1.2.4.65", "1.2.840.10008.1.2.4.66",
-                                               "1.2.840.10008.1.2.4.70"],
+    "jpeg_transfer_syntax_accepted": [
+        f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 52, 53, 54, 55, 56, 58, 59, 60, 61, 62, 63, 64)
+    ],
+    "jpeg_lossless_transfer_syntax_accepted": [
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.65",
+        "1.2.840.10008.1.2.4.66",
+        "1.2.840.10008.1.2.4.70",
+    ],
     "jpegls_transfer_syntax_accepted": ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"],
-    "jpeg2000_transfer_syntax_accepted": ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-                                          "1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93",
-                                          "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
-                                          "1.2.840.10008.1.2.4.203"],
+    "jpeg2000_transfer_syntax_accepted": [
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.92",
+        "1.2.840.10008.1.2.4.93",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    ],
     "mpeg2_transfer_syntax_accepted": ["1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101"],
     "mpeg4_transfer_syntax_accepted": [f"1.2.840.10008.1.2.4.{n}" for n in range(102, 107)],
     "h265_transfer_syntax_accepted": ["1.2.840.10008.1.2.4.107", "1.2.840.10008.1.2.4.108"],
@@ -69,7 +78,7 @@ OPTIONAL_SYNTAXES = {
 }
 
 
-class _SharedContexts(list):  # type: ignore[type-arg]
+class _SharedContexts(list):  # type: ignore[type-arg, unused-ignore]
     """The accepted contexts, built once and shared by every association.
 
     pynetdicom deep-copies the server's context list for each association, which costs
@@ -81,7 +90,7 @@ class _SharedContexts(list):  # type: ignore[type-arg]
 
 
 def accepted_syntaxes(settings: Any) -> list[str]:
-    out = list(UNCOMPRESSED)
+    out = [str(u) for u in UNCOMPRESSED]
     for attr, uids in OPTIONAL_SYNTAXES.items():
         if getattr(settings, attr):
             out.extend(uids)
@@ -91,18 +100,21 @@ def accepted_syntaxes(settings: Any) -> list[str]:
 def build_contexts(settings: Any) -> list[PresentationContext]:
     syntaxes = accepted_syntaxes(settings)
     contexts = []
-    seen = set()
+    seen: set[str] = set()
     for cx in AllStoragePresentationContexts:
         ctx = PresentationContext()
         ctx.abstract_syntax = cx.abstract_syntax
-        ctx.transfer_syntax = syntaxes
+        ctx.transfer_syntax = list(syntaxes)
         # Allow the peer to take the SCP role, so that C-GET can send to it.
         ctx.scu_role = True
         ctx.scp_role = True
         contexts.append(ctx)
-        seen.add(cx.abstract_syntax)
-    for uid in [Verification, *[c.abstract_syntax for c in QueryRetrievePresentationContexts],
-                "1.2.840.10008.5.1.4.31"]:
+        seen.add(str(cx.abstract_syntax))
+    for uid in [
+        VERIFICATION,
+        *[str(c.abstract_syntax) for c in QueryRetrievePresentationContexts],
+        "1.2.840.10008.5.1.4.31",
+    ]:
         if uid in seen:
             continue
         ctx = PresentationContext()
@@ -115,7 +127,8 @@ def build_contexts(settings: Any) -> list[PresentationContext]:
 
 def _nodelay(event: evt.Event) -> None:
     try:
-        sock = event.assoc.dul.socket.socket
+        wrapper = event.assoc.dul.socket
+        sock = wrapper.socket if wrapper is not None else None
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
@@ -179,12 +192,13 @@ class DicomServer:
 
     def start(self) -> None:
         port = self.context.settings.dicom_port
-        self.server = self.ae.start_server((self.host, port), block=False,
-                                           evt_handlers=self.handlers(),
-                                           contexts=self.contexts)
+        self.server = self.ae.start_server(
+            (self.host, port), block=False, evt_handlers=self.handlers(), contexts=self.contexts
+        )
         self.server.contexts = self.contexts
-        logger.info("DICOM server listening on port %d as %s", port,
-                    self.context.settings.dicom_aet)
+        logger.info(
+            "DICOM server listening on port %d as %s", port, self.context.settings.dicom_aet
+        )
 
     def stop(self) -> None:
         if self.server is not None:
@@ -214,18 +228,30 @@ def _on_requested(event: evt.Event, ctx: ServerContext) -> None:
     try:
         s = ctx.settings
         prim = event.assoc.requestor.primitive
+        if prim is None:
+            return
         called = str(prim.called_ae_title).strip()
         calling = str(prim.calling_ae_title).strip()
         address = str(event.assoc.requestor.address)
-        if s.dicom_check_called_aet and not _aet_equal(called, s.dicom_aet,
-                                                       s.strict_aet_comparison):
-            logger.warning("association from %s (%s) refused: called AET %r is not %r",
-                           calling, address, called, s.dicom_aet)
+        if s.dicom_check_called_aet and not _aet_equal(
+            called, s.dicom_aet, s.strict_aet_comparison
+        ):
+            logger.warning(
+                "association from %s (%s) refused: called AET %r is not %r",
+                calling,
+                address,
+                called,
+                s.dicom_aet,
+            )
             _reject(event, 0x07)
             return
-        any_always = (s.dicom_always_allow_echo or s.dicom_always_allow_store
-                      or s.dicom_always_allow_find or s.dicom_always_allow_get
-                      or s.dicom_always_allow_move)
+        any_always = (
+            s.dicom_always_allow_echo
+            or s.dicom_always_allow_store
+            or s.dicom_always_allow_find
+            or s.dicom_always_allow_get
+            or s.dicom_always_allow_move
+        )
         if not any_always and ctx.modality_for(calling, address) is None:
             logger.warning("association from unknown AET %r (%s) refused", calling, address)
             _reject(event, 0x03)
@@ -246,8 +272,9 @@ def _allowed(event: evt.Event, ctx: ServerContext, operation: str) -> bool:
     modality = ctx.modality_for(aet, address)
     if modality is not None and getattr(modality, f"allow_{operation}"):
         return True
-    logger.warning("%s from %r (%s) refused: not allowed by the configuration",
-                   operation.upper(), aet, address)
+    logger.warning(
+        "%s from %r (%s) refused: not allowed by the configuration", operation.upper(), aet, address
+    )
     return False
 
 
@@ -276,7 +303,8 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
     except StoreRefused as e:
         logger.error("C-STORE from %s refused: %s", _peer(event)[0], e.message)
         return {"BadFile": CANNOT_UNDERSTAND, "Full": OUT_OF_RESOURCES}.get(
-            e.reason, PROCESSING_FAILURE)
+            e.reason, PROCESSING_FAILURE
+        )
     except Exception:
         logger.exception("C-STORE failed")
         return PROCESSING_FAILURE
@@ -293,7 +321,7 @@ def _query_of(identifier: Dataset) -> tuple[str | None, dict[str, str], list[Any
             continue
         if kw == "SpecificCharacterSet":
             continue
-        requested.append(elem.tag if not kw else kw)
+        requested.append(kw if kw else elem.tag)
         if kw and elem.VR != "SQ":
             try:
                 query[kw] = dicomfile._format(elem.value)
@@ -336,8 +364,7 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Dat
             ds.RetrieveAETitle = s.dicom_aet
             yield PENDING, ds
         if not complete:
-            logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)",
-                           limit)
+            logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)", limit)
         yield SUCCESS, None
     except QueryError as e:
         logger.error("C-FIND: %s", e)
@@ -347,8 +374,9 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Dat
         yield UNABLE_TO_PROCESS, None
 
 
-def ctx_worklist_find(event: evt.Event, ctx: ServerContext,
-                      identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+def ctx_worklist_find(
+    event: evt.Event, ctx: ServerContext, identifier: Dataset
+) -> Iterator[tuple[int, Dataset | None]]:
     """Modality worklist queries are answered by the worklists plugin when it is enabled."""
     provider = getattr(ctx, "worklist_provider", None)
     if provider is None:
@@ -373,7 +401,9 @@ def _instances_for(ctx: ServerContext, identifier: Dataset) -> list[tuple[str, s
     return out
 
 
-def _retrieve_contexts(instances: list[tuple[str, str, str, str, int]]) -> list[PresentationContext]:
+def _retrieve_contexts(
+    instances: list[tuple[str, str, str, str, int]],
+) -> list[PresentationContext]:
     by_class: dict[str, list[str]] = {}
     for _, _, sop_class, ts, _ in instances:
         syntaxes = by_class.setdefault(sop_class or "", [])
@@ -383,7 +413,7 @@ def _retrieve_contexts(instances: list[tuple[str, str, str, str, int]]) -> list[
     for sop_class, syntaxes in sorted(by_class.items())[:128]:
         cx = PresentationContext()
         cx.abstract_syntax = sop_class
-        cx.transfer_syntax = syntaxes + [t for t in UNCOMPRESSED[:2] if t not in syntaxes]
+        cx.transfer_syntax = [*syntaxes, *(str(t) for t in UNCOMPRESSED[:2] if t not in syntaxes)]
         contexts.append(cx)
     return contexts
 
@@ -405,8 +435,9 @@ def outgoing_dataset(ctx: ServerContext, public_id: str, sop_class: str, ts: str
     return dicomfile.read_full(raw)
 
 
-def _datasets(ctx: ServerContext, event: evt.Event,
-              instances: list[tuple[str, str, str, str, int]]) -> Iterator[tuple[int, Any]]:
+def _datasets(
+    ctx: ServerContext, event: evt.Event, instances: list[tuple[str, str, str, str, int]]
+) -> Iterator[tuple[int, Any]]:
     for public_id, _, sop_class, ts, _ in instances:
         if event.is_cancelled:
             yield CANCEL, None
@@ -445,11 +476,15 @@ def handle_move(event: evt.Event, ctx: ServerContext) -> Iterator[Any]:
             yield modality.host, modality.port, {"ae_title": modality.aet}
             yield UNABLE_TO_PROCESS, None
             return
-        yield modality.host, modality.port, {
-            "ae_title": modality.aet,
-            "contexts": _retrieve_contexts(instances) or [build_context(Verification)],
-            "evt_handlers": [(evt.EVT_CONN_OPEN, _nodelay)],
-        }
+        yield (
+            modality.host,
+            modality.port,
+            {
+                "ae_title": modality.aet,
+                "contexts": _retrieve_contexts(instances) or [build_context(VERIFICATION)],
+                "evt_handlers": [(evt.EVT_CONN_OPEN, _nodelay)],
+            },
+        )
         yield len(instances)
         yield from _datasets(ctx, event, instances)
     except Exception:

@@ -1,4 +1,4 @@
-"""The DICOM SCU: C-ECHO and C-STORE to configured modalities, with a short-lived association pool."""
+"""The DICOM SCU: C-ECHO and C-STORE to configured modalities, reusing idle associations."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from typing import Any
 
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification
 
 from ..config import Modality
 from ..context import ServerContext
-from .scp import UNCOMPRESSED, _nodelay, _retrieve_contexts, outgoing_dataset
+from .scp import UNCOMPRESSED, VERIFICATION, _nodelay, _retrieve_contexts, outgoing_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +43,34 @@ class Scu:
         self._reaper: threading.Timer | None = None
 
     def _associate(self, m: Modality, contexts: list[PresentationContext]) -> Any:
-        key = (m.aet, m.host, m.port, tuple((c.abstract_syntax, tuple(c.transfer_syntax))
-                                            for c in contexts))
+        key = (
+            m.aet,
+            m.host,
+            m.port,
+            tuple((c.abstract_syntax, tuple(c.transfer_syntax)) for c in contexts),
+        )
         with self._lock:
             cached = self._idle.pop(key, None)
         if cached and cached[0].is_established:
             return key, cached[0]
-        assoc = self.ae.associate(m.host, m.port, contexts=contexts, ae_title=m.aet,
-                                  evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+        assoc = self.ae.associate(
+            m.host,
+            m.port,
+            contexts=contexts,
+            ae_title=m.aet,
+            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+        )
         if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
-                "unreachable"
-            raise ScuError(f"cannot open an association with {m.name} ({m.aet}@{m.host}:"
-                           f"{m.port}): {why}")
+            why = (
+                "rejected"
+                if assoc.is_rejected
+                else "aborted"
+                if assoc.is_aborted
+                else "unreachable"
+            )
+            raise ScuError(
+                f"cannot open an association with {m.name} ({m.aet}@{m.host}:{m.port}): {why}"
+            )
         return key, assoc
 
     def _release(self, key: Any, assoc: Any) -> None:
@@ -103,8 +117,8 @@ class Scu:
 
     def echo(self, m: Modality) -> None:
         cx = PresentationContext()
-        cx.abstract_syntax = Verification
-        cx.transfer_syntax = list(UNCOMPRESSED[:2])
+        cx.abstract_syntax = VERIFICATION
+        cx.transfer_syntax = [str(u) for u in UNCOMPRESSED[:2]]
         key, assoc = self._associate(m, [cx])
         try:
             status = assoc.send_c_echo()
@@ -113,8 +127,9 @@ class Scu:
             raise ScuError(f"C-ECHO to {m.name} failed: {e}") from e
         if not status or status.Status != 0:
             assoc.abort()
-            raise ScuError(f"C-ECHO to {m.name} failed (status "
-                           f"{getattr(status, 'Status', 'none')})")
+            raise ScuError(
+                f"C-ECHO to {m.name} failed (status {getattr(status, 'Status', 'none')})"
+            )
         self._release(key, assoc)
 
     def store(self, m: Modality, instance_ids: list[str]) -> StoreReport:

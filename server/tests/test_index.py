@@ -1,0 +1,167 @@
+"""The index and storage area: store, delete, schema versions, compression, crash leftovers."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipacs import config
+from pipacs.context import Origin, ServerContext, StoreRefused
+from pipacs.ids import INSTANCE, PATIENT, SERIES, STUDY
+from pipacs.index import SCHEMA_VERSION, Index, IndexError_, SchemaTooOld
+from pipacs.storage import StorageArea
+
+
+def make_context(tmp_path: Path, **overrides: object) -> ServerContext:
+    data = {
+        "StorageDirectory": str(tmp_path / "storage"),
+        "IndexDirectory": str(tmp_path / "idx"),
+        **overrides,
+    }
+    settings, _ = config.build_settings(data, tmp_path)
+    return ServerContext(settings)
+
+
+def test_store_builds_the_hierarchy_and_change_log(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path)
+    for f in small_data[:20]:
+        assert ctx.store(f.read_bytes(), Origin("Test")).status == "Success"
+    assert ctx.index.counts() == [1, 1, 2, 20]
+    changes, done, last = ctx.index.changes(0, 1000)
+    kinds = [c["ChangeType"] for c in changes]
+    assert kinds.count("NewPatient") == 1 and kinds.count("NewStudy") == 1
+    assert kinds.count("NewSeries") == 2 and kinds.count("NewInstance") == 20
+    assert done and last == changes[-1]["Seq"]
+    again = ctx.store(small_data[0].read_bytes())
+    assert again.status == "AlreadyStored"
+    assert ctx.index.counts()[INSTANCE] == 20
+    ctx.stop()
+
+
+def test_read_back_is_byte_identical_with_and_without_compression(
+    tmp_path: Path, small_data: list[Path]
+) -> None:
+    for compress in (False, True):
+        ctx = make_context(tmp_path / str(compress), StorageCompression=compress)
+        raw = small_data[3].read_bytes()
+        result = ctx.store(raw)
+        assert ctx.read_instance(result.ids[INSTANCE]) == raw
+        att = ctx.index.attachment(ctx.index.get(result.ids[INSTANCE]).id)
+        stored = ctx.storage.path(att.uuid).stat().st_size
+        assert (stored < len(raw)) == compress
+        assert att.md5 and att.size == len(raw)
+        ctx.stop()
+
+
+def test_delete_removes_files_and_empty_parents(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path)
+    results = [ctx.store(f.read_bytes()) for f in small_data[:10]]  # one series
+    series = results[0].ids[SERIES]
+    deleted = ctx.delete(series)
+    assert {lv for lv, _ in deleted} == {PATIENT, STUDY, SERIES, INSTANCE}
+    assert ctx.index.counts() == [0, 0, 0, 0]
+    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert ctx.index.total_sizes() == (0, 0)
+    assert ctx.index.last_change()["ChangeType"] == "Deleted"
+    ctx.stop()
+
+
+def test_overwrite_instances_replaces_the_file(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path, OverwriteInstances=True)
+    raw = small_data[0].read_bytes()
+    first = ctx.store(raw)
+    uuid1 = ctx.index.attachment(ctx.index.get(first.ids[INSTANCE]).id).uuid
+    assert ctx.store(raw).status == "Success"
+    uuid2 = ctx.index.attachment(ctx.index.get(first.ids[INSTANCE]).id).uuid
+    assert uuid1 != uuid2
+    assert not ctx.storage.path(uuid1).exists() and ctx.storage.path(uuid2).exists()
+    assert ctx.index.counts()[INSTANCE] == 1
+    ctx.stop()
+
+
+def test_bad_files_are_refused_and_leave_nothing(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path)
+    raw = small_data[0].read_bytes()
+    for bad in (b"", b"not dicom at all", raw[:200], raw[:132] + b"\xff" * 64):
+        with pytest.raises(StoreRefused) as e:
+            ctx.store(bad)
+        assert e.value.reason == "BadFile" and e.value.message
+    assert ctx.index.counts() == [0, 0, 0, 0]
+    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    ctx.stop()
+
+
+def test_maximum_patient_count_recycles_the_oldest(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path, MaximumPatientCount=1)
+    first = ctx.store(small_data[0].read_bytes())
+    second = ctx.store(small_data[-1].read_bytes())  # another patient
+    assert ctx.index.get(first.ids[PATIENT]) is None
+    assert ctx.index.get(second.ids[PATIENT]) is not None
+    ctx.stop()
+
+
+def test_maximum_patient_count_reject_mode(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path, MaximumPatientCount=1, MaximumStorageMode="Reject")
+    ctx.store(small_data[0].read_bytes())
+    with pytest.raises(StoreRefused) as e:
+        ctx.store(small_data[-1].read_bytes())
+    assert e.value.reason == "Full"
+    ctx.stop()
+
+
+def test_protected_patients_are_not_recycled(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path, MaximumPatientCount=1)
+    first = ctx.store(small_data[0].read_bytes())
+    ctx.index.set_protected(ctx.index.get(first.ids[PATIENT]).id, True)
+    with pytest.raises(StoreRefused, match="protected"):
+        ctx.store(small_data[-1].read_bytes())
+    ctx.stop()
+
+
+def test_stability_is_reported_after_stable_age(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path, StableAge=5)
+    r = ctx.store(small_data[0].read_bytes())
+    assert ctx.check_stability() == 0
+    assert ctx.check_stability(now=ctx.index.get(r.ids[SERIES]).updated + 6) == 3
+    kinds = [c["ChangeType"] for c in ctx.index.changes(0, 100)[0]]
+    assert kinds[-3:] == ["StableSeries", "StableStudy", "StablePatient"]
+    ctx.stop()
+
+
+def test_old_schema_needs_upgrade(tmp_path: Path) -> None:
+    Index(tmp_path, schema_version=1).close()  # an index made by an older pipacs
+    with pytest.raises(SchemaTooOld, match="--upgrade"):
+        Index(tmp_path)
+    upgraded = Index(tmp_path, upgrade=True)
+    assert upgraded.schema_version() == SCHEMA_VERSION
+    upgraded.close()
+    Index(tmp_path).close()  # starts normally afterwards
+
+
+def test_newer_or_foreign_or_corrupt_index_is_refused(tmp_path: Path) -> None:
+    idx = Index(tmp_path / "a")
+    idx.set_property("schema_version", str(SCHEMA_VERSION + 1))
+    idx.close()
+    with pytest.raises(IndexError_, match="newer"):
+        Index(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    sqlite3.connect(tmp_path / "b" / "pipacs-index.db").execute(
+        "CREATE TABLE x(y)"
+    ).connection.commit()
+    with pytest.raises(IndexError_, match="not a pipacs index"):
+        Index(tmp_path / "b")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "pipacs-index.db").write_bytes(b"garbage" * 1000)
+    with pytest.raises(IndexError_, match="--reindex"):
+        Index(tmp_path / "c")
+
+
+def test_partial_files_from_a_crash_are_cleaned(tmp_path: Path) -> None:
+    area = StorageArea(tmp_path)
+    att = area.write(b"hello")
+    leftover = area.path(att.uuid).with_name(".deadbeef.tmp")
+    leftover.write_bytes(b"half")
+    assert area.clean_temporaries() == 1
+    assert not leftover.exists() and area.read(att) == b"hello"

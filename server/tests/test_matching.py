@@ -1,0 +1,69 @@
+"""Orthanc's C-FIND matching rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipacs.matching import QueryError, make_matcher
+
+
+def matches(keyword: str, query: str, value: str, **kw: bool) -> bool:
+    m = make_matcher(keyword, query, **kw)
+    return True if m is None else m(value)
+
+
+@pytest.mark.parametrize("query", ["", "*", "  "])
+def test_universal_matching(query: str) -> None:
+    assert make_matcher("PatientName", query) is None
+
+
+def test_person_names_are_case_and_accent_insensitive_by_default() -> None:
+    assert matches("PatientName", "doe^john", "DOE^JOHN")
+    assert matches("PatientName", "muller*", "Müller^Hans")
+    assert not matches("PatientName", "doe^john", "DOE^JOHN", case_sensitive_pn=True)
+
+
+def test_other_strings_are_case_sensitive() -> None:
+    assert matches("StudyDescription", "Chest*", "Chest PA")
+    assert not matches("StudyDescription", "chest*", "Chest PA")
+
+
+def test_wildcards() -> None:
+    assert matches("PatientID", "AB?1*", "ABC1xyz")
+    assert not matches("PatientID", "AB?1*", "AB1")
+    assert matches("AccessionNumber", "*", "anything")
+    assert not matches("PatientID", "A*", "BA")
+
+
+def test_uid_lists_and_no_wildcards_in_uids() -> None:
+    assert matches("StudyInstanceUID", "1.2.3\\1.2.4", "1.2.4")
+    assert not matches("StudyInstanceUID", "1.2.3\\1.2.4", "1.2.5")
+    assert not matches("SOPInstanceUID", "1.2.*", "1.2.3")
+
+
+def test_value_lists_for_strings() -> None:
+    assert matches("Modality", "CT\\MR", "MR")
+    assert not matches("Modality", "CT\\MR", "US")
+
+
+def test_date_ranges() -> None:
+    assert matches("StudyDate", "20200101-20201231", "20200615")
+    assert not matches("StudyDate", "20200101-20201231", "20210101")
+    assert matches("StudyDate", "-20200101", "19991231")
+    assert matches("StudyDate", "20200101-", "20250101")
+    assert not matches("StudyDate", "20200101-", "")
+    assert matches("StudyDate", "20200615", "20200615")
+    assert matches("StudyDate", "20200101-20200101\\20210101", "20210101")
+
+
+def test_time_ranges_compare_as_times() -> None:
+    assert matches("StudyTime", "0800-1200", "093015.123")
+    assert not matches("StudyTime", "0800-1200", "1201")
+    assert matches("StudyTime", "1200-", "235959")
+
+
+def test_malformed_dates_are_named() -> None:
+    with pytest.raises(QueryError, match="StudyDate"):
+        make_matcher("StudyDate", "2020-01-01x")
+    with pytest.raises(QueryError, match="StudyDate"):
+        make_matcher("StudyDate", "yesterday")
