@@ -1,0 +1,62 @@
+# The few commands everyone runs. Run as root on Debian 12 (apt and podman need it).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-pass.example
+
+# Debian packages: dcmtk (real DICOM peers for tests), orthanc (the reference the IDs and
+# benchmarks compare with), podman and debootstrap (simulated Pis), busybox/dnsmasq/hostapd
+# (hotspot checks), sqlite3 (inspecting an index by hand).
+APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
+	iptables debootstrap uidmap sqlite3 curl
+
+.PHONY: setup demo demo-destroy test test-server lint lint-python lint-ansible molecule \
+	molecule-% bench clean
+
+setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
+
+$(BIN)/pipacs: requirements.txt server/pyproject.toml
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -e server
+	touch $@
+
+demo: setup ## provision a simulated classroom Pi end to end and print its URLs
+	molecule/resources/demo.sh
+
+demo-destroy:
+	molecule/resources/demo.sh --destroy
+
+test: setup test-server lint molecule ## everything CI runs
+
+test-server: setup ## the server's tests against real dcmtk peers and Orthanc
+	cd server && $(BIN)/pytest -q
+
+lint: lint-python lint-ansible
+
+lint-python: setup
+	$(BIN)/ruff check server bench
+	cd server && $(BIN)/mypy
+
+lint-ansible: setup
+	$(BIN)/yamllint .
+	$(BIN)/ansible-lint
+	$(EXAMPLE_VAULT) $(BIN)/ansible-playbook --syntax-check molecule/*/converge.yml
+
+molecule: setup ## every molecule scenario on simulated Pis (podman + systemd)
+	molecule/resources/run-scenarios.sh
+
+molecule-%: setup
+	molecule/resources/run-scenarios.sh $*
+
+bench: setup ## ingest benchmark, pipacs side by side with Debian's Orthanc
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf .cache server/.pytest_cache
