@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -192,10 +193,18 @@ class DicomServer:
 
     def start(self) -> None:
         port = self.context.settings.dicom_port
-        self.server = self.ae.start_server(
-            (self.host, port), block=False, evt_handlers=self.handlers(), contexts=self.contexts
+        self.server = self.ae.make_server(
+            (self.host, port), evt_handlers=self.handlers(), contexts=self.contexts
         )
         self.server.contexts = self.contexts
+        # pynetdicom's own start_server polls for shutdown every 0.5 s; 0.1 s keeps SIGTERM
+        # handling well under a second.
+        self.ae._servers.append(self.server)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+            name="dicom-acceptor", daemon=True,
+        )
+        self._thread.start()
         logger.info(
             "DICOM server listening on port %d as %s", port, self.context.settings.dicom_aet
         )
