@@ -7,8 +7,10 @@ waits that end as soon as there is something to do:
 
 - the DUL thread waits on its socket and on a pipe written whenever a primitive is queued
   for it to send (so a C-STORE response leaves at once), up to `IDLE_WAIT`;
-- the association thread waits on its DIMSE queue's condition, so a decoded request is served
-  as soon as it is complete.
+- the association thread waits on an event set whenever its DIMSE queue receives a message,
+  so a decoded request is served as soon as it is complete. (Not on the queue's own
+  condition: a thread blocked in `get()` on the same queue, as in `send_c_store`, must keep
+  its wake-up.)
 
 Only the sleeps are swapped (through the `time` name each pynetdicom module uses); the
 reactor loops themselves are pynetdicom's own. `install()` is idempotent.
@@ -23,7 +25,7 @@ import threading
 import time as _time
 from typing import Any
 
-from pynetdicom import association, dul
+from pynetdicom import association, dimse, dul
 
 IDLE_WAIT = 0.02  # longest idle wait of a DUL thread: its timers have coarser resolution
 
@@ -64,6 +66,18 @@ class _WakeQueue(queue.Queue):  # type: ignore[type-arg, unused-ignore]
             self.read_fd = self.write_fd = -1
 
 
+class _SignalQueue(queue.Queue):  # type: ignore[type-arg, unused-ignore]
+    """A queue that also sets an event on every put, for waiters that do not consume."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = threading.Event()
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.arrived.set()
+
+
 class _TimeFacade:
     """Stands in for the `time` module inside one pynetdicom module; only `sleep` differs."""
 
@@ -95,12 +109,11 @@ def _dul_sleep(seconds: float) -> None:
 def _association_sleep(seconds: float) -> None:
     t = threading.current_thread()
     if seconds == 0.001 and isinstance(t, association.Association):
-        dimse = getattr(t, "dimse", None)
-        q = getattr(dimse, "msg_queue", None)
-        if isinstance(q, queue.Queue):
-            with q.not_empty:  # holds q.mutex: look at the deque, not q.qsize()
-                if not q.queue:
-                    q.not_empty.wait(seconds)
+        q = getattr(getattr(t, "dimse", None), "msg_queue", None)
+        if isinstance(q, _SignalQueue):
+            if not q.qsize():
+                q.arrived.wait(seconds)
+            q.arrived.clear()
             return
     _time.sleep(seconds)
 
@@ -128,6 +141,13 @@ def install() -> None:
             if isinstance(q, _WakeQueue):
                 q.close()
 
+    original_dimse_init = dimse.DIMSEServiceProvider.__init__
+
+    def dimse_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_dimse_init(self, *args, **kwargs)
+        self.msg_queue = _SignalQueue()
+
+    dimse.DIMSEServiceProvider.__init__ = dimse_init  # type: ignore[method-assign]
     dul.DULServiceProvider.__init__ = init  # type: ignore[method-assign]
     dul.DULServiceProvider.run_reactor = run_reactor  # type: ignore[method-assign]
     dul.time = _TimeFacade(_dul_sleep)  # type: ignore[assignment]
