@@ -422,5 +422,33 @@ def ensure_part10(
     return buf.getvalue() + raw
 
 
+def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if vr == b"UI" else b" "
+    if vr == b"OB":
+        return struct.pack("<HH2sHI", 2, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", 2, element, vr, len(value)) + value
+
+
+def part10_header(sop_class: str, sop_uid: str, transfer_syntax: str, source_aet: str = ""
+                  ) -> bytes:
+    """Preamble, prefix and file meta information for a dataset received over the network.
+
+    Written by hand: building it with pydicom cost as much as the rest of a C-STORE.
+    """
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", sop_class.encode("ascii")),
+        _meta_element(0x0003, b"UI", sop_uid.encode("ascii")),
+        _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
+        _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+        _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+        _meta_element(0x0016, b"AE", source_aet.encode("ascii", "replace")) if source_aet
+        else b"",
+    ))
+    length = struct.pack("<HH2sHI", 2, 0x0000, b"UL", 4, len(body))
+    return b"\x00" * 128 + b"DICM" + length + body
+
+
 IMPLEMENTATION_CLASS_UID = "2.25.241860311337419082433625405283165789644"
 IMPLEMENTATION_VERSION = "PIPACS_01"

@@ -22,11 +22,12 @@ from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
-from . import rawsend, reactor
+from . import fastrsp, rawsend, reactor
 from .rawsend import RawDataset
 
 rawsend.install()
 reactor.install()
+fastrsp.install()
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,10 @@ class DicomServer:
         s = context.settings
         _config.UNRESTRICTED_STORAGE_SERVICE = s.unknown_sop_class_accepted
         _config.LOG_REQUEST_IDENTIFIERS = False
+        # pynetdicom's standard handlers format every PDU and DIMSE message; keep them for
+        # --trace only.
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+            _config.LOG_HANDLER_LEVEL = "none"
         _config.LOG_RESPONSE_IDENTIFIERS = False
         self.ae = AE(ae_title=s.dicom_aet)
         self.ae.maximum_pdu_size = s.maximum_pdu_length
@@ -304,7 +309,12 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
             return NOT_AUTHORIZED
         aet, address = _peer(event)
         called = event.assoc.acceptor.ae_title
-        raw = event.encoded_dataset(include_meta=True)
+        req = event.request
+        header = dicomfile.part10_header(
+            str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax), aet,
+        )
+        raw = header + event.encoded_dataset(include_meta=False)
         result = ctx.store(raw, Origin("DicomProtocol", aet, address, str(called).strip()))
         if result.status == "AlreadyStored":
             logger.debug("instance %s already stored", result.ids[INSTANCE])

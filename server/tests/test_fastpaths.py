@@ -1,0 +1,49 @@
+"""The hand-written encodings used on the C-STORE path match pynetdicom's and pydicom's."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+from pipacs.dicom.fastrsp import encode_store_response
+from pipacs.dicomfile import IMPLEMENTATION_CLASS_UID, part10_header
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC000, 0x0124])
+@pytest.mark.parametrize("sop_uid", ["1.2.3.4", "1.2.3.45", "2.25.1234567890123456789"])
+def test_store_response_matches_pynetdicom(status: int, sop_uid: str) -> None:
+    rsp = C_STORE()
+    rsp.MessageIDBeingRespondedTo = 7
+    rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    rsp.AffectedSOPInstanceUID = sop_uid
+    rsp.Status = status
+    msg = C_STORE_RSP()
+    msg.primitive_to_message(rsp)
+    expected = b"".join(p.presentation_data_value_list[0][1][1:]
+                        for p in msg.encode_msg(1, 16384))
+    assert encode_store_response(rsp) == expected
+
+
+@pytest.mark.parametrize("aet", ["", "STORESCU", "ODD"])
+def test_part10_header_reads_back(aet: str) -> None:
+    header = part10_header("1.2.840.10008.5.1.4.1.1.4", "1.2.3.45", "1.2.840.10008.1.2", aet)
+    meta = pydicom.dcmread(io.BytesIO(header), force=True).file_meta
+    assert meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.4"
+    assert meta.MediaStorageSOPInstanceUID == "1.2.3.45"
+    assert meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+    assert meta.get("SourceApplicationEntityTitle", "") == aet
+    # group length is what pydicom computes for the same elements
+    ref = create_file_meta(sop_class_uid=meta.MediaStorageSOPClassUID,
+                           sop_instance_uid=meta.MediaStorageSOPInstanceUID,
+                           transfer_syntax=meta.TransferSyntaxUID,
+                           implementation_uid=IMPLEMENTATION_CLASS_UID,
+                           implementation_version="PIPACS_01")
+    if aet:
+        ref.SourceApplicationEntityTitle = aet
+    assert header[132:] == encode_file_meta(ref)
