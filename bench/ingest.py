@@ -53,6 +53,7 @@ DCMTK_BIN = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
 LOOPBACK = "127.0.0.1"
 CLIENT_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk leaves Nagle on without it
 SERVER_AET = "BENCHPACS"
+CLIENT_TIMEOUT = 1800  # seconds for any one dcmtk client call, a last resort
 
 FIND_KEYS = [
     "QueryRetrieveLevel=STUDY",
@@ -267,7 +268,7 @@ class Server:
                 return n, how
             time.sleep(0.2)
 
-    def stop(self, timeout: float = 60.0) -> float:
+    def stop(self, timeout: float = 30.0) -> float:
         """SIGTERM and wait; returns the seconds it took to exit."""
         if self.proc is None:
             return 0.0
@@ -295,16 +296,16 @@ class Server:
 
 
 def echo(port: int, timeout: int = 5) -> bool:
-    cmd = [
-        dcmtk("echoscu"),
-        "-to",
-        str(timeout),
-        "-aec",
-        SERVER_AET,
-        LOOPBACK,
-        str(port),
-    ]
-    r = subprocess.run(cmd, check=False, env=CLIENT_ENV, capture_output=True)
+    # short connect, ACSE, DIMSE and socket timeouts: a hung server must not stall polling
+    t = str(timeout)
+    cmd = [dcmtk("echoscu"), "-to", t, "-ta", t, "-td", t, "-ts", t, "-aec", SERVER_AET]
+    try:
+        r = subprocess.run(
+            [*cmd, LOOPBACK, str(port)], check=False, env=CLIENT_ENV, capture_output=True,
+            timeout=4 * timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False
     return r.returncode == 0
 
 
@@ -312,9 +313,9 @@ def storescu_cmd(port: int, files: Sequence[Path]) -> list[str]:
     # Default proposals: 64 storage SOP classes (always including the files' classes),
     # each as one context with explicit VR LE and one with big endian + implicit VR LE.
     # -nh: go on after a refused file, the count check below reports it.
-    return [dcmtk("storescu"), "-nh", "-aec", SERVER_AET, LOOPBACK, str(port)] + [
-        str(f) for f in files
-    ]
+    # Timeouts so that a hung server fails the run instead of stalling it.
+    opts = ["-nh", "-to", "10", "-ta", "30", "-td", "60", "-aec", SERVER_AET]
+    return [dcmtk("storescu"), *opts, LOOPBACK, str(port), *(str(f) for f in files)]
 
 
 def send(port: int, chunks: Sequence[Sequence[Path]]) -> tuple[float, list[str]]:
@@ -329,7 +330,13 @@ def send(port: int, chunks: Sequence[Sequence[Path]]) -> tuple[float, list[str]]
         )
         for chunk in chunks
     ]
-    outputs = [p.communicate()[0] for p in procs]
+    outputs = []
+    for p in procs:
+        try:
+            outputs.append(p.communicate(timeout=CLIENT_TIMEOUT)[0])
+        except subprocess.TimeoutExpired:
+            p.kill()
+            outputs.append(p.communicate()[0] + b"\nkilled after CLIENT_TIMEOUT")
     elapsed = time.perf_counter() - t0
     errors = []
     for p, out in zip(procs, outputs, strict=True):
@@ -341,12 +348,18 @@ def send(port: int, chunks: Sequence[Sequence[Path]]) -> tuple[float, list[str]]
 
 def find_studies(port: int) -> tuple[float, int]:
     """One study-level C-FIND over all studies: (seconds, number of matches)."""
-    cmd = [dcmtk("findscu"), "-v", "-S", "-aec", SERVER_AET]
+    cmd = [dcmtk("findscu"), "-v", "-S", "-to", "10", "-ta", "30", "-td", "60"]
+    cmd += ["-aec", SERVER_AET]
     for key in FIND_KEYS:
         cmd += ["-k", key]
     cmd += [LOOPBACK, str(port)]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, check=False, env=CLIENT_ENV, capture_output=True)
+    try:
+        r = subprocess.run(
+            cmd, check=False, env=CLIENT_ENV, capture_output=True, timeout=CLIENT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - t0, -1
     elapsed = time.perf_counter() - t0
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     matches = sum(1 for line in out.splitlines() if "Find Response:" in line and "Pending" in line)
@@ -415,6 +428,8 @@ def measure(kind: str, workdir: Path, data: DataSets, find_runs: int) -> dict[st
             )
             for e in errors[:3]:
                 print(f"     ! {e}")
+            if n == stored - len(files):
+                raise RuntimeError(f"{label}: nothing was stored, giving up on {kind}")
             stored = n  # go on from what is really there
 
         ingest("small, 1 association", "small1", [data.small])
@@ -484,6 +499,7 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("find2_ms", "C-FIND study, {find2_studies} studies (ms)", "{:.1f}", "<= 1.5x"),
     ("find2_net_ms", "  same minus echoscu round trip (ms)", "{:.1f}", ""),
     ("find1_echo_ms", "echoscu round trip (ms)", "{:.1f}", ""),
+    ("stop_s", "exit after SIGTERM (s)", "{:.2f}", ""),
 ]
 
 
