@@ -133,6 +133,10 @@ def now_iso() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
 
 
+def iso_of(timestamp: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(timestamp))
+
+
 @dataclass
 class Resource:
     id: int
@@ -381,12 +385,6 @@ class Index:
                 "INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
                 [(instance_id, k, v) for k, v in meta.items()],
             )
-            for level in (PATIENT, STUDY, SERIES):
-                rid = self._lookup_id(c, public_ids[level])
-                c.execute(
-                    "INSERT OR REPLACE INTO metadata VALUES(?,?,?)",
-                    (rid, METADATA_NUMBERS["LastUpdate"], date),
-                )
             c.executemany(
                 "INSERT INTO changes(type, level, public_id, date) VALUES(?,?,?,?)",
                 [(NEW_CHANGE[lv], lv, public_ids[lv], date) for lv in sorted(created)],
@@ -577,11 +575,14 @@ class Index:
         return Attachment(*row) if row else None
 
     def metadata(self, rid: int) -> dict[int, str]:
-        return dict(
-            self.conn.execute(
-                "SELECT type, value FROM metadata WHERE resource=?", (rid,)
-            ).fetchall()
-        )
+        """A resource's metadata; LastUpdate of patients, studies and series comes from the
+        resource row (kept there so storing an instance writes fewer rows)."""
+        c = self.conn
+        meta = dict(c.execute("SELECT type, value FROM metadata WHERE resource=?", (rid,)))
+        row = c.execute("SELECT level, updated FROM resources WHERE id=?", (rid,)).fetchone()
+        if row and row[0] < INSTANCE:
+            meta.setdefault(METADATA_NUMBERS["LastUpdate"], iso_of(row[1]))
+        return meta
 
     def set_metadata(self, rid: int, level: int, public_id: str, mtype: int, value: str) -> None:
         with self.write() as c:

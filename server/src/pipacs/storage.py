@@ -80,9 +80,11 @@ class StorageArea:
                     os.fsync(fd)
             finally:
                 os.close(fd)
+            # No fsync of the folder here: the index commit that follows fsyncs the SQLite
+            # WAL, and on a journalling file system (ext4 on Raspberry Pi OS, xfs) that
+            # commits the journal holding this rename too. The data itself was fsynced above,
+            # which the journal does not cover.
             os.rename(tmp, target)
-            if self.sync:
-                self._sync_dir(folder)
         except OSError as e:
             _unlink_quietly(tmp)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -91,13 +93,6 @@ class StorageArea:
         return Attachment(
             file_uuid, content_type, len(data), len(stored), compression, digest, cdigest
         )
-
-    def _sync_dir(self, folder: str) -> None:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def read(self, att: Attachment | str, compression: int | None = None) -> bytes:
         file_uuid = att if isinstance(att, str) else att.uuid
