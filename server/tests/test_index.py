@@ -11,7 +11,6 @@ from pipacs import config
 from pipacs.context import Origin, ServerContext, StoreRefused
 from pipacs.ids import INSTANCE, PATIENT, SERIES, STUDY
 from pipacs.index import SCHEMA_VERSION, Index, IndexError_, SchemaTooOld
-from pipacs.storage import StorageArea
 
 
 def make_context(tmp_path: Path, **overrides: object) -> ServerContext:
@@ -158,10 +157,20 @@ def test_newer_or_foreign_or_corrupt_index_is_refused(tmp_path: Path) -> None:
         Index(tmp_path / "c")
 
 
-def test_partial_files_from_a_crash_are_cleaned(tmp_path: Path) -> None:
-    area = StorageArea(tmp_path)
-    att = area.write(b"hello")
-    leftover = area.path(att.uuid).with_name(".deadbeef.tmp")
-    leftover.write_bytes(b"half")
-    assert area.clean_temporaries() == 1
-    assert not leftover.exists() and area.read(att) == b"hello"
+def test_interrupted_writes_are_finished_or_undone(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path)
+    # A crash after the index commit but before the file was moved into place ...
+    raw = small_data[0].read_bytes()
+    att = ctx.storage.write(raw)
+    parsed = __import__("pipacs.dicomfile").dicomfile.parse(raw)
+    ctx.index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, {})
+    # ... and one before the commit.
+    orphan = ctx.storage.write(small_data[1].read_bytes())
+    ctx.stop()
+    ctx = make_context(tmp_path)
+    assert ctx.read_instance(parsed.ids[INSTANCE]) == raw
+    assert ctx.storage.path(att.uuid).exists()
+    assert not ctx.storage.path(orphan.uuid).exists()
+    assert list(ctx.storage.incoming.iterdir()) == []
+    assert [p.name for p in ctx.storage.files()] == [att.uuid]
+    ctx.stop()

@@ -100,13 +100,18 @@ class ServerContext:
             sync=settings.sync_storage_area,
         )
         self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
-        cleaned = self.storage.clean_temporaries()
-        if cleaned:
-            logger.warning("removed %d partial files left by an interrupted write", cleaned)
+        known = self.index.has_attachment
+        committed, discarded = self.storage.recover(known)
+        if committed or discarded:
+            logger.warning(
+                "recovered from an interrupted run: %d stored file(s) put in place, "
+                "%d unacknowledged partial write(s) removed", committed, discarded)
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
         self._recycle_lock = threading.Lock()
         self._stability: threading.Thread | None = None
+        # Set by the entry point: asks the process to stop (restart=True: start again).
+        self.shutdown_hook: Callable[[bool], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -122,6 +127,13 @@ class ServerContext:
         if self._stability:
             self._stability.join(timeout=2)
         self.index.close()
+
+    def request_shutdown(self, restart: bool = False) -> bool:
+        """Ask the server to stop (POST /tools/shutdown) or restart (/tools/reset)."""
+        if self.shutdown_hook is None:
+            return False
+        self.shutdown_hook(restart)
+        return True
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -186,13 +198,16 @@ class ServerContext:
             )
         except Exception as e:
             if att:
-                self.storage.remove(att.uuid)
+                self.storage.discard(att.uuid)
             logger.error("cannot index instance %s: %s", parsed.ids[INSTANCE], e)
             if "disk" in str(e) or "full" in str(e):
                 raise StoreRefused("Full", f"the index has no room left: {e}") from e
             raise StoreRefused("Failure", f"cannot index the instance: {e}") from e
-        if outcome.status == "AlreadyStored" and att:
-            self.storage.remove(att.uuid)
+        if att:
+            if outcome.status == "AlreadyStored":
+                self.storage.discard(att.uuid)
+            else:
+                self.storage.commit(att.uuid)
         for old in outcome.removed_files:
             self.storage.remove(old)
         result = StoreResult(outcome.status, parsed.ids, parsed)

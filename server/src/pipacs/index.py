@@ -669,6 +669,10 @@ class Index:
                 (level, public_id, target, *padded, now_iso()),
             )
 
+    def has_attachment(self, file_uuid: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM attachments WHERE uuid=?", (file_uuid,))
+        return row.fetchone() is not None
+
     def all_attachment_uuids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT uuid FROM attachments")}
 
