@@ -22,8 +22,12 @@ class Server:
         self.context = ServerContext(settings, upgrade=upgrade)
         self.dicom: Any = None
         self.http: Any = None
+        self.tls: Any = None
         self._http_thread: threading.Thread | None = None
         self.stopped = threading.Event()
+        self._done = threading.Event()
+        self.restart = False
+        self.context.shutdown_hook = self.request_stop
 
     def start(self) -> None:
         s = self.settings
@@ -46,8 +50,8 @@ class Server:
         app = create_app(self.context)
         self.http = create_server(
             app,
-            host=host,
-            port=s.http_port,
+            host="127.0.0.1" if s.ssl_enabled else host,  # behind the TLS front (tls.py)
+            port=0 if s.ssl_enabled else s.http_port,
             threads=s.http_threads_count,
             channel_timeout=s.http_request_timeout,
             ident="pipacs",
@@ -60,6 +64,16 @@ class Server:
             import socket
 
             self.http.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not s.keep_alive:
+            self.http.channel_class = _closing_channel()
+        if s.ssl_enabled:
+            from .tls import TlsFront
+
+            self.tls = TlsFront(host, s.http_port, self.http.effective_port, s.ssl_certificate,
+                                remote_allowed=s.remote_access_allowed,
+                                timeout=s.http_request_timeout)
+            self.context.tls_front = self.tls  # type: ignore[attr-defined]
+            self.tls.start()
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()
         logger.info("HTTP server listening on %s:%d", host, s.http_port)
@@ -81,6 +95,8 @@ class Server:
             self.dicom.stop()
             for a in assocs:
                 a.join(timeout=1.0)
+        if self.tls is not None:
+            self.tls.stop()
         if self.http is not None:
             try:
                 self.http.close()
@@ -91,9 +107,14 @@ class Server:
         self.context.stop()
         logger.info("stopped in %.2f s", time.monotonic() - t0)
 
+    def request_stop(self, restart: bool = False) -> None:
+        """Stop serving (POST /tools/shutdown); with restart, run again (POST /tools/reset)."""
+        self.restart = self.restart or restart
+        self._done.set()
+
     def wait(self) -> None:
-        """Serve until SIGTERM or SIGINT."""
-        done = threading.Event()
+        """Serve until SIGTERM, SIGINT or request_stop; a restart re-executes the process."""
+        done = self._done
 
         def on_signal(signum: int, frame: Any) -> None:
             logger.warning("signal %s received: stopping", signal.Signals(signum).name)
@@ -104,3 +125,29 @@ class Server:
         while not done.wait(1.0):
             pass
         self.stop()
+        if self.restart:
+            import os
+            import sys
+
+            logger.warning("restarting")
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _closing_channel() -> Any:
+    """A waitress channel that closes each connection after one answer (KeepAlive false).
+
+    WSGI applications may not send hop-by-hop headers such as Connection, so the server
+    decides: each task sees the request as if it asked for "Connection: close".
+    """
+    from waitress.channel import HTTPChannel
+    from waitress.task import WSGITask
+
+    class ClosingTask(WSGITask):  # type: ignore[misc]
+        def build_response_header(self) -> Any:
+            self.request.headers["CONNECTION"] = "close"
+            return super().build_response_header()
+
+    class ClosingChannel(HTTPChannel):  # type: ignore[misc]
+        task_class = ClosingTask
+
+    return ClosingChannel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hmac
 import ipaddress
 import json
@@ -11,6 +12,7 @@ from typing import Any
 
 import bottle
 
+from .. import tls
 from ..context import ServerContext
 from . import system
 
@@ -40,7 +42,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
 
     @app.hook("before_request")
     def _access() -> None:
-        remote = bottle.request.environ.get("REMOTE_ADDR", "")
+        remote = tls.real_address(context, bottle.request.environ)
         if not s.remote_access_allowed and not _is_loopback(remote):
             raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
         if s.authentication_enabled and not _authorised(bottle.request, s.registered_users):
@@ -59,17 +61,57 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     def wrap(callback: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                return callback(*args, **kwargs)
+                result = callback(*args, **kwargs)
             except HttpError as e:
                 bottle.response.status = e.status
                 bottle.response.content_type = "application/json"
                 body = error_body(e.status, e.message, bottle.request, e.details)
                 return json.dumps(body, indent=3) if s.http_describe_errors else ""
+            if s.http_compression_enabled:
+                return _maybe_gzip(result)
+            return result
         return wrapper
 
     app.install(wrap)
+    # The REST modules import this one (HttpError, json_response): load them once it exists.
+    from . import archives, instances, jobs, modification, networking, resources, tools
+
     system.install(app, context)
+    resources.install(app, context)
+    instances.install(app, context)
+    archives.install(app, context)
+    tools.install(app, context)
+    jobs.install(app, context)
+    modification.install(app, context)
+    networking.install(app, context)
     return app
+
+
+# JSON answers shorter than this are sent as they are: gzip would not save a packet.
+GZIP_MINIMUM = 1024
+
+
+def _maybe_gzip(result: Any) -> Any:
+    """gzip a JSON answer when the client accepts it; DICOM and other bytes go as they are."""
+    if not isinstance(result, str | bytes) or len(result) < GZIP_MINIMUM:
+        return result
+    if not bottle.response.content_type.startswith("application/json"):
+        return result
+    accepted = bottle.request.headers.get("Accept-Encoding", "")
+    if "gzip" not in [a.split(";")[0].strip().lower() for a in accepted.split(",")]:
+        return result
+    data = result.encode("utf-8") if isinstance(result, str) else result
+    bottle.response.set_header("Content-Encoding", "gzip")
+    bottle.response.add_header("Vary", "Accept-Encoding")
+    return gzip.compress(data, compresslevel=5)
+
+
+# Orthanc's error codes for the messages the REST modules use.
+ORTHANC_CODES = {"Bad file format": 15, "Parameter out of range": 3, "Inexistent item": 7,
+                 "Unknown resource": 17, "Bad request": 8, "Bad sequence of calls": 6,
+                 "Error in the network protocol": 9, "Unknown DICOM tag": 27,
+                 "Incompatible image format": 23, "Not implemented": 2,
+                 "Unknown modality": 32, "Cannot modify a system metadata": 8}
 
 
 def error_body(status: int, message: str, request: Any, details: str = "") -> dict[str, Any]:
@@ -79,7 +121,8 @@ def error_body(status: int, message: str, request: Any, details: str = "") -> di
         "Message": message,
         "Method": request.method,
         "OrthancError": message,
-        "OrthancStatus": {400: 8, 401: 8, 403: 8, 404: 17, 415: 8, 507: 14}.get(status, -1),
+        "OrthancStatus": ORTHANC_CODES.get(message) or {
+            400: 8, 401: 8, 403: 8, 404: 17, 415: 8, 507: 14}.get(status, -1),
         "Uri": request.path,
     }
     if details:
@@ -101,4 +144,4 @@ def _authorised(request: Any, users: dict[str, str]) -> bool:
 
 def json_response(data: Any) -> str:
     bottle.response.content_type = "application/json"
-    return json.dumps(data, indent=3)
+    return json.dumps(data, indent=3, sort_keys=True)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import bottle
 
 from ..context import ServerContext
+from ..ids import LEVEL_NAMES, LEVEL_PLURALS
+
+LOG_LEVELS = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
@@ -39,6 +43,63 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def now() -> str:
         bottle.response.content_type = "text/plain"
         return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+    @app.get("/exports")
+    def exports() -> str:
+        q = bottle.request.query
+        since = _int_arg(q, "since", 0, HttpError)
+        limit = _int_arg(q, "limit", 100, HttpError)
+        rows = context.index.conn.execute(
+            "SELECT seq, level, public_id, target, patient_id, study_uid, series_uid, sop_uid, "
+            "date FROM exports WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit + 1)).fetchall()
+        done = len(rows) <= limit
+        items = []
+        for seq, level, pid, target, patient, study, series, sop, date in rows[:limit]:
+            item = {"Date": date, "ID": pid, "Path": f"/{LEVEL_PLURALS[level]}/{pid}",
+                    "PatientID": patient, "RemoteModality": target,
+                    "ResourceType": LEVEL_NAMES[level], "Seq": seq}
+            for key, value in (("StudyInstanceUID", study), ("SeriesInstanceUID", series),
+                               ("SOPInstanceUID", sop)):
+                if value:
+                    item[key] = value
+            items.append(item)
+        last = items[-1]["Seq"] if items else since
+        return json_response({"Done": done, "Exports": items, "Last": last})
+
+    @app.get("/plugins")
+    def plugins() -> str:
+        return json_response(list(context.settings.builtin_plugins))
+
+    @app.get("/tools/log-level")
+    def get_log_level() -> str:
+        bottle.response.content_type = "text/plain"
+        level = logging.getLogger().getEffectiveLevel()
+        return "trace" if level <= logging.DEBUG else "verbose" if level <= logging.INFO \
+            else "default"
+
+    @app.put("/tools/log-level")
+    def put_log_level() -> str:
+        name = bottle.request.body.read().decode("utf-8", "replace").strip()
+        if name not in LOG_LEVELS:
+            raise HttpError(400, "Parameter out of range",
+                            f'Verbosity can be "default", "verbose" or "trace": {name}')
+        logging.getLogger().setLevel(LOG_LEVELS[name])
+        logging.getLogger("pynetdicom").setLevel(
+            logging.DEBUG if name == "trace" else logging.WARNING)
+        bottle.response.content_type = "text/plain"
+        return ""
+
+    @app.post("/tools/shutdown")
+    def shutdown() -> str:
+        if not context.request_shutdown(restart=False):
+            raise HttpError(500, "Not available", "this server cannot be stopped from here")
+        return json_response({})
+
+    @app.post("/tools/reset")
+    def reset() -> str:
+        if not context.request_shutdown(restart=True):
+            raise HttpError(500, "Not available", "this server cannot be restarted from here")
+        return json_response({})
 
     @app.get("/tools/now-local")
     def now_local() -> str:

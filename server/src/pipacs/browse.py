@@ -1,0 +1,140 @@
+"""Reading the index for the REST API: Orthanc's resource JSON, children, sizes, metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import ServerContext
+from .dicomfile import MAIN_TAGS
+from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
+from .index import METADATA_NUMBERS, METADATA_TYPES, Resource, now_iso
+
+CHILD_KEYS = ("Studies", "Series", "Instances")
+PARENT_KEYS = ("", "ParentPatient", "ParentStudy", "ParentSeries")
+# Metadata numbers below this are the server's own and cannot be set or removed by clients.
+USER_METADATA_START = 1024
+
+
+def main_tags(level: int, tags: dict[str, str]) -> dict[str, str]:
+    """The main DICOM tags of a level, in Orthanc's order (sorted by name)."""
+    return {k: tags[k] for k in sorted(tags) if k in MAIN_TAGS[level]}
+
+
+def child_ids(context: ServerContext, rid: int) -> list[str]:
+    return [r[0] for r in context.index.conn.execute(
+        "SELECT public_id FROM resources WHERE parent=? ORDER BY id", (rid,))]
+
+
+def descendants(context: ServerContext, res: Resource, level: int) -> list[Resource]:
+    """Resources at `level` under `res` (or `res` itself when it is at that level)."""
+    if level == res.level:
+        return [res]
+    sql = f"SELECT r{level}.id FROM resources r{level}"
+    for lv in range(level - 1, res.level - 1, -1):
+        sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
+    sql += f" WHERE r{res.level}.id = ? ORDER BY r{level}.id"
+    out = []
+    for (rid,) in context.index.conn.execute(sql, (res.id,)):
+        r = context.index.get_by_id(rid)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def ancestor(context: ServerContext, res: Resource, level: int) -> Resource | None:
+    r: Resource | None = res
+    while r is not None and r.level > level:
+        r = context.index.get_by_id(r.parent) if r.parent is not None else None
+    return r
+
+
+def metadata_names(context: ServerContext) -> dict[int, str]:
+    names = dict(METADATA_TYPES)
+    for name, num in context.settings.user_metadata.items():
+        n = num[0] if isinstance(num, list) else num
+        names[int(n)] = name
+    return names
+
+
+def metadata_number(context: ServerContext, name: str) -> int | None:
+    """The number of a metadata given by name or number; None when unknown."""
+    if name.isdigit():
+        return int(name)
+    for num, n in metadata_names(context).items():
+        if n == name:
+            return num
+    return None
+
+
+def named_metadata(context: ServerContext, rid: int) -> dict[str, str]:
+    names = metadata_names(context)
+    return {names.get(k, str(k)): v for k, v in sorted(context.index.metadata(rid).items())}
+
+
+def delete_metadata(context: ServerContext, res: Resource, number: int) -> bool:
+    with context.index.write() as c:
+        cur = c.execute("DELETE FROM metadata WHERE resource=? AND type=?", (res.id, number))
+        if cur.rowcount:
+            c.execute("INSERT INTO changes(type, level, public_id, date) VALUES(12,?,?,?)",
+                      (res.level, res.public_id, now_iso()))
+        return bool(cur.rowcount)
+
+
+def resource_json(context: ServerContext, res: Resource) -> dict[str, Any]:
+    """Orthanc's expanded JSON of one resource."""
+    idx = context.index
+    meta = idx.metadata(res.id)
+    out: dict[str, Any] = {"ID": res.public_id, "Type": LEVEL_NAMES[res.level]}
+    out["MainDicomTags"] = main_tags(res.level, res.tags)
+    parent = idx.get_by_id(res.parent) if res.parent is not None else None
+    if parent is not None:
+        out[PARENT_KEYS[res.level]] = parent.public_id
+    if res.level == STUDY and parent is not None:
+        out["PatientMainDicomTags"] = main_tags(PATIENT, parent.tags)
+    if res.level < INSTANCE:
+        out[CHILD_KEYS[res.level]] = child_ids(context, res.id)
+        out["IsStable"] = res.stable
+        out["LastUpdate"] = meta.get(METADATA_NUMBERS["LastUpdate"], "")
+    if res.level == PATIENT:
+        out["IsProtected"] = res.protected
+    if res.level == SERIES:
+        expected = meta.get(METADATA_NUMBERS["ExpectedNumberOfInstances"])
+        out["ExpectedNumberOfInstances"] = int(expected) if expected else None
+        out["Status"] = "Unknown"
+    if res.level == INSTANCE:
+        att = idx.attachment(res.id)
+        out["FileSize"] = att.size if att else 0
+        out["FileUuid"] = att.uuid if att else ""
+        index_in_series = meta.get(METADATA_NUMBERS["IndexInSeries"])
+        out["IndexInSeries"] = int(index_in_series) if index_in_series else None
+    for key in ("ModifiedFrom", "AnonymizedFrom"):
+        if METADATA_NUMBERS[key] in meta:
+            out[key] = meta[METADATA_NUMBERS[key]]
+    return dict(sorted(out.items()))
+
+
+def short_json(res: Resource) -> dict[str, str]:
+    return {"ID": res.public_id, "Path": f"/{LEVEL_PLURALS[res.level]}/{res.public_id}",
+            "Type": LEVEL_NAMES[res.level]}
+
+
+def statistics(context: ServerContext, res: Resource) -> dict[str, Any]:
+    """Orthanc's /{level}/{id}/statistics."""
+    levels = range(res.level + 1, INSTANCE + 1)
+    out: dict[str, Any] = {}
+    names = {STUDY: "CountStudies", SERIES: "CountSeries", INSTANCE: "CountInstances"}
+    for lv in levels:
+        out[names[lv]] = context.index.count_descendants(res.id, res.level, lv)
+    sql = "SELECT COALESCE(SUM(a.size),0), COALESCE(SUM(a.compressed_size),0) FROM attachments a"
+    sql += " JOIN resources r3 ON a.resource = r3.id"
+    for lv in range(2, res.level - 1, -1):
+        sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
+    sql += f" WHERE r{res.level}.id = ?"
+    size, disk = context.index.conn.execute(sql, (res.id,)).fetchone()
+    mb = 1024 * 1024
+    for prefix in ("Dicom", ""):
+        out[f"{prefix}DiskSize"] = str(disk)
+        out[f"{prefix}DiskSizeMB"] = disk // mb
+        out[f"{prefix}UncompressedSize"] = str(size)
+        out[f"{prefix}UncompressedSizeMB"] = size // mb
+    return dict(sorted(out.items()))

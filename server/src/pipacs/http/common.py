@@ -1,0 +1,126 @@
+"""Helpers shared by the REST modules: request bodies, arguments and resource lookup."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import bottle
+
+from ..context import ServerContext
+from ..ids import INSTANCE, PATIENT, SERIES, STUDY
+from ..index import Resource
+from .app import HttpError
+
+PLURALS = {"patients": PATIENT, "studies": STUDY, "series": SERIES, "instances": INSTANCE}
+LEVEL_WORDS = {"patient": PATIENT, "study": STUDY, "series": SERIES, "instance": INSTANCE,
+               "image": INSTANCE}
+LEVEL_ROUTE = "<plural:re:patients|studies|series|instances>"
+
+
+def parse_level(value: Any) -> int:
+    """A level named as Orthanc's clients do ("Study", "STUDY", "Instance", "Image")."""
+    level = LEVEL_WORDS.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if level is None:
+        raise HttpError(400, f"unknown resource level {value!r}",
+                        'Level must be "Patient", "Study", "Series" or "Instance"')
+    return level
+
+
+def body_bytes() -> bytes:
+    return bottle.request.body.read()
+
+
+def body_json(*, default: Any = None, kind: type | tuple[type, ...] | None = None) -> Any:
+    """The request body as JSON; an empty body gives `default`; malformed JSON is a 400."""
+    raw = body_bytes()
+    if not raw.strip():
+        if default is not None:
+            return default
+        raise HttpError(400, "Bad request", "the body must contain JSON")
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HttpError(400, "Bad request", f"the body is not valid JSON: {e}") from None
+    if kind is not None and not isinstance(value, kind):
+        raise HttpError(400, "Bad request", f"the body must contain a JSON "
+                        f"{'object' if kind is dict else 'value of the right type'}")
+    return value
+
+
+def flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise HttpError(400, "Bad request", f"{key} must be true or false")
+    return value
+
+
+def int_field(body: dict[str, Any], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise HttpError(400, "Bad request", f"{key} must be a non-negative integer")
+    return value
+
+
+def query_flag(name: str) -> bool:
+    """A query argument used as a flag: present and not "false"/"0"."""
+    q = bottle.request.query
+    if name not in q:
+        return False
+    return q.get(name, "").lower() not in ("false", "0")
+
+
+def query_int(name: str, default: int) -> int:
+    raw = bottle.request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, f"{name} must be an integer, not {raw!r}") from None
+    if value < 0:
+        raise HttpError(400, f"{name} must not be negative")
+    return value
+
+
+def resource(context: ServerContext, level: int, public_id: str) -> Resource:
+    res = context.index.get(public_id, level)
+    if res is None:
+        word = ("patient", "study", "series", "instance")[level]
+        raise HttpError(404, "Unknown resource", f"no {word} with ID {public_id}")
+    return res
+
+
+def any_resource(context: ServerContext, public_id: str) -> Resource:
+    res = context.index.get(str(public_id))
+    if res is None:
+        raise HttpError(404, "Unknown resource", f"no resource with ID {public_id}")
+    return res
+
+
+def resources_of_body(context: ServerContext, value: Any) -> list[Resource]:
+    """Resources named by a body: an ID, a list of IDs, or {"Resources": [...]}."""
+    if isinstance(value, dict):
+        value = value.get("Resources", [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise HttpError(400, "Bad request", "expected a resource ID or a list of resource IDs")
+    return [any_resource(context, v.strip()) for v in value]
+
+
+def remote_user() -> str:
+    import base64
+
+    header = bottle.request.headers.get("Authorization", "")
+    if header.startswith("Basic "):
+        try:
+            return base64.b64decode(header[6:]).decode("utf-8").partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+def text_response(text: str) -> str:
+    bottle.response.content_type = "text/plain"
+    return text

@@ -1,0 +1,151 @@
+"""Instance content routes: the file, its tags, frames rendered as images, PDFs; shared tags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottle
+from pydicom.dataset import Dataset
+
+from .. import browse, dicomfile, render, tagsjson
+from ..context import ServerContext
+from ..ids import INSTANCE
+from .app import HttpError, json_response
+from .common import LEVEL_ROUTE, PLURALS, resource
+
+IMAGE_KINDS = "preview|rendered|image-uint8|image-uint16|raw"
+
+
+def install(app: bottle.Bottle, context: ServerContext) -> None:
+
+    def read(pid: str) -> bytes:
+        resource(context, INSTANCE, pid)
+        try:
+            return context.read_instance(pid)
+        except KeyError:
+            raise HttpError(404, "Unknown resource", f"no instance with ID {pid}") from None
+        except FileNotFoundError as e:
+            raise HttpError(404, "Inexistent file", str(e)) from None
+        except OSError as e:
+            raise HttpError(500, "Cannot read the storage area", str(e)) from None
+
+    def dataset(pid: str) -> Dataset:
+        try:
+            return dicomfile.read_full(read(pid))
+        except (ValueError, EOFError, AttributeError, TypeError) as e:
+            raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}"
+                            ) from None
+
+    @app.get("/instances/<pid>/file")
+    def file(pid: str) -> bytes:
+        data = read(pid)
+        bottle.response.content_type = "application/dicom"
+        bottle.response.set_header("Content-Disposition", f'filename="{pid}.dcm"')
+        return data
+
+    @app.get("/instances/<pid>/tags")
+    def tags(pid: str) -> str:
+        return json_response(tagsjson.to_json(dataset(pid),
+                                              tagsjson.mode_of(bottle.request.query)))
+
+    @app.get("/instances/<pid>/simplified-tags")
+    def simplified_tags(pid: str) -> str:
+        return json_response(tagsjson.to_json(dataset(pid), tagsjson.SIMPLIFY))
+
+    @app.get("/instances/<pid>/header")
+    def header(pid: str) -> str:
+        meta, _ = dicomfile.split_meta(read(pid))
+        if meta is None:
+            return json_response({})
+        return json_response(tagsjson.to_json(meta, tagsjson.mode_of(bottle.request.query)))
+
+    @app.get("/instances/<pid>/frames")
+    def frames(pid: str) -> str:
+        return json_response(list(range(render.frame_count(dataset(pid)))))
+
+    @app.get(f"/instances/<pid>/frames/<frame:int>/<kind:re:{IMAGE_KINDS}>")
+    def frame_image(pid: str, frame: int, kind: str) -> bytes:
+        return image(dataset(pid), frame, kind)
+
+    @app.get(f"/instances/<pid>/<kind:re:{IMAGE_KINDS.replace('|raw', '')}>")
+    def first_frame_image(pid: str, kind: str) -> bytes:
+        return image(dataset(pid), 0, kind)
+
+    @app.get("/instances/<pid>/pdf")
+    def pdf(pid: str) -> bytes:
+        ds = dataset(pid)
+        if str(ds.get("MIMETypeOfEncapsulatedDocument", "")).strip() != "application/pdf" \
+                or "EncapsulatedDocument" not in ds:
+            raise HttpError(404, "Inexistent item", "this instance is not an encapsulated PDF")
+        data = bytes(ds.EncapsulatedDocument)
+        end = data.rfind(b"%%EOF")
+        if end >= 0:
+            data = data[: end + 5] + data[end + 5:].rstrip(b"\x00")
+        bottle.response.content_type = "application/pdf"
+        return data
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/shared-tags")
+    def shared_tags(plural: str, pid: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        mode = tagsjson.mode_of(bottle.request.query)
+        shared: dict[str, Any] | None = None
+        for inst in browse.descendants(context, res, INSTANCE):
+            try:
+                raw = context.read_instance(inst.public_id)
+            except (KeyError, OSError):
+                continue
+            ds = dicomfile.read_full(raw)
+            del ds[0x7FE00010:0x7FE00011]
+            current = tagsjson.to_json(ds, mode)
+            if shared is None:
+                shared = current
+            else:
+                shared = {k: v for k, v in shared.items() if current.get(k) == v}
+        return json_response(shared or {})
+
+
+def _accepts_jpeg() -> bool:
+    accept = bottle.request.headers.get("Accept", "")
+    return "image/jpeg" in accept and "image/png" not in accept
+
+
+def image(ds: Dataset, frame: int, kind: str) -> bytes:
+    q = bottle.request.query
+    try:
+        if kind == "raw":
+            data = render.raw_frame(ds, frame)
+            bottle.response.content_type = "application/octet-stream"
+            return data
+        arr = render.decode(ds, frame)
+        if kind in ("image-uint8", "image-uint16"):
+            bits = 8 if kind == "image-uint8" else 16
+            out = render.clamp(arr, bits) if arr.ndim == 2 or bits == 16 else arr
+            if out.ndim == 3 and bits == 16:
+                raise HttpError(400, "Not implemented", "image-uint16 of a colour image")
+            bottle.response.content_type = "image/png"
+            return render.encode(out, "png")
+        window = None
+        if kind == "rendered":
+            values = render.rescale(ds, arr) if arr.ndim == 2 else arr
+            window = render.default_window(ds, values)
+            center, width = q.get("window-center"), q.get("window-width")
+            if center is not None and width is not None:
+                window = render.Window(float(center), max(float(width), 1.0))
+        out = render.to_8bit(ds, arr, window)
+        if kind == "rendered":
+            out = render.resize(out, int(q.get("width", 0) or 0), int(q.get("height", 0) or 0),
+                                q.get("smooth", "").lower() not in ("0", "false"))
+        if _accepts_jpeg():
+            quality = int(q.get("quality", 90) or 90)
+            if not 1 <= quality <= 100:
+                raise HttpError(400, "Parameter out of range", "quality must be 1 to 100")
+            bottle.response.content_type = "image/jpeg"
+            return render.encode(out, "jpeg", quality)
+        bottle.response.content_type = "image/png"
+        return render.encode(out, "png")
+    except IndexError as e:
+        raise HttpError(404, "Inexistent item", str(e)) from None
+    except render.RenderError as e:
+        raise HttpError(400, "Incompatible image format", str(e)) from None
+    except ValueError as e:
+        raise HttpError(400, "Bad request", str(e)) from None

@@ -1,0 +1,94 @@
+"""Job routes: /jobs, one job, its output; and how other routes start jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bottle
+
+from ..context import ServerContext
+from ..jobs import FAILURE, PAUSED, PENDING, Job, JobFailed, engine_of
+from .app import HttpError, json_response
+from .common import flag, query_flag
+
+
+def install(app: bottle.Bottle, context: ServerContext) -> None:
+    engine = engine_of(context)
+
+    def _job(job_id: str) -> Job:
+        job = engine.get(job_id)
+        if job is None:
+            raise HttpError(404, "Unknown resource", f"no job with ID {job_id}")
+        return job
+
+    @app.get("/jobs")
+    def jobs() -> str:
+        items = engine.all()
+        if query_flag("expand"):
+            return json_response([j.orthanc_json() for j in items])
+        return json_response([j.id for j in items])
+
+    @app.get("/jobs/<job_id>")
+    def job(job_id: str) -> str:
+        return json_response(_job(job_id).orthanc_json())
+
+    @app.post("/jobs/<job_id>/cancel")
+    def cancel(job_id: str) -> str:
+        _job(job_id)
+        engine.cancel(job_id)
+        return json_response({})
+
+    @app.post("/jobs/<job_id>/pause")
+    def pause(job_id: str) -> str:
+        j = _job(job_id)
+        if j.state == PENDING:
+            j.state = PAUSED
+        return json_response({})
+
+    @app.post("/jobs/<job_id>/resume")
+    def resume(job_id: str) -> str:
+        j = _job(job_id)
+        if j.state == PAUSED:
+            j.state = PENDING
+            engine._queue.put((-j.priority, 0, j.id))
+        return json_response({})
+
+    @app.post("/jobs/<job_id>/resubmit")
+    def resubmit(job_id: str) -> str:
+        if _job(job_id).state != FAILURE or not engine.resubmit(job_id):
+            raise HttpError(400, "Bad sequence of calls", "only a failed job can be resubmitted")
+        return json_response({})
+
+    @app.get("/jobs/<job_id>/<key>")
+    def output(job_id: str, key: str) -> Any:
+        j = _job(job_id)
+        out = j.output
+        if key != "archive" or out is None or not hasattr(out, "stream"):
+            raise HttpError(404, "Unknown resource", f"job {job_id} has no output {key!r}")
+        if j.state != "Success":
+            raise HttpError(404, "Unknown resource", "the job has not finished")
+        bottle.response.content_type = "application/zip"
+        bottle.response.set_header("Content-Disposition", f'attachment; filename="{j.id}.zip"')
+        return out.stream()
+
+
+def run(context: ServerContext, body: dict[str, Any], job: Job, *,
+        synchronous_default: bool = True) -> str:
+    """Start `job` as the request asks: wait and answer its content, or answer its ID."""
+    synchronous = synchronous_default
+    if "Synchronous" in body:
+        synchronous = flag(body, "Synchronous", synchronous_default)
+    if "Asynchronous" in body:
+        synchronous = not flag(body, "Asynchronous", not synchronous_default)
+    priority = body.get("Priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise HttpError(400, "Bad request", "Priority must be an integer")
+    job.priority = priority
+    engine = engine_of(context)
+    if not synchronous:
+        engine.submit(job)
+        return json_response({"ID": job.id, "Path": f"/jobs/{job.id}"})
+    try:
+        return json_response(engine.run_sync(job))
+    except JobFailed as e:
+        raise HttpError(e.status, e.message, e.details) from None

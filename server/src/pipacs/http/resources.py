@@ -1,0 +1,240 @@
+"""Resource routes: lists, one resource, children, parents, statistics, metadata, uploads."""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from typing import Any
+
+import bottle
+
+from .. import browse
+from ..context import Origin, ServerContext, StoreRefused
+from ..ids import INSTANCE, PATIENT
+from ..index import Resource
+from .app import HttpError, json_response
+from .common import (
+    LEVEL_ROUTE,
+    LEVEL_WORDS,
+    PLURALS,
+    body_bytes,
+    query_flag,
+    query_int,
+    remote_user,
+    resource,
+    text_response,
+)
+
+logger = logging.getLogger(__name__)
+
+STORE_ERRORS = {"BadFile": 400, "Full": 507, "Filtered": 403, "Failure": 500}
+ATTACHMENT_OPERATIONS = ["compressed-data", "compressed-md5", "compressed-size", "data",
+                         "is-compressed", "md5", "size", "uuid"]
+
+
+def install(app: bottle.Bottle, context: ServerContext) -> None:
+    idx = context.index
+
+    @app.get(f"/{LEVEL_ROUTE}")
+    def list_resources(plural: str) -> str:
+        level = PLURALS[plural]
+        ids = idx.list_public_ids(level, query_int("since", 0), query_int("limit", 0))
+        if not query_flag("expand"):
+            return json_response(ids)
+        out = []
+        for pid in ids:
+            res = idx.get(pid, level)
+            if res is not None:
+                out.append(browse.resource_json(context, res))
+        return json_response(out)
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>")
+    def get_resource(plural: str, pid: str) -> str:
+        return json_response(browse.resource_json(context, resource(context, PLURALS[plural],
+                                                                    pid)))
+
+    @app.delete(f"/{LEVEL_ROUTE}/<pid>")
+    def delete_resource(plural: str, pid: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        chain = []
+        parent = res
+        while parent.parent is not None:
+            parent = idx.get_by_id(parent.parent)  # type: ignore[assignment]
+            if parent is None:
+                break
+            chain.append(parent.public_id)
+        context.delete(res.public_id)
+        remaining = None
+        for ancestor_id in chain:
+            found = idx.get(ancestor_id)
+            if found is not None:
+                remaining = browse.short_json(found)
+                break
+        return json_response({"RemainingAncestor": remaining})
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/<rel:re:patient|study|series|studies|instances>")
+    def related(plural: str, pid: str, rel: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        if rel in PLURALS and PLURALS[rel] > res.level:
+            return json_response([browse.resource_json(context, r)
+                                  for r in browse.descendants(context, res, PLURALS[rel])])
+        target = LEVEL_WORDS.get(rel)
+        if target is None or target >= res.level:
+            raise HttpError(404, "Unknown resource", f"/{plural}/{{id}}/{rel} does not exist")
+        found = browse.ancestor(context, res, target)
+        if found is None:
+            raise HttpError(404, "Unknown resource", "the parent is gone")
+        return json_response(browse.resource_json(context, found))
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/statistics")
+    def resource_statistics(plural: str, pid: str) -> str:
+        return json_response(browse.statistics(context, resource(context, PLURALS[plural], pid)))
+
+    # ------------------------------------------------------------ metadata
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/metadata")
+    def metadata_list(plural: str, pid: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        named = browse.named_metadata(context, res.id)
+        return json_response(named if query_flag("expand") else list(named))
+
+    def _metadata_number(name: str, writing: bool) -> int:
+        number = browse.metadata_number(context, name)
+        if number is None:
+            raise HttpError(404 if not writing else 400, "Unknown metadata",
+                            f"no metadata named {name!r} (see UserMetadata)")
+        if writing and number < browse.USER_METADATA_START:
+            raise HttpError(403, "Cannot modify a system metadata",
+                            f"{name} is written by the server")
+        return number
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/metadata/<name>")
+    def metadata_get(plural: str, pid: str, name: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        number = _metadata_number(name, False)
+        value = idx.metadata(res.id).get(number)
+        if value is None:
+            raise HttpError(404, "Inexistent item", f"{plural}/{pid} has no metadata {name}")
+        return text_response(value)
+
+    @app.put(f"/{LEVEL_ROUTE}/<pid>/metadata/<name>")
+    def metadata_put(plural: str, pid: str, name: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        number = _metadata_number(name, True)
+        try:
+            value = body_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise HttpError(400, "Bad request", "metadata must be UTF-8 text") from None
+        idx.set_metadata(res.id, res.level, res.public_id, number, value)
+        return json_response({})
+
+    @app.delete(f"/{LEVEL_ROUTE}/<pid>/metadata/<name>")
+    def metadata_delete(plural: str, pid: str, name: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        number = _metadata_number(name, True)
+        if not browse.delete_metadata(context, res, number):
+            raise HttpError(404, "Inexistent item", f"{plural}/{pid} has no metadata {name}")
+        return json_response({})
+
+    # ------------------------------------------------------------ attachments
+
+    def _attachment(plural: str, pid: str, name: str) -> Any:
+        res = resource(context, PLURALS[plural], pid)
+        if name not in ("dicom", "1"):
+            raise HttpError(404, "Inexistent item", f"no attachment {name!r}")
+        att = idx.attachment(res.id) if res.level == INSTANCE else None
+        if att is None:
+            raise HttpError(404, "Inexistent item", f"no attachment {name!r}")
+        return att
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/attachments")
+    def attachments(plural: str, pid: str) -> str:
+        res = resource(context, PLURALS[plural], pid)
+        has = res.level == INSTANCE and idx.attachment(res.id) is not None
+        names = ["dicom"] if has else []
+        if query_flag("full"):
+            return json_response({"dicom": 1} if has else {})
+        return json_response(names)
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/attachments/<name>")
+    def attachment_operations(plural: str, pid: str, name: str) -> str:
+        _attachment(plural, pid, name)
+        return json_response(ATTACHMENT_OPERATIONS)
+
+    @app.get(f"/{LEVEL_ROUTE}/<pid>/attachments/<name>/<op>")
+    def attachment_operation(plural: str, pid: str, name: str, op: str) -> Any:
+        att = _attachment(plural, pid, name)
+        if op == "data":
+            bottle.response.content_type = "application/dicom"
+            return context.storage.read(att)
+        if op == "compressed-data":
+            bottle.response.content_type = "application/octet-stream"
+            return context.storage.path(att.uuid).read_bytes()
+        values = {"size": str(att.size), "compressed-size": str(att.compressed_size),
+                  "md5": att.md5, "compressed-md5": att.compressed_md5, "uuid": att.uuid,
+                  "is-compressed": "1" if att.compression != 1 else "0"}
+        if op not in values:
+            raise HttpError(404, "Unknown resource", f"unknown attachment operation {op!r}")
+        return text_response(values[op])
+
+    # ------------------------------------------------------------ protection
+
+    @app.get("/patients/<pid>/protected")
+    def protected_get(pid: str) -> str:
+        return text_response("1" if resource(context, PATIENT, pid).protected else "0")
+
+    @app.put("/patients/<pid>/protected")
+    def protected_put(pid: str) -> str:
+        res = resource(context, PATIENT, pid)
+        value = body_bytes().strip()
+        if value not in (b"0", b"1"):
+            raise HttpError(400, "Bad request", 'the body must be "0" or "1"')
+        idx.set_protected(res.id, value == b"1")
+        return text_response("")
+
+    # ------------------------------------------------------------ uploads
+
+    @app.post("/instances")
+    def upload() -> str:
+        raw = body_bytes()
+        origin = Origin("RestApi", remote_ip=bottle.request.environ.get("REMOTE_ADDR", ""),
+                        http_user=remote_user())
+        if raw[:4] == b"PK\x03\x04":
+            return json_response(_upload_zip(context, raw, origin))
+        try:
+            result = context.store(raw, origin)
+        except StoreRefused as e:
+            raise HttpError(STORE_ERRORS.get(e.reason, 500),
+                            "Bad file format" if e.reason == "BadFile" else e.message,
+                            e.message) from None
+        return json_response(result.orthanc_json())
+
+
+def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict[str, Any]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise HttpError(400, "Bad file format", f"not a readable ZIP archive: {e}") from None
+    out = []
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            try:
+                data = archive.read(info)
+            except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as e:
+                logger.error("cannot read %s from an uploaded ZIP: %s", info.filename, e)
+                continue
+            try:
+                out.append(context.store(data, origin).orthanc_json())
+            except StoreRefused as e:
+                if e.reason == "Full":
+                    raise HttpError(507, e.message) from None
+                logger.error("not storing %s from an uploaded ZIP: %s", info.filename,
+                             e.message)
+    return out
+
+
+def resources_json(context: ServerContext, items: list[Resource]) -> list[dict[str, Any]]:
+    return [browse.resource_json(context, r) for r in items]

@@ -1,0 +1,155 @@
+"""Frames as images: one frame decoded at a time with pydicom, encoded with Pillow."""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+
+logger = logging.getLogger(__name__)
+
+
+class RenderError(ValueError):
+    """The instance has no image pipacs can decode; the message says why."""
+
+
+@dataclass
+class Window:
+    center: float
+    width: float
+
+
+def frame_count(ds: Dataset) -> int:
+    if "PixelData" not in ds:
+        return 0
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _check_frame(ds: Dataset, frame: int) -> None:
+    n = frame_count(ds)
+    if n == 0:
+        raise RenderError("this instance has no pixel data")
+    if not 0 <= frame < n:
+        raise IndexError(f"frame {frame} does not exist (the instance has {n})")
+
+
+def raw_frame(ds: Dataset, frame: int) -> bytes:
+    """The frame's bytes as stored: a slice of native pixel data, or the compressed frame."""
+    _check_frame(ds, frame)
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        for i, data in enumerate(generate_frames(ds.PixelData,
+                                                 number_of_frames=frame_count(ds))):
+            if i == frame:
+                return bytes(data)
+        raise IndexError(f"frame {frame} is missing from the encapsulated data")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    spp = int(ds.get("SamplesPerPixel", 1))
+    bits = int(ds.BitsAllocated)
+    size = rows * cols * spp * bits // 8
+    return bytes(ds.PixelData[frame * size:(frame + 1) * size])
+
+
+def decode(ds: Dataset, frame: int) -> np.ndarray:
+    """One frame as an array (rows x columns, or rows x columns x 3 for colour)."""
+    _check_frame(ds, frame)
+    from pydicom.pixels import pixel_array
+
+    try:
+        arr = pixel_array(ds, index=frame, raw=False)
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError) as e:
+        raise RenderError(f"cannot decode the pixel data ({e})") from e
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if arr.ndim == 3 and photometric.startswith("YBR"):
+        from pydicom.pixels import convert_color_space
+
+        arr = convert_color_space(arr, photometric, "RGB")
+    return arr
+
+
+def _is_color(arr: np.ndarray) -> bool:
+    return arr.ndim == 3
+
+
+def rescale(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == 0:
+        return arr.astype(np.float32)
+    return arr.astype(np.float32) * slope + intercept
+
+
+def default_window(ds: Dataset, values: np.ndarray) -> Window:
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    try:
+        if center is not None and width is not None:
+            c = float(center[0] if isinstance(center, list | tuple) or
+                      type(center).__name__ == "MultiValue" else center)
+            w = float(width[0] if isinstance(width, list | tuple) or
+                      type(width).__name__ == "MultiValue" else width)
+            if w > 0:
+                return Window(c, w)
+    except (TypeError, ValueError, IndexError):
+        pass
+    lo, hi = float(values.min()), float(values.max())
+    return Window((lo + hi) / 2, max(hi - lo, 1.0))
+
+
+def to_8bit(ds: Dataset, arr: np.ndarray, window: Window | None) -> np.ndarray:
+    """Grey levels through a window (the full range when None), inverted for MONOCHROME1."""
+    if _is_color(arr):
+        return arr.astype(np.uint8) if arr.dtype != np.uint8 else arr
+    values = rescale(ds, arr)
+    if window is None:
+        lo, hi = float(values.min()), float(values.max())
+    else:
+        lo = window.center - window.width / 2
+        hi = window.center + window.width / 2
+    span = hi - lo if hi > lo else 1.0
+    out = np.clip((values - lo) * (255.0 / span), 0, 255).astype(np.uint8)
+    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+        out = 255 - out
+    return out
+
+
+def encode(arr: np.ndarray, fmt: str, quality: int = 90) -> bytes:
+    """PNG or JPEG bytes of an 8-bit (or 16-bit grey, PNG only) image."""
+    if arr.dtype == np.uint16:
+        image = Image.fromarray(arr.astype(np.uint16))
+    else:
+        image = Image.fromarray(arr)
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("L")
+        image.save(buf, format="JPEG", quality=quality)
+    else:
+        image.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def clamp(arr: np.ndarray, bits: int) -> np.ndarray:
+    """Values clamped to 0..2^bits-1 (Orthanc's image-uint8 and image-uint16)."""
+    top = (1 << bits) - 1
+    out = np.clip(arr.astype(np.int64), 0, top)
+    return out.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def resize(arr: np.ndarray, width: int, height: int, smooth: bool) -> np.ndarray:
+    """Fit inside width x height (0: free), keeping the aspect ratio."""
+    rows, cols = arr.shape[:2]
+    if not width and not height:
+        return arr
+    scale_w = width / cols if width else float("inf")
+    scale_h = height / rows if height else float("inf")
+    scale = min(scale_w, scale_h)
+    size = (max(1, round(cols * scale)), max(1, round(rows * scale)))
+    resample = Image.Resampling.BILINEAR if smooth else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(arr).resize(size, resample))

@@ -1,0 +1,93 @@
+"""DICOM datasets as Orthanc's JSON: full ("Name", "Type", "Value"), simplified and short."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
+FULL, SIMPLIFY, SHORT = "full", "simplify", "short"
+BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"}
+NUMBER_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"}
+UNKNOWN_NAME = "Unknown Tag & Data"
+
+
+def tag_key(tag: int) -> str:
+    return f"{tag >> 16:04x},{tag & 0xFFFF:04x}"
+
+
+def element_name(elem: DataElement) -> str:
+    if elem.keyword:
+        return str(elem.keyword)
+    if elem.tag.is_private and not elem.tag.is_private_creator:
+        name = str(elem.name).strip("[]")
+        if name and not name.startswith("Private tag data"):
+            words = re.findall(r"[A-Za-z0-9]+", name)
+            return "".join(w[:1].upper() + w[1:] for w in words) or UNKNOWN_NAME
+    return UNKNOWN_NAME
+
+
+def _one(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        return v.decode("latin-1").rstrip(" \x00")
+    original = getattr(v, "original_string", None)
+    if isinstance(original, str):
+        return original.strip()
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def element_value(elem: DataElement) -> str | None:
+    """The element's value as Orthanc prints it; None for binary values."""
+    if elem.VR in BINARY_VRS or elem.tag == 0x7FE00010:
+        return None
+    try:
+        value = elem.value
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(_one(v) for v in value)
+    text = _one(value)
+    return text.rstrip(" \x00") if elem.VR not in ("LT", "ST", "UT") else text.rstrip("\x00")
+
+
+def to_json(ds: Dataset, mode: str = FULL) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for elem in ds:
+        if elem.tag == 0xFFFCFFFC:  # DataSetTrailingPadding
+            continue
+        if elem.VR == "SQ":
+            value: Any = [to_json(item, mode) for item in elem.value]
+            kind = "Sequence"
+        else:
+            value = element_value(elem)
+            kind = "Null" if value is None else "String"
+        if mode == FULL:
+            entry: dict[str, Any] = {"Name": element_name(elem)}
+            creator = getattr(elem, "private_creator", None)
+            if elem.tag.is_private and creator and not elem.tag.is_private_creator:
+                entry["PrivateCreator"] = creator
+            entry["Type"] = kind
+            entry["Value"] = value
+            out[tag_key(elem.tag)] = entry
+        elif mode == SHORT:
+            out[tag_key(elem.tag)] = value
+        else:
+            name = element_name(elem)
+            out[name if name != UNKNOWN_NAME else tag_key(elem.tag)] = value
+    return out
+
+
+def mode_of(query: Any) -> str:
+    """The answer format a request asks for with ?simplify or ?short."""
+    for key, mode in (("simplify", SIMPLIFY), ("short", SHORT)):
+        if key in query and query.get(key, "").lower() not in ("false", "0"):
+            return mode
+    return FULL

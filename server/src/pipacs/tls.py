@@ -1,0 +1,138 @@
+"""HTTPS for the REST API: a TLS front that hands plain HTTP to waitress on loopback.
+
+waitress has no TLS, and wrapping its non-blocking sockets in `ssl` breaks on partial
+records and large answers. So with SslEnabled the front owns HttpPort: it accepts a
+connection, refuses remote peers unless RemoteAccessAllowed, does the TLS handshake
+(SslCertificate holds the certificate and its key), then relays bytes to waitress, which
+listens on an ephemeral loopback port. One thread per connection relays both directions
+with select(), so an SSL object is only ever used by one thread. The client's real address
+is kept by the relay's local port, and the HTTP layer asks `real_address` for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import select
+import socket
+import ssl
+import threading
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+
+
+def _loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class TlsFront:
+    """Listens on (host, port) with TLS, relays to 127.0.0.1:backend_port."""
+
+    def __init__(self, host: str, port: int, backend_port: int, certificate: str, *,
+                 remote_allowed: bool, timeout: float):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.load_cert_chain(certificate)
+        self.backend_port = backend_port
+        self.remote_allowed = remote_allowed
+        self.timeout = timeout
+        self.peers: dict[int, str] = {}
+        self.sock = socket.create_server((host, port), backlog=64)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, name="tls", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+    def real_address(self, backend_peer_port: int) -> str | None:
+        return self.peers.get(backend_peer_port)
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, addr = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            if not self.remote_allowed and not _loopback(addr[0]):
+                conn.close()
+                continue
+            threading.Thread(target=self._relay, args=(conn, addr[0]), name="tls-relay",
+                             daemon=True).start()
+
+    def _relay(self, conn: socket.socket, client: str) -> None:
+        conn.settimeout(self.timeout)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as e:
+            logger.info("TLS handshake with %s failed: %s", client, e)
+            conn.close()
+            return
+        port = 0
+        backend: socket.socket | None = None
+        try:
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            port = backend.getsockname()[1]
+            self.peers[port] = client
+            self._pump(tls, backend)
+        except (OSError, ssl.SSLError) as e:
+            logger.debug("TLS relay for %s ended: %s", client, e)
+        finally:
+            self.peers.pop(port, None)
+            for sock in (tls, backend):
+                if sock is not None:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+
+    def _pump(self, tls: ssl.SSLSocket, backend: socket.socket) -> None:
+        while not self._stop.is_set():
+            if tls.pending():
+                ready: list[Any] = [tls]
+            else:
+                ready, _, _ = select.select([tls, backend], [], [], self.timeout)
+                if not ready:
+                    return  # idle for HttpRequestTimeout
+            if tls in ready:
+                data = tls.recv(CHUNK)
+                if not data:
+                    return
+                backend.sendall(data)
+            if backend in ready:
+                data = backend.recv(CHUNK)
+                if not data:
+                    return
+                tls.sendall(data)
+
+
+def real_address(context: Any, environ: dict[str, Any]) -> str:
+    """The HTTP client's address, seen through the TLS front when there is one."""
+    remote = str(environ.get("REMOTE_ADDR", ""))
+    front = getattr(context, "tls_front", None)
+    if front is not None and _loopback(remote):
+        try:
+            found = front.real_address(int(environ.get("REMOTE_PORT", 0)))
+        except (TypeError, ValueError):
+            found = None
+        if found:
+            environ["REMOTE_ADDR"] = found
+            return found
+    return remote
