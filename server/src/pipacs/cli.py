@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="migrate an index made by an older pipacs to this version's schema",
     )
+    p.add_argument(
+        "--reindex",
+        action="store_true",
+        help="rebuild the index from the storage area (the old index is kept aside) and exit",
+    )
     return p
 
 
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("configuration: %s", note)
     if args.configuration is None:
         logger.warning("no configuration given: running on the defaults")
+    if args.reindex:
+        return _reindex(settings)
     from .index import IndexError_
     from .server import Server
 
@@ -108,6 +115,19 @@ def main(argv: list[str] | None = None) -> int:
         settings.http_port,
     )
     server.wait()
+    return 0
+
+
+def _reindex(settings: config_mod.Settings) -> int:
+    from .index import IndexError_
+    from .reindex import reindex
+
+    try:
+        report = reindex(settings)
+    except IndexError_ as e:
+        logger.error("%s", e)
+        return 3
+    print(report.summary())
     return 0
 
 

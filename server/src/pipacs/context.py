@@ -14,7 +14,7 @@ from . import __version__, dicomfile
 from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, Index, now_iso
+from .index import METADATA_NUMBERS, Index, IndexLock, now_iso
 from .matching import make_matcher
 from .storage import StorageArea, StorageFullError
 
@@ -99,7 +99,14 @@ class ServerContext:
             md5=settings.store_md5_for_attachments,
             sync=settings.sync_storage_area,
         )
-        self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
+        self._lock = IndexLock(settings.index_dir)
+        try:
+            self.index = Index(
+                settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area
+            )
+        except BaseException:
+            self._lock.release()
+            raise
         known = self.index.has_attachment
         committed, discarded = self.storage.recover(known)
         if committed or discarded:
@@ -127,6 +134,7 @@ class ServerContext:
         if self._stability:
             self._stability.join(timeout=2)
         self.index.close()
+        self._lock.release()
 
     def request_shutdown(self, restart: bool = False) -> bool:
         """Ask the server to stop (POST /tools/shutdown) or restart (/tools/reset)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -127,6 +128,32 @@ class IndexError_(Exception):
 
 class SchemaTooOld(IndexError_):
     pass
+
+
+class IndexLock:
+    """An exclusive lock on an index folder: one pipacs process (or --reindex) at a time."""
+
+    def __init__(self, folder: str | Path):
+        import fcntl
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.path = Path(folder) / "pipacs.lock"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise IndexError_(
+                f"another pipacs process is using the index in {folder}: stop it first"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def now_iso() -> str:
