@@ -150,7 +150,14 @@ def split_meta(raw: bytes) -> tuple[FileMetaDataset | None, int]:
     if len(raw) >= 132 and raw[128:132] == b"DICM":
         fp = io.BytesIO(raw)
         fp.seek(132)
-        meta = pydicom.filereader._read_file_meta_info(fp)
+        try:
+            meta = pydicom.filereader._read_file_meta_info(fp)
+            for tag in list(meta.keys()):
+                meta[tag]  # decode now: pydicom converts lazily and may fail later
+        except Exception as e:  # untrusted bytes into a third-party parser: any failure
+            raise DicomParseError(
+                f"unreadable file meta information ({type(e).__name__}: {e})"
+            ) from e
         return meta, fp.tell()
     return None, 0
 
@@ -192,7 +199,9 @@ def parse(
     if uid.is_little_endian and not uid.is_deflated:
         try:
             values = scan(raw, offset, uid.is_implicit_VR, default_encoding)
-        except _ScanError:
+        except DicomParseError:
+            raise
+        except Exception:  # _ScanError, or bytes the scanner did not foresee: ask pydicom
             values = None
     if values is None:
         values = _parse_with_pydicom(raw, offset, uid, default_encoding)
@@ -230,19 +239,7 @@ def _parse_with_pydicom(
         if "SpecificCharacterSet" not in ds:
             ds.SpecificCharacterSet = ENCODINGS.get(default_encoding, "ISO_IR 100")
         return values_of(ds, [k for k in _ALL_KEYWORDS if k != "SpecificCharacterSet"])
-    except (
-        EOFError,
-        struct.error,
-        ValueError,
-        OSError,
-        NotImplementedError,
-        KeyError,
-        InvalidDicomError,
-        OverflowError,
-        MemoryError,
-        TypeError,
-        AttributeError,
-    ) as e:
+    except Exception as e:  # untrusted bytes into a third-party parser: any failure
         raise DicomParseError(f"unreadable DICOM ({type(e).__name__}: {e})") from e
 
 
@@ -369,7 +366,11 @@ def scan(raw: bytes, offset: int, implicit: bool, default_encoding: str) -> dict
     codec = _PYTHON_CODECS.get(charset_raw.split("\\")[0].strip())
     if codec is None or "\\" in charset_raw:
         codec = ""
-        encodings = pydicom.charset.convert_encodings(charset_raw.split("\\"))
+        try:
+            encodings = pydicom.charset.convert_encodings(charset_raw.split("\\"))
+        except (ValueError, LookupError):
+            logger.warning("unknown SpecificCharacterSet %r: reading text as Latin-1", charset_raw)
+            codec = "latin-1"
     out: dict[str, str] = {}
     for tag, value in found.items():
         kw, vr = _WANTED_VR[tag]
@@ -384,9 +385,12 @@ def scan(raw: bytes, offset: int, implicit: bool, default_encoding: str) -> dict
             if codec:
                 text = value.decode(codec, "replace")
             else:
-                text = pydicom.charset.decode_bytes(
-                    value, encodings, {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
-                )
+                try:
+                    text = pydicom.charset.decode_bytes(
+                        value, encodings, {0x5C, 0x3D, 0x5E} if vr == "PN" else {0x5C}
+                    )
+                except (ValueError, LookupError):
+                    text = value.decode("latin-1")
         else:
             text = value.decode("latin-1")
         out[kw] = text.strip(" \x00")
@@ -430,22 +434,26 @@ def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
     return struct.pack("<HH2sH", 2, element, vr, len(value)) + value
 
 
-def part10_header(sop_class: str, sop_uid: str, transfer_syntax: str, source_aet: str = ""
-                  ) -> bytes:
+def part10_header(
+    sop_class: str, sop_uid: str, transfer_syntax: str, source_aet: str = ""
+) -> bytes:
     """Preamble, prefix and file meta information for a dataset received over the network.
 
     Written by hand: building it with pydicom cost as much as the rest of a C-STORE.
     """
-    body = b"".join((
-        _meta_element(0x0001, b"OB", b"\x00\x01"),
-        _meta_element(0x0002, b"UI", sop_class.encode("ascii")),
-        _meta_element(0x0003, b"UI", sop_uid.encode("ascii")),
-        _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
-        _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
-        _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
-        _meta_element(0x0016, b"AE", source_aet.encode("ascii", "replace")) if source_aet
-        else b"",
-    ))
+    body = b"".join(
+        (
+            _meta_element(0x0001, b"OB", b"\x00\x01"),
+            _meta_element(0x0002, b"UI", sop_class.encode("ascii")),
+            _meta_element(0x0003, b"UI", sop_uid.encode("ascii")),
+            _meta_element(0x0010, b"UI", transfer_syntax.encode("ascii")),
+            _meta_element(0x0012, b"UI", IMPLEMENTATION_CLASS_UID.encode("ascii")),
+            _meta_element(0x0013, b"SH", IMPLEMENTATION_VERSION.encode("ascii")),
+            _meta_element(0x0016, b"AE", source_aet.encode("ascii", "replace"))
+            if source_aet
+            else b"",
+        )
+    )
     length = struct.pack("<HH2sHI", 2, 0x0000, b"UL", 4, len(body))
     return b"\x00" * 128 + b"DICM" + length + body
 
