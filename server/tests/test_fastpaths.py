@@ -24,8 +24,7 @@ def test_store_response_matches_pynetdicom(status: int, sop_uid: str) -> None:
     rsp.Status = status
     msg = C_STORE_RSP()
     msg.primitive_to_message(rsp)
-    expected = b"".join(p.presentation_data_value_list[0][1][1:]
-                        for p in msg.encode_msg(1, 16384))
+    expected = b"".join(p.presentation_data_value_list[0][1][1:] for p in msg.encode_msg(1, 16384))
     assert encode_store_response(rsp) == expected
 
 
@@ -39,11 +38,71 @@ def test_part10_header_reads_back(aet: str) -> None:
     assert meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
     assert meta.get("SourceApplicationEntityTitle", "") == aet
     # group length is what pydicom computes for the same elements
-    ref = create_file_meta(sop_class_uid=meta.MediaStorageSOPClassUID,
-                           sop_instance_uid=meta.MediaStorageSOPInstanceUID,
-                           transfer_syntax=meta.TransferSyntaxUID,
-                           implementation_uid=IMPLEMENTATION_CLASS_UID,
-                           implementation_version="PIPACS_01")
+    ref = create_file_meta(
+        sop_class_uid=meta.MediaStorageSOPClassUID,
+        sop_instance_uid=meta.MediaStorageSOPInstanceUID,
+        transfer_syntax=meta.TransferSyntaxUID,
+        implementation_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version="PIPACS_01",
+    )
     if aet:
         ref.SourceApplicationEntityTitle = aet
     assert header[132:] == encode_file_meta(ref)
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_find_answer_matches_pydicom(implicit: bool) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom.dsutils import encode
+
+    from pipacs.dicom.fastrsp import Answer
+
+    values = {
+        "SpecificCharacterSet": "ISO_IR 192",
+        "QueryRetrieveLevel": "STUDY",
+        "PatientName": "Müller^Jürgen",
+        "PatientID": "P1",
+        "StudyDate": "20200101",
+        "StudyInstanceUID": "1.2.3",
+        "ModalitiesInStudy": "CT\\MR",
+        "NumberOfStudyRelatedInstances": "20",
+        "ReferringPhysicianName": "",
+        "RetrieveAETitle": "PIPACS",
+        "NumberOfSlices": "12",
+        "StudyDescription": "odd",
+    }
+    answer = Answer()
+    ds = Dataset()
+    for kw, v in values.items():
+        answer.set(kw, v)
+        if kw == "NumberOfSlices":
+            ds.NumberOfSlices = int(v)
+        elif "\\" in v:
+            setattr(ds, kw, v.split("\\"))
+        else:
+            setattr(ds, kw, v or None)
+    ds.ReferencedStudySequence = []
+    answer.set("ReferencedStudySequence", "")
+    assert answer.encode(implicit) == encode(ds, implicit, True)
+
+
+def test_find_response_command_matches_pynetdicom() -> None:
+    from io import BytesIO
+
+    from pynetdicom.dimse_messages import C_FIND_RSP
+    from pynetdicom.dimse_primitives import C_FIND
+
+    from pipacs.dicom.fastrsp import encode_find_response
+
+    for status, identifier in ((0xFF00, b"\x08\x00\x52\x00\x06\x00\x00\x00STUDY "), (0x0000, None)):
+        rsp = C_FIND()
+        rsp.MessageIDBeingRespondedTo = 3
+        rsp.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.1"
+        rsp.Status = status
+        rsp.Identifier = BytesIO(identifier) if identifier else None
+        msg = C_FIND_RSP()
+        msg.primitive_to_message(rsp)
+        pdvs = [p.presentation_data_value_list[0][1] for p in msg.encode_msg(1, 16384)]
+        command, data = encode_find_response(rsp)
+        assert command == b"".join(p[1:] for p in pdvs if p[0] & 1)
+        assert data == b"".join(p[1:] for p in pdvs if not p[0] & 1)

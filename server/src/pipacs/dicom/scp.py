@@ -23,6 +23,7 @@ from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
 from . import fastrsp, rawsend, reactor
+from .fastrsp import Answer
 from .rawsend import RawDataset
 
 rawsend.install()
@@ -138,7 +139,7 @@ def _nodelay(event: evt.Event) -> None:
 
 
 def set_answer_value(ds: Dataset, keyword: str, value: str) -> None:
-    """Put a string value from the index into an answer, typed by the tag's VR."""
+    """Put a string value from the index into a pydicom Dataset, typed by the tag's VR."""
     vr = vr_of(keyword)
     try:
         if vr == "SQ":
@@ -206,8 +207,10 @@ class DicomServer:
         # handling well under a second.
         self.ae._servers.append(self.server)
         self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
-            name="dicom-acceptor", daemon=True,
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="dicom-acceptor",
+            daemon=True,
         )
         self._thread.start()
         logger.info(
@@ -311,8 +314,10 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
         called = event.assoc.acceptor.ae_title
         req = event.request
         header = dicomfile.part10_header(
-            str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
-            str(event.context.transfer_syntax), aet,
+            str(req.AffectedSOPClassUID),
+            str(req.AffectedSOPInstanceUID),
+            str(event.context.transfer_syntax),
+            aet,
         )
         raw = header + event.encoded_dataset(include_meta=False)
         result = ctx.store(raw, Origin("DicomProtocol", aet, address, str(called).strip()))
@@ -372,16 +377,16 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Dat
             if event.is_cancelled:
                 yield CANCEL, None
                 return
-            ds = Dataset()
-            ds.SpecificCharacterSet = "ISO_IR 192"
-            ds.QueryRetrieveLevel = level_name
+            answer = Answer()
+            answer.set("SpecificCharacterSet", "ISO_IR 192")
+            answer.set("QueryRetrieveLevel", level_name)
             for key in requested:
                 if isinstance(key, str):
-                    set_answer_value(ds, key, ctx.value_of(match, key))
+                    answer.set(key, ctx.value_of(match, key))
                 else:
-                    ds.add_new(key, identifier[key].VR, None)
-            ds.RetrieveAETitle = s.dicom_aet
-            yield PENDING, ds
+                    answer.set_tag(key, identifier[key].VR)
+            answer.set("RetrieveAETitle", s.dicom_aet)
+            yield PENDING, answer
         if not complete:
             logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)", limit)
         yield SUCCESS, None
