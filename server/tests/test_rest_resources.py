@@ -248,8 +248,8 @@ def test_changes(pipacs, small_data) -> None:  # type: ignore[no-untyped-def]
 def test_gzip_for_json_never_for_dicom(pipacs, small_data) -> None:  # type: ignore[no-untyped-def]
     upload(pipacs, *small_data[:10])
     ids = resource_ids(*uids(small_data[0]))
-    status, headers, body = request(f"{pipacs.url}/instances/{ids[3]}/tags",
-                                    headers={"Accept-Encoding": "gzip"})
+    _, headers, body = request(f"{pipacs.url}/instances/{ids[3]}/tags",
+                               headers={"Accept-Encoding": "gzip"})
     assert headers.get("Content-Encoding") == "gzip"
     assert "0010,0010" in json.loads(gzip.decompress(body))
     _, headers, body = request(f"{pipacs.url}/instances/{ids[3]}/file",

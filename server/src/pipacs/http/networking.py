@@ -28,7 +28,7 @@ from ..index import Resource
 from ..jobs import Job, JobFailed
 from .app import HttpError, json_response
 from .archives import instances_of
-from .common import body_json, parse_level, query_flag, resources_of_body
+from .common import body_bytes, body_json, parse_level, query_flag, resources_of_body
 from .jobs import run
 from .tools import keyword_of
 
@@ -303,7 +303,16 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         return LEVEL_NAMES[q.level] if key == "level" else q.modality
 
     def _retrieve(q: Query, chosen: list[Dataset]) -> str:
-        raw = body_json(default={}, kind=(dict, str))
+        text = body_bytes().decode("utf-8", "replace").strip()
+        if text.startswith("{") or text.startswith('"'):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raise HttpError(400, "Bad request", "the body is not valid JSON") from None
+        else:
+            raw = text  # Orthanc also takes the target AET as plain text
+        if not isinstance(raw, dict | str):
+            raise HttpError(400, "Bad request", "expected a target AET or a JSON object")
         body = {"TargetAet": raw} if isinstance(raw, str) else raw
         target = body.get("TargetAet") or s.dicom_aet
         if not isinstance(target, str):
