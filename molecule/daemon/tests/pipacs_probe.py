@@ -1,0 +1,102 @@
+"""What a person at the controller does to a classroom Pi's pipacs: DICOM echo and store with
+dcmtk (to the container's own address only), and HTTP requests made inside the container."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+# dcmtk waits for Nagle's algorithm without it (see the team's testbed notes).
+DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def container_ip(name: str) -> str:
+    """The address of a scenario's container on its podman network."""
+    out = subprocess.run(
+        ["podman", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    assert out, f"{name} has no address"
+    return out[0]
+
+
+def sample_instance(path: Path, patient_id: str = "PIPACS-TEST-1", name: str = "Test^Patient") -> Dataset:
+    """Write a small secondary-capture image (8x8 pixels) and return it."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.PatientName = name
+    ds.PatientID = patient_id
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyDate = "20250101"
+    ds.Modality = "OT"
+    ds.StudyDescription = "PiPACS test"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(64))
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+def echoscu(host: str, port: int, aet: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["echoscu", "-aet", "CONTROLLER", "-aec", aet, host, str(port)],
+        env=DCMTK_ENV, capture_output=True, text=True, timeout=30, check=False,
+    )
+
+
+def storescu(host: str, port: int, aet: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["storescu", "-aet", "CONTROLLER", "-aec", aet, host, str(port), *map(str, files)],
+        env=DCMTK_ENV, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def http_get(host, port: int, path: str, user: str = "", password: str = "") -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH from inside the container (testinfra `host`)."""
+    script = (
+        "import base64, sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1])\n"
+        "if sys.argv[2]:\n"
+        "    token = base64.b64encode((sys.argv[2] + ':' + sys.argv[3]).encode()).decode()\n"
+        "    req.add_header('Authorization', 'Basic ' + token)\n"
+        "try:\n"
+        "    with urllib.request.urlopen(req, timeout=10) as r:\n"
+        "        print(r.status); print(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code); print(e.read().decode())\n"
+    )
+    url = f"http://127.0.0.1:{port}{path}"
+    out = host.check_output(
+        "python3 -c %s %s %s %s", script, url, user, password
+    )
+    status, _, body = out.partition("\n")
+    return int(status), body
+
+
+def http_json(host, port: int, path: str, user: str, password: str):
+    status, body = http_get(host, port, path, user, password)
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+def quote(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in args)

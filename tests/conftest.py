@@ -1,0 +1,6 @@
+"""Repository-level tests: make the helper scripts in tests/ importable."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
