@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pydicom
@@ -20,7 +21,11 @@ def dataset_bytes(path: Path) -> bytes:
 
 
 def stored_files(storage: Path) -> list[Path]:
-    return [p for p in storage.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    """The files in place, once the server has settled what it staged (within a second)."""
+    deadline = time.monotonic() + 10
+    while any((storage / ".incoming").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in storage.rglob("*") if p.is_file() and ".incoming" not in p.parts]
 
 
 def stored_of(p, keyword: str, value: str) -> set[bytes]:  # type: ignore[no-untyped-def]

@@ -48,7 +48,7 @@ def test_read_back_is_byte_identical_with_and_without_compression(
         result = ctx.store(raw)
         assert ctx.read_instance(result.ids[INSTANCE]) == raw
         att = ctx.index.attachment(ctx.index.get(result.ids[INSTANCE]).id)
-        stored = ctx.storage.path(att.uuid).stat().st_size
+        stored = ctx.storage.current_path(att.uuid).stat().st_size
         assert (stored < len(raw)) == compress
         assert att.md5 and att.size == len(raw)
         ctx.stop()
@@ -75,6 +75,7 @@ def test_overwrite_instances_replaces_the_file(tmp_path: Path, small_data: list[
     assert ctx.store(raw).status == "Success"
     uuid2 = ctx.index.attachment(ctx.index.get(first.ids[INSTANCE]).id).uuid
     assert uuid1 != uuid2
+    ctx.settle()
     assert not ctx.storage.path(uuid1).exists() and ctx.storage.path(uuid2).exists()
     assert ctx.index.counts()[INSTANCE] == 1
     ctx.stop()
@@ -158,19 +159,42 @@ def test_newer_or_foreign_or_corrupt_index_is_refused(tmp_path: Path) -> None:
 
 
 def test_interrupted_writes_are_finished_or_undone(tmp_path: Path, small_data: list[Path]) -> None:
+    from pipacs.dicomfile import parse
+
     ctx = make_context(tmp_path)
-    # A crash after the index commit but before the file was moved into place ...
+    # 1. the index commit happened, the file was not yet moved into place
     raw = small_data[0].read_bytes()
     att = ctx.storage.write(raw)
-    parsed = __import__("pipacs.dicomfile").dicomfile.parse(raw)
+    parsed = parse(raw)
     ctx.index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, {})
-    # ... and one before the commit.
-    orphan = ctx.storage.write(small_data[1].read_bytes())
-    ctx.stop()
+    # 2. a whole, fsynced file whose index commit was lost in a power cut
+    raw2 = small_data[1].read_bytes()
+    lost = ctx.storage.write(raw2)
+    # 3. a write cut short (never acknowledged)
+    partial = ctx.storage.write(small_data[2].read_bytes())
+    staged = ctx.storage.current_path(partial.uuid)
+    staged.write_bytes(staged.read_bytes()[:1000])
+    ctx.index.close()
+    ctx._lock.release()  # a crash: no stop(), nothing settled
+
     ctx = make_context(tmp_path)
     assert ctx.read_instance(parsed.ids[INSTANCE]) == raw
-    assert ctx.storage.path(att.uuid).exists()
-    assert not ctx.storage.path(orphan.uuid).exists()
+    assert ctx.read_instance(parse(raw2).ids[INSTANCE]) == raw2
+    assert ctx.index.counts()[INSTANCE] == 2
     assert list(ctx.storage.incoming.iterdir()) == []
-    assert [p.name for p in ctx.storage.files()] == [att.uuid]
+    assert sorted(p.name for p in ctx.storage.files()) == sorted([att.uuid, lost.uuid])
+    ctx.stop()
+
+
+def test_files_are_settled_in_batches(tmp_path: Path, small_data: list[Path]) -> None:
+    ctx = make_context(tmp_path)
+    ctx.start()
+    results = [ctx.store(f.read_bytes()) for f in small_data[:5]]
+    for r in results:  # readable at once, staged or not
+        assert ctx.read_instance(r.ids[INSTANCE])
+    deadline = __import__("time").monotonic() + 5
+    while list(ctx.storage.incoming.iterdir()) and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    assert list(ctx.storage.incoming.iterdir()) == []
+    assert len(list(ctx.storage.files())) == 5
     ctx.stop()

@@ -57,8 +57,8 @@ def test_unreadable_and_duplicate_files_go_to_quarantine(tmp_path, small_data) -
     ctx = ServerContext(settings)
     for f in small_data[:5]:
         ctx.store(f.read_bytes())
+    ctx.stop()  # settles the staged files
     first = next(ctx.storage.files())
-    ctx.stop()
     (first.parent / "0bad0000-0000-4000-8000-000000000000").write_bytes(b"garbage")
     shutil.copy(first, first.parent / "0dup0000-0000-4000-8000-000000000000")
     from pipacs.reindex import reindex

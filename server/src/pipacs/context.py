@@ -101,18 +101,25 @@ class ServerContext:
         )
         self._lock = IndexLock(settings.index_dir)
         try:
-            self.index = Index(
-                settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area
-            )
+            self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
         except BaseException:
             self._lock.release()
             raise
-        known = self.index.has_attachment
-        committed, discarded = self.storage.recover(known)
-        if committed or discarded:
+        placed, reindexed, removed = self.storage.recover(
+            self.index.has_attachment, self._reindex_staged
+        )
+        if placed or reindexed or removed:
             logger.warning(
-                "recovered from an interrupted run: %d stored file(s) put in place, "
-                "%d unacknowledged partial write(s) removed", committed, discarded)
+                "recovered from an interrupted run: %d file(s) put in place, %d re-indexed, "
+                "%d partial write(s) (never acknowledged) removed",
+                placed,
+                reindexed,
+                removed,
+            )
+        self._unsettled: list[str] = []
+        self._unsettled_lock = threading.Lock()
+        self._settle_now = threading.Event()
+        self._settler: threading.Thread | None = None
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
         self._recycle_lock = threading.Lock()
@@ -128,13 +135,52 @@ class ServerContext:
             target=self._stability_loop, name="stability", daemon=True
         )
         self._stability.start()
+        self._settler = threading.Thread(target=self._settle_loop, name="settle", daemon=True)
+        self._settler.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._stability:
-            self._stability.join(timeout=2)
+        self._settle_now.set()
+        for t in (self._stability, self._settler):
+            if t:
+                t.join(timeout=5)
+        self.settle()
         self.index.close()
         self._lock.release()
+
+    # ------------------------------------------------------------ durability
+
+    SETTLE_EVERY = 0.5  # seconds: staged files wait at most about this long
+    SETTLE_BATCH = 256  # or this many
+
+    def _settle_loop(self) -> None:
+        while not self._stop.is_set():
+            self._settle_now.wait(self.SETTLE_EVERY)
+            self._settle_now.clear()
+            try:
+                self.settle()
+            except Exception:
+                logger.exception("cannot make stored files durable")
+
+    def settle(self) -> int:
+        """Make the index durable for everything stored so far, then move those files into
+        place (see storage.StorageArea); returns how many files moved."""
+        with self._unsettled_lock:
+            batch, self._unsettled = self._unsettled, []
+        if batch:
+            self.index.make_durable()
+            self.storage.settle(batch)
+        return len(batch)
+
+    def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool:
+        from .reindex import index_stored_file
+
+        try:
+            status = index_stored_file(self.index, self.settings, file_uuid, stored, time.time())
+        except DicomParseError as e:
+            logger.warning("staged file %s cannot be indexed: %s", file_uuid, e)
+            return False
+        return status == "Success"
 
     def request_shutdown(self, restart: bool = False) -> bool:
         """Ask the server to stop (POST /tools/shutdown) or restart (/tools/reset)."""
@@ -215,7 +261,10 @@ class ServerContext:
             if outcome.status == "AlreadyStored":
                 self.storage.discard(att.uuid)
             else:
-                self.storage.commit(att.uuid)
+                with self._unsettled_lock:
+                    self._unsettled.append(att.uuid)
+                    if len(self._unsettled) >= self.SETTLE_BATCH:
+                        self._settle_now.set()
         for old in outcome.removed_files:
             self.storage.remove(old)
         result = StoreResult(outcome.status, parsed.ids, parsed)

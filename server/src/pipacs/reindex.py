@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -98,7 +99,7 @@ def _rebuild(settings: Settings, index_dir: Path, report: ReindexReport) -> None
     quarantine = storage.root / QUARANTINE
     # Staged files may have been acknowledged just before the crash: index them too.
     for staged in sorted(storage.incoming.iterdir()):
-        storage.commit(staged.name)
+        storage._move_into_place(staged.name, staged.name.partition(".")[0])
     index = Index(index_dir, sync=False)
     try:
         for path in storage.files():
@@ -115,23 +116,35 @@ def _index_file(
     index: Index, storage: StorageArea, path: Path, settings: Settings, report: ReindexReport
 ) -> str:
     try:
-        stored = path.read_bytes()
-        raw, compression = _decode(stored, path.name)
-        parsed = dicomfile.parse(raw, settings.default_encoding)
+        status = index_stored_file(
+            index, settings, path.name, path.read_bytes(), path.stat().st_mtime
+        )
     except (OSError, DicomParseError) as e:
         logger.warning("cannot index %s: %s", path, e)
         report.unreadable.append(path.name)
         return "Unreadable"
-    import hashlib
+    if status == "Success":
+        report.indexed += 1
+    else:
+        report.duplicates += 1
+    return status
 
+
+def index_stored_file(
+    index: Index, settings: Settings, file_uuid: str, stored: bytes, mtime: float
+) -> str:
+    """Index one file of the storage area under its own uuid; "Success" or "AlreadyStored".
+
+    Raises DicomParseError when the file is not an instance pipacs can index.
+    """
+    raw, compression = _decode(stored, file_uuid)
+    parsed = dicomfile.parse(raw, settings.default_encoding)
     md5 = hashlib.md5(raw).hexdigest() if settings.store_md5_for_attachments else ""
-    cmd5 = (
-        (hashlib.md5(stored).hexdigest() if compression == COMPRESSION_ZLIB else md5) if md5 else ""
-    )
-    att = Attachment(path.name, DICOM_ATTACHMENT, len(raw), len(stored), compression, md5, cmd5)
+    cmd5 = hashlib.md5(stored).hexdigest() if md5 and compression == COMPRESSION_ZLIB else md5
+    att = Attachment(file_uuid, DICOM_ATTACHMENT, len(raw), len(stored), compression, md5, cmd5)
     meta, _ = dicomfile.split_meta(raw)
     metadata = {
-        METADATA_NUMBERS["ReceptionDate"]: iso_of(path.stat().st_mtime),
+        METADATA_NUMBERS["ReceptionDate"]: iso_of(mtime),
         METADATA_NUMBERS["Origin"]: "Unknown",
         METADATA_NUMBERS["TransferSyntax"]: parsed.transfer_syntax,
         METADATA_NUMBERS["SopClassUid"]: parsed.sop_class_uid,
@@ -139,9 +152,4 @@ def _index_file(
     aet = str(meta.get("SourceApplicationEntityTitle", "") or "").strip() if meta else ""
     if aet:
         metadata[METADATA_NUMBERS["RemoteAET"]] = aet
-    outcome = index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, metadata)
-    if outcome.status == "Success":
-        report.indexed += 1
-    else:
-        report.duplicates += 1
-    return outcome.status
+    return index.store_instance(parsed.ids, parsed.uids, parsed.tags, att, metadata).status
