@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pydicom
@@ -124,3 +125,15 @@ def test_peer_down_fails_the_job(make_pipacs, small_data) -> None:  # type: igno
                               json.dumps({"Resources": [iid], "Asynchronous": True}))
     job = wait_job(p, json.loads(body)["ID"])
     assert job["State"] == "Failure" and job["ErrorDescription"]
+
+
+def test_http_timeout_towards_a_silent_peer(make_pipacs) -> None:  # type: ignore[no-untyped-def]
+    """A peer that accepts and never answers fails the request after HttpTimeout."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = silent.getsockname()[1]
+        p = make_pipacs(HttpTimeout=1, OrthancPeers={"silent": [f"http://127.0.0.1:{port}/"]})
+        status, _, body = request(f"{p.url}/peers/silent/system")
+        assert status == 500 and "timed out" in json.loads(body)["Details"]
+    finally:
+        silent.close()

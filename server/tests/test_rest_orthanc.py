@@ -225,9 +225,7 @@ def test_same_archive_layout(both: tuple[str, str]) -> None:
     for url in (ours, theirs):
         with zipfile.ZipFile(io.BytesIO(request(f"{url}/studies/{study}/archive")[2])) as zf:
             names.append(sorted(zf.namelist()))
-    assert names[0] == names[1] or (
-        sorted({n.rsplit("/", 1)[0] for n in names[0]}) ==
-        sorted({n.rsplit("/", 1)[0] for n in names[1]}) and len(names[0]) == len(names[1]))
+    assert names[0] == names[1]
 
 
 def test_same_system_and_changes_shapes(both: tuple[str, str]) -> None:

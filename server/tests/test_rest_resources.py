@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -302,3 +303,48 @@ def test_shutdown(pipacs) -> None:  # type: ignore[no-untyped-def]
     assert request(pipacs.url + "/tools/shutdown", "POST", "")[0] == 200
     assert pipacs.proc.wait(15) == 0
     pipacs.proc = None
+
+
+def test_reset_restarts_the_server(pipacs, small_data) -> None:  # type: ignore[no-untyped-def]
+    upload(pipacs, small_data[0])
+    pid = pipacs.proc.pid
+    assert request(pipacs.url + "/tools/reset", "POST", "")[0] == 200
+    deadline = time.monotonic() + 30
+    while True:  # the same process runs pipacs again (exec), so wait for it to answer
+        try:
+            if request(pipacs.url + "/statistics")[0] == 200 and "restarting" in pipacs.log():
+                break
+        except OSError:
+            pass
+        assert pipacs.proc.poll() is None, pipacs.log()
+        assert time.monotonic() < deadline, pipacs.log()
+        time.sleep(0.1)
+    assert pipacs.proc.pid == pid
+    assert pipacs.get("/statistics")["CountInstances"] == 1
+    assert pipacs.log().count("has started") == 2
+
+
+def test_pyorthanc_high_level_objects(pipacs, small_data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """pyorthanc's resource classes, written for Orthanc, work unchanged."""
+    o = client(pipacs)
+    pyorthanc.upload(o, str(small_data[0].parents[2]), recursive=True)
+    first = pydicom.dcmread(small_data[0], stop_before_pixels=True)
+    patients = pyorthanc.find_patients(o, query={"PatientID": str(first.PatientID)})
+    assert len(patients) == 1
+    patient = patients[0]
+    assert patient.patient_id == first.PatientID and patient.name == str(first.PatientName)
+    assert len(patient.studies) == 2 and patient.protected is False
+    patient.protected = True
+    assert patient.protected is True and o.get_patients_id(patient.id_)["IsProtected"] is True
+    study = next(s for s in patient.studies if s.uid == first.StudyInstanceUID)
+    series = next(s for s in study.series if s.uid == first.SeriesInstanceUID)
+    assert series.modality == first.Modality and len(series.instances) == 10
+    instance = next(i for i in series.instances if i.uid == first.SOPInstanceUID)
+    assert instance.get_dicom_file_content() == small_data[0].read_bytes()
+    assert instance.simplified_tags["PatientID"] == first.PatientID
+    zipped = tmp_path / "study.zip"
+    study.download(str(zipped))
+    with zipfile.ZipFile(zipped) as zf:
+        assert len(zf.namelist()) == 20
+    found = pyorthanc.query_orthanc(o, "Series", query={"Modality": "MR"})
+    assert len(found) == 2
