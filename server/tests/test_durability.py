@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pydicom
+
 from conftest import DCMTK_ENV
 
 

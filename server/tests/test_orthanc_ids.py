@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+
 from conftest import DCMTK_ENV, dcmtk, free_port
 
 ORTHANC = "/usr/sbin/Orthanc"

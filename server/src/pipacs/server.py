@@ -142,12 +142,12 @@ def _closing_channel() -> Any:
     from waitress.channel import HTTPChannel
     from waitress.task import WSGITask
 
-    class ClosingTask(WSGITask):  # type: ignore[misc]
+    class ClosingTask(WSGITask):
         def build_response_header(self) -> Any:
             self.request.headers["CONNECTION"] = "close"
             return super().build_response_header()
 
-    class ClosingChannel(HTTPChannel):  # type: ignore[misc]
+    class ClosingChannel(HTTPChannel):
         task_class = ClosingTask
 
     return ClosingChannel

@@ -200,4 +200,4 @@ def install() -> None:
         return original_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
     dimse.DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-    service_class.encode = encode  # type: ignore[assignment]
+    service_class.encode = encode

@@ -6,11 +6,12 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import (
     AllStoragePresentationContexts,
     PresentationContext,
@@ -312,7 +313,7 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
             return NOT_AUTHORIZED
         aet, address = _peer(event)
         called = event.assoc.acceptor.ae_title
-        req = event.request
+        req = cast(C_STORE, event.request)
         header = dicomfile.part10_header(
             str(req.AffectedSOPClassUID),
             str(req.AffectedSOPInstanceUID),
@@ -354,7 +355,7 @@ def _query_of(identifier: Dataset) -> tuple[str | None, dict[str, str], list[Any
     return level, query, requested
 
 
-def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset | None]]:
+def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any]]:
     try:
         if not _allowed(event, ctx, "find"):
             yield NOT_AUTHORIZED, None
