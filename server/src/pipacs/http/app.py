@@ -84,6 +84,9 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     jobs.install(app, context)
     modification.install(app, context)
     networking.install(app, context)
+    from .. import plugins
+
+    context.enabled_plugins = plugins.install_all(app, context)  # type: ignore[attr-defined]
     return app
 
 

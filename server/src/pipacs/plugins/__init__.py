@@ -1,0 +1,46 @@
+"""Built-in plugins, switched on by the configuration as Orthanc's libraries would be.
+
+Each plugin module has `NAME` (as in config.PLUGIN_EQUIVALENTS), `SECTION` (its
+configuration key, or "") and `install(app, context) -> None`, which adds its routes to the
+Bottle app and its hooks to the context. `enabled` decides, from the settings, which run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import bottle
+
+from ..config import Settings
+from ..context import ServerContext
+
+logger = logging.getLogger(__name__)
+
+# name -> (module, configuration section). Listed here so `/plugins` can name them all.
+BUILTINS: dict[str, tuple[str, str]] = {}
+
+
+def enabled(settings: Settings, name: str, section_key: str) -> bool:
+    """Orthanc's rule, extended for pipacs: a plugin runs when its library (or its pipacs
+    name) is in `Plugins`, or its section says "Enable": true; "Enable": false always wins."""
+    section = getattr(settings, section_key, None) if section_key else None
+    if isinstance(section, dict) and section.get("Enable") is False:
+        return False
+    if name in settings.builtin_plugins or name in settings.plugins:
+        return True
+    return isinstance(section, dict) and section.get("Enable") is True
+
+
+def install_all(app: bottle.Bottle, context: ServerContext) -> list[str]:
+    """Install every enabled built-in plugin; return their names."""
+    started = []
+    for name, (module, section_key) in BUILTINS.items():
+        if not enabled(context.settings, name, section_key):
+            continue
+        mod: Any = importlib.import_module(f"{__name__}.{module}")
+        mod.install(app, context)
+        started.append(name)
+        logger.info("plugin %s enabled", name)
+    return started
