@@ -38,7 +38,11 @@ class Server:
             self.dicom = DicomServer(self.context)
             self.dicom.start()
         if s.http_server_enabled:
-            self._start_http()
+            self._start_http()  # create_app installs the plugins with their routes
+        else:
+            from . import plugins
+
+            self.context.enabled_plugins = plugins.install_all(None, self.context)  # type: ignore[attr-defined]
 
     def _start_http(self) -> None:
         from waitress.server import create_server
@@ -69,9 +73,14 @@ class Server:
         if s.ssl_enabled:
             from .tls import TlsFront
 
-            self.tls = TlsFront(host, s.http_port, self.http.effective_port, s.ssl_certificate,
-                                remote_allowed=s.remote_access_allowed,
-                                timeout=s.http_request_timeout)
+            self.tls = TlsFront(
+                host,
+                s.http_port,
+                self.http.effective_port,
+                s.ssl_certificate,
+                remote_allowed=s.remote_access_allowed,
+                timeout=s.http_request_timeout,
+            )
             self.context.tls_front = self.tls  # type: ignore[attr-defined]
             self.tls.start()
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)

@@ -33,8 +33,8 @@ def enabled(settings: Settings, name: str, section_key: str) -> bool:
     return isinstance(section, dict) and section.get("Enable") is True
 
 
-def install_all(app: bottle.Bottle, context: ServerContext) -> list[str]:
-    """Install every enabled built-in plugin; return their names."""
+def install_all(app: bottle.Bottle | None, context: ServerContext) -> list[str]:
+    """Install every enabled built-in plugin (app is None without HTTP); return their names."""
     started = []
     for name, (module, section_key) in BUILTINS.items():
         if not enabled(context.settings, name, section_key):
