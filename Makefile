@@ -11,8 +11,8 @@ EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-
 APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
 	iptables debootstrap uidmap sqlite3 curl
 
-.PHONY: setup demo demo-destroy test test-server lint lint-python lint-ansible molecule \
-	molecule-% bench clean
+.PHONY: setup demo demo-destroy test test-server test-repo lint lint-python lint-ansible \
+	molecule molecule-% bench clean
 
 setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
 
@@ -28,15 +28,18 @@ $(BIN)/pipacs: requirements.txt server/pyproject.toml
 	touch $@
 
 demo: setup ## provision a simulated classroom Pi end to end and print its URLs
-	molecule/resources/demo.sh
+	molecule/resources/demo.sh  # HTTP on 127.0.0.1:18042, DICOM on 127.0.0.1:14242
 
 demo-destroy:
 	molecule/resources/demo.sh --destroy
 
-test: setup test-server lint molecule ## everything CI runs
+test: setup lint-python test-server test-repo molecule ## everything CI runs (test-repo lints the Ansible side)
 
 test-server: setup ## the server's tests against real dcmtk peers and Orthanc
 	cd server && $(BIN)/pytest -q
+
+test-repo: setup ## repository tests: playbooks, inventory, templates, DHCP/DNS in namespaces
+	$(BIN)/pytest -q tests
 
 lint: lint-python lint-ansible
 
