@@ -34,15 +34,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# pynetdicom puts its own storescu, findscu, ... in the venv's bin: take dcmtk's, always.
+DCMTK_DIR = "/usr/bin"
+
+
 def need(tool: str) -> str:
-    path = shutil.which(tool)
+    path = shutil.which(tool, path=DCMTK_DIR)
     if path is None:
         pytest.fail(f"{tool} is not installed: run `make setup` (installs dcmtk and orthanc)")
     return path
 
 
 def dcmtk(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    need(args[0])
+    args = (need(args[0]), *args[1:])
     proc = subprocess.run(
         list(args), env=DCMTK_ENV, capture_output=True, text=True, timeout=timeout
     )
@@ -223,12 +227,12 @@ class StoreScp:
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[StoreScp]:
     """dcmtk's storescp as a peer: accepts what it is offered, writes the bytes it got (+B)."""
-    need("storescp")
+    binary = need("storescp")
     port = free_port()
     folder = tmp_path / "storescp"
     folder.mkdir()
     proc = subprocess.Popen(
-        ["storescp", "-aet", "STORESCP", "+xa", "+B", "-od", str(folder), str(port)],
+        [binary, "-aet", "STORESCP", "+xa", "+B", "-od", str(folder), str(port)],
         env=DCMTK_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

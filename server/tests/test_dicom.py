@@ -387,7 +387,7 @@ def test_seed_configuration_starts_unchanged(tmp_path) -> None:  # type: ignore[
         "p = subprocess.Popen([sys.executable, '-m', 'pipacs', 'configuration.json'],"
         " stderr=subprocess.PIPE)\n"
         "for _ in range(100):\n"
-        "    r = subprocess.run(['echoscu', '-aec', 'ORTHANCPI', '127.0.0.1', '4242'],"
+        "    r = subprocess.run(['/usr/bin/echoscu', '-aec', 'ORTHANCPI', '127.0.0.1', '4242'],"
         " env=env, capture_output=True)\n"
         "    if r.returncode == 0: break\n"
         "    time.sleep(0.1)\n"

@@ -9,7 +9,7 @@ import time
 
 import pydicom
 
-from conftest import DCMTK_ENV
+from conftest import DCMTK_ENV, need
 
 
 def test_sigkill_during_parallel_stores(make_pipacs, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -22,7 +22,15 @@ def test_sigkill_during_parallel_stores(make_pipacs, tmp_path) -> None:  # type:
         batch = files[n::4]
         senders.append(
             subprocess.Popen(
-                ["storescu", "-v", "-aec", p.aet, "127.0.0.1", str(p.dicom_port), *map(str, batch)],
+                [
+                    need("storescu"),
+                    "-v",
+                    "-aec",
+                    p.aet,
+                    "127.0.0.1",
+                    str(p.dicom_port),
+                    *map(str, batch),
+                ],
                 env=DCMTK_ENV,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
