@@ -70,11 +70,13 @@ def test_address_unit(host):
 
 def test_dnsmasq_configuration(host):
     text = host.file(DNSMASQ).content_string
-    assert re.search(r"^interface=wlan0$", text, re.M)
-    assert re.search(r"^host-record=pi-a1,pi-a1\.classroom,pacs\.classroom,viewer\.classroom,10\.42\.7\.1$", text, re.M)
-    assert re.search(r"^address=/#/10\.42\.7\.1$", text, re.M)
-    assert re.search(r"^dhcp-range=10\.42\.7\.100,10\.42\.7\.199,4h$", text, re.M)
-    assert re.search(r"^no-resolv$", text, re.M)
+    assert re.search(r"^interface=wlan0$", text, re.MULTILINE)
+    assert re.search(
+        r"^host-record=pi-a1,pi-a1\.classroom,pacs\.classroom,viewer\.classroom,10\.42\.7\.1$", text, re.MULTILINE
+    )
+    assert re.search(r"^address=/#/10\.42\.7\.1$", text, re.MULTILINE)
+    assert re.search(r"^dhcp-range=10\.42\.7\.100,10\.42\.7\.199,4h$", text, re.MULTILINE)
+    assert re.search(r"^no-resolv$", text, re.MULTILINE)
     assert host.run(f"dnsmasq --test --conf-file={DNSMASQ}").rc == 0
     assert host.run("dnsmasq --test --conf-dir=/etc/dnsmasq.d").rc == 0
 
@@ -162,8 +164,9 @@ def test_controller_on_the_access_point_is_warned_and_restart_deferred():
     The SSH connection is simulated (the test reaches the container through podman): the
     interface it arrives on is forced to wlan0.
     """
-    run = run_playbook("converge.yml", "--check", "-e", "__hotspot_ssh_address=10.42.7.1",
-                       "-e", "__hotspot_ssh_interface=wlan0")
+    run = run_playbook(
+        "converge.yml", "--check", "-e", "__hotspot_ssh_address=10.42.7.1", "-e", "__hotspot_ssh_interface=wlan0"
+    )
     assert run.returncode == 0, run.output
     assert "WARNING: the controller reaches" in run.output
     assert "over wlan0 (10.42.7.1)" in run.output
