@@ -15,7 +15,7 @@ from conftest import DCMTK_ENV, need
 def test_sigkill_during_parallel_stores(make_pipacs, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import datagen
 
-    files = datagen.make_small(tmp_path / "data", patients=8, seed=23)  # 320 files
+    files = datagen.make_small(tmp_path / "data", patients=40, seed=23)  # 1600 files
     p = make_pipacs()
     senders = []
     for n in range(4):
@@ -37,7 +37,12 @@ def test_sigkill_during_parallel_stores(make_pipacs, tmp_path) -> None:  # type:
                 text=True,
             )
         )
-    time.sleep(1.0)
+    # Kill once a good part has been stored, whatever the speed of this machine.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum(1 for f in p.storage.rglob("*") if f.is_file()) >= 200:
+            break
+        time.sleep(0.01)
     p.stop(signal.SIGKILL)
     acknowledged: set[str] = set()
     for s in senders:

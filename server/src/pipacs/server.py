@@ -101,9 +101,10 @@ class Server:
         t0 = time.monotonic()
         if self.dicom is not None:
             assocs = list(self.dicom.ae.active_associations)
-            self.dicom.stop()
+            self.dicom.stop()  # aborts them; a store being indexed finishes first
+            deadline = time.monotonic() + 0.8
             for a in assocs:
-                a.join(timeout=1.0)
+                a.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.tls is not None:
             self.tls.stop()
         if self.http is not None:
