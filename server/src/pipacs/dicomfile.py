@@ -134,7 +134,8 @@ def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, s
     out = {}
     for kw in keywords:
         try:
-            elem = ds.get(kw, None)
+            # data_element: Dataset.get(keyword) gives the value, not the element
+            elem = ds.data_element(kw)
         except (KeyError, ValueError, TypeError):
             elem = None
         if elem is not None and elem.VR != "SQ":

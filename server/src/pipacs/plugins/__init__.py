@@ -19,7 +19,9 @@ from ..context import ServerContext
 logger = logging.getLogger(__name__)
 
 # name -> (module, configuration section). Listed here so `/plugins` can name them all.
-BUILTINS: dict[str, tuple[str, str]] = {}
+BUILTINS: dict[str, tuple[str, str]] = {
+    "dicom-web": ("dicomweb", "dicom_web"),
+}
 
 
 def enabled(settings: Settings, name: str, section_key: str) -> bool:
