@@ -35,9 +35,10 @@ COMPUTED_TAGS = {
 class StoreRefused(Exception):
     """An instance was not stored; `reason` is one of the names below, `message` says why."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, *, status: int = 0):
         self.reason = reason  # "BadFile", "Full", "Filtered", "Failure"
         self.message = message
+        self.status = status  # a C-STORE status chosen by a filter (0: the reason's own)
         super().__init__(message)
 
 
@@ -85,6 +86,8 @@ class Origin:
 
 
 Listener = Callable[[str, dict[str, Any]], None]
+# Called before an instance is stored; raises StoreRefused("Filtered", ...) to refuse it.
+StoreFilter = Callable[[ParsedInstance, Origin, bytes], None]
 
 
 class ServerContext:
@@ -121,6 +124,7 @@ class ServerContext:
         self._settle_now = threading.Event()
         self._settler: threading.Thread | None = None
         self._listeners: list[Listener] = []
+        self.filters: list[StoreFilter] = []
         self._stop = threading.Event()
         self._recycle_lock = threading.Lock()
         self._stability: threading.Thread | None = None
@@ -223,6 +227,7 @@ class ServerContext:
                 parsed.transfer_syntax,
                 origin.remote_aet,
             )
+        self._filter(parsed, origin, raw)
         if not s.overwrite_instances and self.index.get(parsed.ids[INSTANCE]) is not None:
             return StoreResult("AlreadyStored", parsed.ids, parsed)
         self._make_room(len(raw), parsed.ids[PATIENT])
@@ -271,6 +276,16 @@ class ServerContext:
         if outcome.status == "Success":
             self._emit("stored", {"result": result, "origin": origin, "created": outcome.created})
         return result
+
+    def _filter(self, parsed: ParsedInstance, origin: Origin, raw: bytes) -> None:
+        """Run the store filters; a filter that fails (other than refusing) is logged."""
+        for check in self.filters:
+            try:
+                check(parsed, origin, raw)
+            except StoreRefused:
+                raise
+            except Exception:
+                logger.exception("store filter %r failed; the instance is accepted", check)
 
     def _make_room(self, incoming: int, patient: str) -> None:
         s = self.settings

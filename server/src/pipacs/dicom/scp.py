@@ -327,9 +327,11 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
         return SUCCESS
     except StoreRefused as e:
         logger.error("C-STORE from %s refused: %s", _peer(event)[0], e.message)
-        return {"BadFile": CANNOT_UNDERSTAND, "Full": OUT_OF_RESOURCES}.get(
-            e.reason, PROCESSING_FAILURE
-        )
+        if e.status:  # chosen by a filter (received_instance_filter)
+            return e.status
+        # A filtered instance is "out of resources", as Orthanc answers.
+        return {"BadFile": CANNOT_UNDERSTAND, "Full": OUT_OF_RESOURCES,
+                "Filtered": OUT_OF_RESOURCES}.get(e.reason, PROCESSING_FAILURE)
     except Exception:
         logger.exception("C-STORE failed")
         return PROCESSING_FAILURE
