@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 # name -> (module, configuration section). Listed here so `/plugins` can name them all.
 BUILTINS: dict[str, tuple[str, str]] = {
     "dicom-web": ("dicomweb", "dicom_web"),
+    # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
+    # or when "python" (libOrthancPython) is in Plugins.
+    "python": ("hooks", "python_scripts"),
 }
 
 
@@ -28,6 +31,8 @@ def enabled(settings: Settings, name: str, section_key: str) -> bool:
     """Orthanc's rule, extended for pipacs: a plugin runs when its library (or its pipacs
     name) is in `Plugins`, or its section says "Enable": true; "Enable": false always wins."""
     section = getattr(settings, section_key, None) if section_key else None
+    if isinstance(section, list) and section:
+        return True  # a list section (PythonScripts) switches its plugin on when not empty
     if isinstance(section, dict) and section.get("Enable") is False:
         return False
     if name in settings.builtin_plugins or name in settings.plugins:
