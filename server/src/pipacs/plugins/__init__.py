@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 # name -> (module, configuration section). Listed here so `/plugins` can name them all.
 BUILTINS: dict[str, tuple[str, str]] = {
     "dicom-web": ("dicomweb", "dicom_web"),
+    "worklists": ("worklists", "worklists"),
     # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
     # or when "python" (libOrthancPython) is in Plugins.
     "python": ("hooks", "python_scripts"),
