@@ -87,6 +87,9 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     from .. import plugins
 
     context.enabled_plugins = plugins.install_all(app, context)  # type: ignore[attr-defined]
+    from ..plugins import welcome
+
+    welcome.install(app, context)  # after the plugins: it links what they serve
     return app
 
 

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 BUILTINS: dict[str, tuple[str, str]] = {
     "dicom-web": ("dicomweb", "dicom_web"),
     "worklists": ("worklists", "worklists"),
+    "serve-folders": ("servefolders", "serve_folders"),
     # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
     # or when "python" (libOrthancPython) is in Plugins.
     "python": ("hooks", "python_scripts"),

@@ -1,0 +1,75 @@
+"""The welcome page at /: the Pi's name, links to the viewer and to every served folder.
+
+Always installed by create_app (it is not a switchable plugin), after the plugins, so it can
+list what they serve; a ServeFolders entry for "/" takes its place.
+"""
+
+from __future__ import annotations
+
+import html
+
+import bottle
+
+from ..context import ServerContext
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{name}</title>
+<style>
+body{{margin:0;font:17px/1.4 -apple-system,system-ui,sans-serif;background:#111;color:#eee}}
+main{{max-width:40em;margin:0 auto;padding:2em 1em}}
+h1{{font-size:1.8em;margin:0 0 .2em}} p{{color:#aaa;margin:0 0 1.5em}}
+a.tile{{display:block;padding:1em 1.2em;margin:.6em 0;border-radius:12px;background:#223;
+color:#fff;text-decoration:none;font-size:1.1em}}
+a.tile:active{{background:#335}} small{{display:block;color:#99a;font-size:.8em}}
+</style></head><body><main>
+<h1>{name}</h1><p>{summary}</p>
+{links}
+</main></body></html>
+"""
+
+
+def links(context: ServerContext) -> list[tuple[str, str, str]]:
+    """(href, title, note) for each thing the server offers a person with a browser."""
+    enabled = getattr(context, "enabled_plugins", [])
+    out = []
+    if "web-viewer" in enabled:
+        out.append(("viewer/", "Image viewer", "Browse the studies on this server"))
+    for uri in getattr(context, "served_folders", []):
+        if uri != "/":
+            out.append((uri.lstrip("/") + "/", uri, "Served folder"))
+    if "dicom-web" in enabled:
+        root = str(context.settings.dicom_web.get("Root", "/dicom-web/"))
+        out.append((root.lstrip("/"), "DICOMweb", root))
+    if "worklists" in enabled:
+        out.append(("worklists", "Worklists", "Scheduled procedures (JSON)"))
+    out.append(("system", "About this server", "Version and settings (JSON)"))
+    return out
+
+
+def render(context: ServerContext) -> str:
+    stats = context.statistics()
+    summary = (
+        f"{stats['CountPatients']} patients, {stats['CountStudies']} studies, "
+        f"{stats['CountInstances']} images"
+    )
+    items = "\n".join(
+        f'<a class="tile" href="{html.escape(href)}">{html.escape(title)}'
+        f"<small>{html.escape(note)}</small></a>"
+        for href, title, note in links(context)
+    )
+    return PAGE.format(
+        name=html.escape(context.settings.name), summary=html.escape(summary), links=items
+    )
+
+
+def install(app: bottle.Bottle, context: ServerContext) -> None:
+    if "/" in getattr(context, "served_folders", []):
+        return
+
+    @app.get("/")
+    def welcome() -> str:
+        bottle.response.content_type = "text/html; charset=utf-8"
+        bottle.response.set_header("Cache-Control", "no-cache")
+        return render(context)
