@@ -357,7 +357,7 @@ class ServerContext:
         cs_pn = self.settings.case_sensitive_pn if case_sensitive_pn is None else case_sensitive_pn
         plain = []
         special = []
-        uid_in: list[str] | None = None
+        uid_in: dict[int, list[str]] = {}
         for kw, value in query.items():
             m = make_matcher(kw, value, case_sensitive_pn=cs_pn)
             if m is None:
@@ -367,8 +367,8 @@ class ServerContext:
                 lv = min(level, INSTANCE)
             if lv is not None and lv <= level:
                 plain.append((kw, lv, m))
-                if kw == dicomfile.LEVEL_UID[level] and "*" not in value and "?" not in value:
-                    uid_in = [v.strip() for v in value.split("\\") if v.strip()]
+                if kw == dicomfile.LEVEL_UID[lv] and "*" not in value and "?" not in value:
+                    uid_in[lv] = [v.strip() for v in value.split("\\") if v.strip()]
             else:
                 special.append((kw, m))
         matches: list[Match] = []

@@ -552,11 +552,12 @@ class Index:
         return [r[0] for r in self.conn.execute(sql, args)]
 
     def rows_with_ancestors(
-        self, level: int, uid_in: list[str] | None = None
+        self, level: int, uid_in: dict[int, list[str]] | None = None
     ) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
         """For each resource at `level`: the tags, public IDs and row ids of it and its parents.
 
-        Lists are indexed by level (0 = patient). `uid_in` narrows on the level's identifier.
+        Lists are indexed by level (0 = patient). `uid_in` narrows on identifiers, by level
+        ({0: PatientIDs, 1: StudyInstanceUIDs, ...}), using the (level, uid) index.
         """
         joins = [f"resources r{level}"]
         cols = []
@@ -566,19 +567,27 @@ class Index:
                 joins.append(f"JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent")
         sql = f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE r{level}.level = ?"
         args: list[Any] = [level]
-        if uid_in is not None:
-            sql += f" AND r{level}.uid IN ({','.join('?' * len(uid_in))})"
-            args += uid_in
+        for lv, uids in sorted((uid_in or {}).items()):
+            sql += f" AND r{lv}.level = {lv} AND r{lv}.uid IN ({','.join('?' * len(uids))})"
+            args += uids
         sql += f" ORDER BY r{level}.id"
+        parsed: dict[int, dict[str, str]] = {}  # parents recur: decode each one once
         for row in self.conn.execute(sql, args):
             n = level + 1
             tags: list[dict[str, str]] = [{}] * n
             pids: list[str] = [""] * n
             rids: list[int] = [0] * n
             for i, lv in enumerate(range(level, -1, -1)):
-                tags[lv] = json.loads(row[3 * i])
+                rid = row[3 * i + 2]
+                if lv == level:
+                    tags[lv] = json.loads(row[3 * i])
+                else:
+                    cached = parsed.get(rid)
+                    if cached is None:
+                        cached = parsed[rid] = json.loads(row[3 * i])
+                    tags[lv] = cached
                 pids[lv] = row[3 * i + 1]
-                rids[lv] = row[3 * i + 2]
+                rids[lv] = rid
             yield tags, pids, rids
 
     def count_descendants(self, rid: int, level: int, target: int) -> int:
