@@ -23,6 +23,7 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "dicom-web": ("dicomweb", "dicom_web"),
     "worklists": ("worklists", "worklists"),
     "serve-folders": ("servefolders", "serve_folders"),
+    "web-viewer": ("viewer", "web_viewer"),
     # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
     # or when "python" (libOrthancPython) is in Plugins.
     "python": ("hooks", "python_scripts"),
