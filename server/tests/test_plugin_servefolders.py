@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
