@@ -1,0 +1,130 @@
+"""DICOMweb latencies, pipacs next to Orthanc 1.10 with its DICOMweb plugin.
+
+Both servers get the same 110 studies over DICOM (storescu): 100 small studies of 20
+instances (``make_small(patients=50)``), one large study of 50 instances and nine of 10
+(``make_large``). Then, per server, with one keep-alive HTTP connection:
+
+* QIDO-RS ``GET /dicom-web/studies`` (all 110 studies): median of ``--runs`` calls;
+* WADO-RS ``GET /dicom-web/studies/{uid}/metadata`` of the 50-instance study: the first
+  call (files read; pipacs then caches) and the median of the following ones.
+
+Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]``.
+Compare ratios taken in the same run (the machine is noisy, see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datagen
+import ingest
+
+PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+class Server(ingest.Server):
+    """ingest's server, with the DICOMweb plugin (Orthanc's library, pipacs' built-in)."""
+
+    def config(self) -> dict[str, object]:
+        cfg = super().config()
+        cfg["Plugins"] = [PLUGIN]
+        cfg["DicomWeb"] = {"Enable": True}
+        return cfg
+
+
+def make_data(folder: Path) -> tuple[list[Path], str]:
+    """The 110 studies' files and the UID of the 50-instance study."""
+    small = datagen.make_small(folder / "small", patients=50, seed=1)
+    big = datagen.make_large(folder / "big", count=50, studies=1, seed=2)
+    large = datagen.make_large(folder / "large", count=90, studies=9, seed=3)
+    import pydicom
+
+    uid = str(pydicom.dcmread(big[0], stop_before_pixels=True).StudyInstanceUID)
+    return [*small, *big, *large], uid
+
+
+def timed(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[float, bytes]:
+    t0 = time.perf_counter()
+    r = client.get(url, headers=headers)
+    elapsed = time.perf_counter() - t0
+    r.raise_for_status()
+    return elapsed, r.content
+
+
+def measure(kind: str, workdir: Path, files: list[Path], big_study: str,
+            runs: int) -> dict[str, float]:
+    srv = Server(kind, workdir)
+    srv.start()
+    try:
+        seconds, errors = ingest.send(srv.dicom_port, [files])
+        if errors:
+            raise RuntimeError(f"{kind}: storing failed: {errors}")
+        n, _ = srv.wait_count(len(files))
+        print(f"  {kind}: {n} instances stored in {seconds:.1f} s")
+        base = f"http://{ingest.LOOPBACK}:{srv.http_port}/dicom-web"
+        accept = {"Accept": "application/dicom+json"}
+        out: dict[str, float] = {}
+        with httpx.Client(timeout=120) as client:
+            studies = []
+            for _ in range(runs):
+                t, body = timed(client, base + "/studies", accept)
+                studies.append(t)
+            count = body.count(b'"0020000D"')
+            if count != 110:
+                print(f"  ! {kind}: /studies answered {count} studies, not 110")
+            out["QIDO /studies, 110 studies (median)"] = statistics.median(studies) * 1000
+            url = f"{base}/studies/{big_study}/metadata"
+            first, body = timed(client, url, accept)
+            if body.count(b'"00080018"') != 50:
+                print(f"  ! {kind}: metadata of the large study does not hold 50 instances")
+            again = [timed(client, url, accept)[0] for _ in range(runs)]
+            out["WADO-RS metadata, 50 instances, first call"] = first * 1000
+            out["WADO-RS metadata, 50 instances (median after)"] = statistics.median(again) * 1000
+        return out
+    finally:
+        srv.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=20, help="calls per measure (default 20)")
+    ap.add_argument("--only", choices=["orthanc", "pipacs"], help="one server only")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args(argv)
+    kinds = [args.only] if args.only else ["orthanc", "pipacs"]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
+    try:
+        print(f"data in {tmp} ...")
+        files, big_study = make_data(tmp / "data")
+        results = {}
+        for kind in kinds:
+            results[kind] = measure(kind, tmp / kind, files, big_study, args.runs)
+        keys = list(next(iter(results.values())))
+        width = max(len(k) for k in keys)
+        print()
+        print(f"{'ms':<{width}}  " + "  ".join(f"{k:>9}" for k in kinds)
+              + ("  pipacs/orthanc" if len(kinds) == 2 else ""))
+        for key in keys:
+            row = f"{key:<{width}}  " + "  ".join(f"{results[k][key]:9.1f}" for k in kinds)
+            if len(kinds) == 2:
+                row += f"  {results['pipacs'][key] / results['orthanc'][key]:14.2f}"
+            print(row)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
