@@ -185,6 +185,7 @@ class Hooks:
 
     def http_filter(self) -> None:
         request = bottle.request
+        from .. import tls
         from ..http.common import remote_user
 
         for function in self.functions("incoming_http_request_filter"):
@@ -192,7 +193,7 @@ class Hooks:
                 function,
                 request.method,
                 request.path,
-                request.environ.get("REMOTE_ADDR", ""),
+                tls.real_address(self.context, request.environ),  # the client, even via TLS
                 remote_user(),
                 dict(request.headers),
             )
