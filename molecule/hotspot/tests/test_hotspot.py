@@ -12,7 +12,7 @@ import pytest
 from pipacs_molecule import run_playbook
 
 HOSTAPD = "/etc/hostapd/wlan0.conf"
-DNSMASQ = "/etc/dnsmasq.d/pipacs-hotspot.conf"
+DNSMASQ = "/etc/dnsmasq.d/pipacs-hotspot-wlan0.conf"
 
 
 def conf(host, path: str) -> dict[str, str]:
@@ -55,17 +55,17 @@ def test_hostapd_parses_its_configuration(host):
 
 def test_hostapd_enabled_not_started(host):
     """Enabled, and wanted by wlan0's device unit: it starts when the radio appears."""
-    for unit in ("hostapd@wlan0.service", "pipacs-hotspot-address@wlan0.service"):
+    for unit in ("hostapd@wlan0.service", "pipacs-hotspot-address-wlan0.service"):
         assert host.service(unit).is_enabled, unit
         assert host.file(f"/etc/systemd/system/sys-subsystem-net-devices-wlan0.device.wants/{unit}").is_symlink
     assert not host.service("hostapd@wlan0.service").is_running
 
 
 def test_address_unit(host):
-    unit = host.file("/etc/systemd/system/pipacs-hotspot-address@.service").content_string
+    unit = host.file("/etc/systemd/system/pipacs-hotspot-address-wlan0.service").content_string
     assert "ExecStart=/usr/sbin/ip address replace 10.42.7.1/24 dev wlan0" in unit
     assert "ExecStartPre=-/usr/sbin/iw reg set FR" in unit
-    assert host.run("systemd-analyze verify /etc/systemd/system/pipacs-hotspot-address@wlan0.service").rc == 0
+    assert host.run("systemd-analyze verify /etc/systemd/system/pipacs-hotspot-address-wlan0.service").rc == 0
 
 
 def test_dnsmasq_configuration(host):
