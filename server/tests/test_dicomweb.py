@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -191,6 +192,23 @@ def test_metadata(client: DICOMwebClient, small_data: list[Path], server: Pipacs
     assert back.ImagePositionPatient == original.ImagePositionPatient
     bulk = client.retrieve_bulkdata(one["7FE00010"]["BulkDataURI"])
     assert bulk[0] == original.PixelData
+
+
+def test_metadata_cached_once_series_are_stable(make_pipacs: Any,
+                                                small_data: list[Path]) -> None:
+    p = make_pipacs(DicomWeb={"Enable": True})
+    p.store(*small_data[:10])
+    cache = p.folder / "index" / "dicomweb-metadata"
+    deadline = time.monotonic() + 15
+    while len(list(cache.rglob("*-*-*"))) < 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len([f for f in cache.rglob("*") if f.is_file()]) == 10
+    study = pydicom.dcmread(small_data[0], stop_before_pixels=True).StudyInstanceUID
+    meta = DICOMwebClient(url=p.url + "/dicom-web").retrieve_study_metadata(study)
+    assert len(meta) == 10
+    urllib.request.urlopen(urllib.request.Request(
+        f"{p.url}/studies/{p.get('/studies')[0]}", method="DELETE"), timeout=10).read()
+    assert [f for f in cache.rglob("*") if f.is_file()] == []
 
 
 def test_frames_and_rendered(client: DICOMwebClient, small_data: list[Path]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 from .. import dicomfile
 from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
-from ..ids import INSTANCE, PATIENT, STUDY
+from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from .dicomweb_json import ROOT_MARK, dataset_json, tag_of, tags_json
 
 logger = logging.getLogger(__name__)
@@ -75,7 +77,11 @@ class MetadataStore:
     """DICOM JSON of instances. Full metadata is read from the file, one instance at a time,
     and cached (when `cache` is on) in a folder next to the index: one small file per
     instance, named by its public ID and tied to its file's UUID, so a replaced file is
-    never answered from stale metadata. Deleting an instance removes its entry."""
+    never answered from stale metadata. Deleting an instance removes its entry.
+
+    As Orthanc's plugin does with EnableMetadataCache, a series' entries are computed in the
+    background once the series is stable (StableAge after its last instance), so the first
+    WADO-RS metadata call does not have to read the files."""
 
     def __init__(self, context: ServerContext, cache: bool):
         self.context = context
@@ -87,19 +93,43 @@ class MetadataStore:
             except OSError as e:
                 logger.warning("DICOMweb metadata cache disabled: %s", e)
                 self.folder = None
+        self._stable: queue.Queue[str] = queue.Queue()
+        self._worker: threading.Thread | None = None
         context.add_listener(self._on_event)
 
     def _entry(self, public_id: str) -> Path | None:
         return self.folder / public_id[:2] / public_id if self.folder else None
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
-        if event != "deleted" or self.folder is None:
+        if self.folder is None:
+            return
+        if event == "stable" and payload.get("level") == SERIES:
+            self._stable.put(str(payload.get("id", "")))
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._warm_loop, name="dicomweb-metadata", daemon=True
+                )
+                self._worker.start()
+            return
+        if event != "deleted":
             return
         for level, public_id in payload.get("resources", []):
             if level == INSTANCE:
                 entry = self._entry(public_id)
                 if entry is not None:
                     entry.unlink(missing_ok=True)
+
+    def _warm_loop(self) -> None:
+        while True:
+            series_id = self._stable.get()
+            try:
+                rows = self.context.index.conn.execute(
+                    _INSTANCE_SQL + "WHERE r2.public_id = ? ORDER BY r3.id", (series_id,)
+                ).fetchall()
+                for row in rows:
+                    self.full(InstanceRow(*row))
+            except Exception as e:  # a deleted series, an unreadable file: answered later
+                logger.debug("metadata of series %s not cached: %s", series_id, e)
 
     def full(self, inst: InstanceRow) -> str:
         """The instance's metadata as JSON text, with ROOT_MARK standing for the root URL."""
