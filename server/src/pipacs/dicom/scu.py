@@ -157,10 +157,16 @@ class Scu:
                     status = None
                 if status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006):
                     sent += 1
-                else:
-                    failed.append(public_id)
-                    if not assoc.is_established:
-                        break
+                    continue
+                failed.append(public_id)
+                if status:
+                    logger.error("%s refused instance %s with status 0x%04X", m.name,
+                                 public_id, status.Status)
+                elif not assoc.is_established:
+                    logger.error("the association with %s ended while sending %s: %s",
+                                 m.name, public_id,
+                                 "aborted" if assoc.is_aborted else "no answer in time")
+                    break
         finally:
             self._release(key, assoc)
         return StoreReport(sent, failed)
