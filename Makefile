@@ -9,7 +9,9 @@ EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-
 # benchmarks compare with), podman and debootstrap (simulated Pis), busybox/dnsmasq/hostapd
 # (hotspot checks), sqlite3 (inspecting an index by hand).
 APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
-	iptables debootstrap uidmap sqlite3 curl
+	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2
+# Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
+APT_LEAN := chromium fonts-liberation
 
 .PHONY: setup demo demo-destroy test test-server test-repo lint lint-python lint-ansible \
 	molecule molecule-% bench clean
@@ -18,9 +20,16 @@ setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
 
 $(BIN)/pipacs: requirements.txt server/pyproject.toml
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	lean=$$(for p in $(APT_LEAN); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing$$lean" ]; then \
+		echo "apt-get install $$missing $$lean"; \
+		apt-get update -qq; \
+	fi; \
 	if [ -n "$$missing" ]; then \
-		echo "apt-get install $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi; \
+	if [ -n "$$lean" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$lean; \
 	fi
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
