@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -159,37 +158,16 @@ class Qido:
     # ------------------------------------------------------------ matching
 
     def _rows(self, q: Query) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
-        level = q.level
-        joins = [f"resources r{level}"]
-        cols = []
-        for lv in range(level, -1, -1):
-            cols += [f"r{lv}.tags", f"r{lv}.public_id", f"r{lv}.id"]
-            if lv < level:
-                joins.append(f"JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent")
-        where = [f"r{level}.level = ?"]
-        args: list[Any] = [level]
-        for lv, uid in sorted(q.scope.items()):
-            where.append(f"r{lv}.uid = ?")
-            args.append(uid)
-        own = [v for k, v in q.constraints if k == LEVEL_KEY[level]]
+        """The index's rows for the query's level, narrowed by the URL's scope and by the
+        level's own UID list when it has one."""
+        uid_in = {lv: [uid] for lv, uid in q.scope.items()}
+        own = [v for k, v in q.constraints if k == LEVEL_KEY[q.level]]
         if len(own) == 1 and "*" not in own[0] and "?" not in own[0]:
             uids = [u.strip() for u in re.split(r"[,\\]", own[0]) if u.strip()]
-            where.append(f"r{level}.uid IN ({','.join('?' * len(uids))})")
-            args += uids
-        sql = (
-            f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE {' AND '.join(where)} "
-            f"ORDER BY r{level}.id"
-        )
-        for row in self.context.index.conn.execute(sql, args):
-            n = level + 1
-            tags: list[dict[str, str]] = [{}] * n
-            pids = [""] * n
-            rids = [0] * n
-            for i, lv in enumerate(range(level, -1, -1)):
-                tags[lv] = json.loads(row[3 * i])
-                pids[lv] = row[3 * i + 1]
-                rids[lv] = row[3 * i + 2]
-            yield tags, pids, rids
+            if q.level in uid_in:
+                uids = [u for u in uids if u in uid_in[q.level]]
+            uid_in[q.level] = uids
+        return self.context.index.rows_with_ancestors(q.level, uid_in)
 
     def _matchers(self, q: Query) -> tuple[list[Any], list[Any]]:
         plain, special = [], []
