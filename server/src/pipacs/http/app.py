@@ -50,6 +50,18 @@ def create_app(context: ServerContext) -> bottle.Bottle:
                 status=401, body="authentication required\n",
                 headers={"WWW-Authenticate": f'Basic realm="{s.name}"'})
 
+    @app.hook("before_request")
+    def _empty_segments() -> None:
+        # Orthanc ignores empty path segments ("/patients/", "//system"); clients such as
+        # orthanc-api-client rely on it. Routes that end with "/" on purpose still match first.
+        env = bottle.request.environ
+        path = env.get("PATH_INFO", "/")
+        if len(path) > 1 and ("//" in path or path.endswith("/")):
+            try:
+                app.router.match(env)
+            except bottle.HTTPError:
+                env["PATH_INFO"] = "/" + "/".join(p for p in path.split("/") if p)
+
     def error_handler(err: bottle.HTTPError) -> str:
         bottle.response.content_type = "application/json"
         return json.dumps(error_body(err.status_code, str(err.body or err.status_line),
