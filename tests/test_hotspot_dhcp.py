@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLE = ROOT / "roles" / "hotspot"
 BIN = Path(sys.executable).parent
 # Binary -> Debian package that provides it.
 TOOLS = {
@@ -65,31 +64,30 @@ def tools() -> None:
         )
 
 
-def render(dest: Path, **variables: object) -> dict[str, Path]:
-    """Render the role's dnsmasq and portal templates with its defaults, vars and `variables`."""
-    playbook = dest / "render.yml"
-    extra = dest / "vars.json"
+def render_role(dest: Path, role: str, templates: dict[str, tuple[str, str]], **variables: object) -> dict[str, Path]:
+    """Render templates of a role (name -> (template, output file name)) into `dest`, with the
+    role's defaults and vars and `variables`, as Ansible would on a Pi."""
+    role_dir = ROOT / "roles" / role
+    playbook = dest / f"render-{role}.yml"
+    extra = dest / f"vars-{role}.json"
     extra.write_text(json.dumps({"ansible_python_interpreter": sys.executable, **variables}))
-    targets = {
-        "dnsmasq": ("etc/dnsmasq.d/pipacs-hotspot.conf.j2", dest / "dnsmasq.conf", "0644"),
-        "portal": ("usr/local/lib/pipacs/hotspot-portal.j2", dest / "hotspot-portal", "0755"),
-    }
+    targets = {name: (src, dest / out) for name, (src, out) in templates.items()}
     tasks = [
         {
             "name": f"Render {name}",
-            "ansible.builtin.template": {"src": str(ROLE / "templates" / src), "dest": str(out), "mode": mode},
+            "ansible.builtin.template": {"src": str(role_dir / "templates" / src), "dest": str(out), "mode": "0755"},
         }
-        for name, (src, out, mode) in targets.items()
+        for name, (src, out) in targets.items()
     ]
     playbook.write_text(
         json.dumps(
             [
                 {
-                    "name": "Render the hotspot templates",
+                    "name": f"Render the {role} templates",
                     "hosts": "localhost",
                     "connection": "local",
                     "gather_facts": False,
-                    "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+                    "vars_files": [str(role_dir / "defaults" / "main.yml"), str(role_dir / "vars" / "main.yml")],
                     "tasks": tasks,
                 }
             ]
@@ -107,7 +105,16 @@ def render(dest: Path, **variables: object) -> dict[str, Path]:
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    return {name: out for name, (_, out, _) in targets.items()}
+    return {name: out for name, (_, out) in targets.items()}
+
+
+def render(dest: Path, **variables: object) -> dict[str, Path]:
+    """The hotspot role's dnsmasq configuration and captive-portal responder."""
+    templates = {
+        "dnsmasq": ("etc/dnsmasq.d/pipacs-hotspot.conf.j2", "dnsmasq.conf"),
+        "portal": ("usr/local/lib/pipacs/hotspot-portal.j2", "hotspot-portal"),
+    }
+    return render_role(dest, "hotspot", templates, **variables)
 
 
 @dataclass
@@ -168,32 +175,21 @@ def classroom(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 class Dnsmasq:
-    """dnsmasq in the access point namespace, with a rendered configuration."""
+    """dnsmasq in a namespace with a rendered configuration, ready once it answers `probe`."""
 
-    def __init__(self, room: Classroom, conf: Path) -> None:
-        self.room, self.log = room, conf.with_suffix(".log")
+    def __init__(self, namespace: str, conf: Path, address: str = AP_ADDRESS, probe: str = FRIENDLY) -> None:
+        self.log = conf.with_suffix(".log")
         self.proc = subprocess.Popen(
             [
-                "ip",
-                "netns",
-                "exec",
-                room.ap,
-                "dnsmasq",
-                "--keep-in-foreground",
-                f"--conf-file={conf}",
-                f"--pid-file={conf.with_suffix('.pid')}",
-                f"--dhcp-leasefile={conf.with_suffix('.leases')}",
-                "--user=root",
-                "--group=root",
-                f"--log-facility={self.log}",
-                "--log-queries",
-                "--log-dhcp",
+                "ip", "netns", "exec", namespace, "dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
+                f"--pid-file={conf.with_suffix('.pid')}", f"--dhcp-leasefile={conf.with_suffix('.leases')}",
+                "--user=root", "--group=root", f"--log-facility={self.log}", "--log-queries", "--log-dhcp",
             ]
-        )
-        # Ready when it answers on the classroom address.
+        )  # fmt: skip
         for _ in range(50):
-            probe = room.ap_run("dig", "+short", "+time=1", "+tries=1", f"@{AP_ADDRESS}", FRIENDLY, check=False)
-            if probe.stdout.strip():
+            ready = sh("ip", "netns", "exec", namespace, "dig", "+short", "+time=1", "+tries=1", f"@{address}", probe,
+                       check=False)  # fmt: skip
+            if ready.stdout.strip():
                 return
             time.sleep(0.1)
         self.stop()
@@ -223,6 +219,31 @@ def dig(room: Classroom, server: str, name: str, rtype: str = "A") -> tuple[str,
     return status, answers, took
 
 
+def udhcpc(namespace: str, interface: str, workdir: Path, server: Dnsmasq) -> Lease:
+    """Get a lease on `interface` with busybox udhcpc, as a tablet does; apply it (address and
+    default route) and return it."""
+    # udhcpc calls this with the lease in its environment.
+    script = workdir / f"udhcpc-{namespace}.sh"
+    lease_file = workdir / f"lease-{namespace}.env"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = bound ]; then\n'
+        '  ip address flush dev "$interface"\n'
+        '  ip address add "$ip/$subnet" dev "$interface"\n'
+        '  ip route replace default via "$router" dev "$interface"\n'
+        '  printf "ip=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nlease=%s\\n" '
+        f'"$ip" "$router" "$dns" "$domain" "$lease" > {lease_file}\n'
+        "fi\n"
+    )
+    script.chmod(0o755)
+    lease_file.unlink(missing_ok=True)
+    command = ["busybox", "udhcpc", "-i", interface, "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", str(script)]
+    got = sh("ip", "netns", "exec", namespace, *command, timeout=30, check=False)
+    assert lease_file.exists(), got.stdout + got.stderr + server.log.read_text()
+    values = dict(line.split("=", 1) for line in lease_file.read_text().splitlines())
+    return Lease(values["ip"], values["router"], values["dns"], values["domain"], int(values["lease"]))
+
+
 @pytest.fixture(scope="module", params=["welcome", "off"])
 def served(request: pytest.FixtureRequest, classroom: Classroom) -> Iterator[tuple[str, Lease]]:
     """dnsmasq with the rendered configuration (hotspot_captive_portal = the param), and a
@@ -239,41 +260,9 @@ def served(request: pytest.FixtureRequest, classroom: Classroom) -> Iterator[tup
     )
     checked = sh("dnsmasq", "--test", f"--conf-file={files['dnsmasq']}", check=False)
     assert checked.returncode == 0, checked.stderr
-    server = Dnsmasq(classroom, files["dnsmasq"])
-    # udhcpc calls this with the lease in its environment: configure the address, note the rest.
-    script = workdir / "udhcpc.sh"
-    lease_file = workdir / "lease.env"
-    script.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = bound ]; then\n'
-        '  ip address add "$ip/$subnet" dev "$interface"\n'
-        '  printf "ip=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nlease=%s\\n" '
-        f'"$ip" "$router" "$dns" "$domain" "$lease" > {lease_file}\n'
-        "fi\n"
-    )
-    script.chmod(0o755)
+    server = Dnsmasq(classroom.ap, files["dnsmasq"])
     try:
-        classroom.tablet_run("ip", "address", "flush", "dev", classroom.tablet_if)
-        got = classroom.tablet_run(
-            "busybox",
-            "udhcpc",
-            "-i",
-            classroom.tablet_if,
-            "-f",
-            "-q",
-            "-n",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            str(script),
-            timeout=30,
-            check=False,
-        )
-        assert lease_file.exists(), got.stdout + got.stderr + server.log.read_text()
-        values = dict(line.split("=", 1) for line in lease_file.read_text().splitlines())
-        lease = Lease(values["ip"], values["router"], values["dns"], values["domain"], int(values["lease"]))
+        lease = udhcpc(classroom.tablet, classroom.tablet_if, workdir, server)
         # The tablet's resolver, as its lease says (`ip netns exec` mounts this file over
         # /etc/resolv.conf inside the namespace).
         Path(f"/etc/netns/{classroom.tablet}").mkdir(parents=True, exist_ok=True)
