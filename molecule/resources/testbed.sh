@@ -88,18 +88,34 @@ EOF
     fi
 }
 
+# ARM images run their binaries through qemu-user, registered with the kernel's binfmt_misc.
+# The registration is lost at reboot (the mount too, where no systemd mounts it): done every time.
+BINFMT_DIR=/proc/sys/fs/binfmt_misc
 fix_binfmt() {
     apt_install_missing qemu-user-static binfmt-support
-    if ! mountpoint -q /proc/sys/fs/binfmt_misc; then
+    if ! mountpoint -q "$BINFMT_DIR"; then
+        grep -qw binfmt_misc /proc/filesystems \
+            || die "this kernel has no binfmt_misc (not in /proc/filesystems): ARM images cannot run here"
         log "mounting binfmt_misc"
-        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+        mount -t binfmt_misc binfmt_misc "$BINFMT_DIR" \
+            || die "the kernel refused 'mount -t binfmt_misc binfmt_misc $BINFMT_DIR' (a container without CAP_SYS_ADMIN?)"
+    fi
+    if [[ $(cat "$BINFMT_DIR/status") != enabled ]]; then
+        log "enabling binfmt_misc"
+        echo 1 >"$BINFMT_DIR/status"
     fi
     local fmt
     for fmt in qemu-aarch64 qemu-arm; do
-        if [[ ! -e /proc/sys/fs/binfmt_misc/$fmt ]]; then
+        if [[ ! -e $BINFMT_DIR/$fmt ]]; then
             log "enabling binfmt $fmt"
-            update-binfmts --enable "$fmt"
+            update-binfmts --enable "$fmt" || die "update-binfmts --enable $fmt failed"
+        elif [[ $(sed -n 1p "$BINFMT_DIR/$fmt") != enabled ]]; then
+            log "re-enabling binfmt $fmt"
+            echo 1 >"$BINFMT_DIR/$fmt"
         fi
+        # F (fix binary): the kernel opens qemu now, so it runs inside containers that lack it.
+        grep -q '^flags:.*F' "$BINFMT_DIR/$fmt" \
+            || die "$fmt is registered without the F flag: remove it (echo -1 >$BINFMT_DIR/$fmt) and run again"
     done
 }
 
@@ -234,30 +250,42 @@ image() {
         --change 'ENV container=podman' \
         --message "PiPACS test bed: Debian $SUITE $arch with systemd" \
         "$tarball" "$tag" >/dev/null
+    if [[ $arch != "$(dpkg --print-architecture)" ]]; then
+        # The proof that qemu-user runs this image's binaries inside a container.
+        local machine
+        machine=$(podman run --rm --arch "$arch" --stop-timeout=1 --network=none "$tag" uname -m) \
+            || die "$tag does not run: is binfmt_misc set up? (testbed.sh host-fixes --arm64)"
+        log "$tag runs, uname -m: $machine"
+    fi
     log "built $tag"
 }
 
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
-cmd=${1:-}
-[[ $# -gt 0 ]] && shift
-case $cmd in
-    host-fixes)
-        arm=""
-        for a in "$@"; do [[ $a == --arm64 || $a == arm64 ]] && arm=arm64; done
-        host_fixes "$arm"
-        ;;
-    image)
-        host_fixes ""
-        image "$@"
-        ;;
-    all)
-        host_fixes ""
-        image amd64 "$@"
-        ;;
-    -h | --help | help) usage ;;
-    *)
-        usage
-        exit 2
-        ;;
-esac
+# The whole script is read before anything runs, so editing it meanwhile is harmless.
+main() {
+    local cmd=${1:-} a arm=""
+    [[ $# -gt 0 ]] && shift
+    case $cmd in
+        host-fixes)
+            for a in "$@"; do [[ $a == --arm64 || $a == arm64 ]] && arm=arm64; done
+            host_fixes "$arm"
+            ;;
+        image)
+            host_fixes ""
+            image "$@"
+            ;;
+        all)
+            host_fixes ""
+            image amd64 "$@"
+            ;;
+        -h | --help | help) usage ;;
+        *)
+            usage
+            exit 2
+            ;;
+    esac
+}
+
+main "$@"
+exit
