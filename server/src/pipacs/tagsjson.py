@@ -21,6 +21,8 @@ def tag_key(tag: int) -> str:
 def element_name(elem: DataElement) -> str:
     if elem.keyword:
         return str(elem.keyword)
+    if elem.tag.is_private_creator:
+        return "PrivateCreator"  # as Orthanc names (gggg,0010-00ff)
     if elem.tag.is_private and not elem.tag.is_private_creator:
         name = str(elem.name).strip("[]")
         if name and not name.startswith("Private tag data"):
@@ -38,7 +40,7 @@ def _one(v: Any) -> str:
     if isinstance(original, str):
         return original.strip()
     if isinstance(v, float):
-        return repr(v)
+        return f"{v:.17g}"  # FL/FD as Orthanc prints a double: 9.6999998092651367, 0
     return str(v)
 
 

@@ -96,7 +96,9 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
                 continue
             ds = dicomfile.read_full(raw)
             del ds[0x7FE00010:0x7FE00011]
-            current = tagsjson.to_json(ds, mode)
+            # Orthanc shares string values only: no sequences, no binary (Null) values.
+            current = {k: v for k, v in tagsjson.to_json(ds, mode).items()
+                       if isinstance(v, str) or (isinstance(v, dict) and v["Type"] == "String")}
             if shared is None:
                 shared = current
             else:
