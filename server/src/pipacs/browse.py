@@ -7,7 +7,8 @@ from typing import Any
 from .context import ServerContext
 from .dicomfile import MAIN_TAGS
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, METADATA_TYPES, Resource, now_iso
+from .index import METADATA_NUMBERS, METADATA_TYPES, Resource, iso_of, now_iso
+from .storage import Attachment
 
 CHILD_KEYS = ("Studies", "Series", "Instances")
 PARENT_KEYS = ("", "ParentPatient", "ParentStudy", "ParentSeries")
@@ -83,16 +84,70 @@ def delete_metadata(context: ServerContext, res: Resource, number: int) -> bool:
 def resource_json(context: ServerContext, res: Resource) -> dict[str, Any]:
     """Orthanc's expanded JSON of one resource."""
     idx = context.index
-    meta = idx.metadata(res.id)
+    parent = idx.get_by_id(res.parent) if res.parent is not None else None
+    children = child_ids(context, res.id) if res.level < INSTANCE else []
+    att = idx.attachment(res.id) if res.level == INSTANCE else None
+    return _resource_json(res, idx.metadata(res.id), parent, children, att)
+
+
+def resources_json(context: ServerContext, items: list[Resource]) -> list[dict[str, Any]]:
+    """resource_json of many resources, read with a few queries per 500 resources instead of
+    several per resource (/instances?expand, /tools/find with Expand)."""
+    conn = context.index.conn
+    meta: dict[int, dict[int, str]] = {r.id: {} for r in items}
+    children: dict[int, list[str]] = {r.id: [] for r in items}
+    atts: dict[int, Attachment] = {}
+    for start in range(0, len(items), 500):
+        chunk = [r.id for r in items[start:start + 500]]
+        marks = ",".join("?" * len(chunk))
+        for rid, kind, value in conn.execute(
+                f"SELECT resource, type, value FROM metadata WHERE resource IN ({marks})", chunk):
+            meta[rid][kind] = value
+        for rid, pid in conn.execute(f"SELECT parent, public_id FROM resources WHERE parent IN "
+                                     f"({marks}) ORDER BY id", chunk):
+            children[rid].append(pid)
+        for rid, *row in conn.execute(
+                "SELECT resource, uuid, type, size, compressed_size, compression, md5, "
+                f"compressed_md5 FROM attachments WHERE type=1 AND resource IN ({marks})", chunk):
+            atts[rid] = Attachment(*row)
+    parents: dict[int, Resource | None] = {}
+    out = []
+    for r in items:
+        if r.level < INSTANCE:  # as Index.metadata: LastUpdate is kept in the resource row
+            meta[r.id].setdefault(METADATA_NUMBERS["LastUpdate"], iso_of(r.updated))
+        parent = None
+        if r.parent is not None:
+            if r.parent not in parents:
+                parents[r.parent] = context.index.get_by_id(r.parent)
+            parent = parents[r.parent]
+        out.append(_resource_json(r, meta[r.id], parent, children[r.id], atts.get(r.id)))
+    return out
+
+
+def resources_of(context: ServerContext, public_ids: list[str], level: int) -> list[Resource]:
+    """The resources with these IDs at this level, in the given order (unknown ones left out)."""
+    idx = context.index
+    found: dict[str, Resource] = {}
+    for start in range(0, len(public_ids), 500):
+        chunk = public_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in idx.conn.execute(f"SELECT {idx._COLS} FROM resources WHERE level=? AND "
+                                    f"public_id IN ({marks})", [level, *chunk]):
+            res = idx._resource(row)
+            found[res.public_id] = res
+    return [found[p] for p in public_ids if p in found]
+
+
+def _resource_json(res: Resource, meta: dict[int, str], parent: Resource | None,
+                   children: list[str], att: Attachment | None) -> dict[str, Any]:
     out: dict[str, Any] = {"ID": res.public_id, "Type": LEVEL_NAMES[res.level]}
     out["MainDicomTags"] = main_tags(res.level, res.tags)
-    parent = idx.get_by_id(res.parent) if res.parent is not None else None
     if parent is not None:
         out[PARENT_KEYS[res.level]] = parent.public_id
     if res.level == STUDY and parent is not None:
         out["PatientMainDicomTags"] = main_tags(PATIENT, parent.tags)
     if res.level < INSTANCE:
-        out[CHILD_KEYS[res.level]] = child_ids(context, res.id)
+        out[CHILD_KEYS[res.level]] = children
         out["IsStable"] = res.stable
         out["LastUpdate"] = meta.get(METADATA_NUMBERS["LastUpdate"], "")
     if res.level == PATIENT:
@@ -102,7 +157,6 @@ def resource_json(context: ServerContext, res: Resource) -> dict[str, Any]:
         out["ExpectedNumberOfInstances"] = int(expected) if expected else None
         out["Status"] = "Unknown"
     if res.level == INSTANCE:
-        att = idx.attachment(res.id)
         out["FileSize"] = att.size if att else 0
         out["FileUuid"] = att.uuid if att else ""
         index_in_series = meta.get(METADATA_NUMBERS["IndexInSeries"])

@@ -42,12 +42,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         ids = idx.list_public_ids(level, query_int("since", 0), query_int("limit", 0))
         if not query_flag("expand"):
             return json_response(ids)
-        out = []
-        for pid in ids:
-            res = idx.get(pid, level)
-            if res is not None:
-                out.append(browse.resource_json(context, res))
-        return json_response(out)
+        return json_response(browse.resources_json(context,
+                                                   browse.resources_of(context, ids, level)))
 
     @app.get(f"/{LEVEL_ROUTE}/<pid>")
     def get_resource(plural: str, pid: str) -> str:
@@ -77,8 +73,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def related(plural: str, pid: str, rel: str) -> str:
         res = resource(context, PLURALS[plural], pid)
         if rel in PLURALS and PLURALS[rel] > res.level:
-            return json_response([browse.resource_json(context, r)
-                                  for r in browse.descendants(context, res, PLURALS[rel])])
+            return json_response(browse.resources_json(
+                context, browse.descendants(context, res, PLURALS[rel])))
         target = LEVEL_WORDS.get(rel)
         if target is None or target >= res.level:
             raise HttpError(404, "Unknown resource", f"/{plural}/{{id}}/{rel} does not exist")

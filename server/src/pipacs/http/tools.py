@@ -61,12 +61,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             matches = matches[:limit]
         if not expand:
             return json_response([m.public_id for m in matches])
-        out = []
-        for m in matches:
-            res = context.index.get(m.public_id, level)
-            if res is not None:
-                out.append(browse.resource_json(context, res))
-        return json_response(out)
+        found = browse.resources_of(context, [m.public_id for m in matches], level)
+        return json_response(browse.resources_json(context, found))
 
     @app.post("/tools/lookup")
     def lookup() -> str:
