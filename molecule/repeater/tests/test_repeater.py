@@ -155,7 +155,14 @@ def test_dual_one_dhcp_and_dns_on_the_bridge(dual):
 
 def test_routed_repeater_needs_an_upstream():
     """Without repeater_upstream_host (or an explicit SSID) the role stops before any change."""
-    run = converge("--limit", "pipacs-repeater-routed", "-e", "repeater_upstream_host=pipacs-repeater-routed")
+    run = converge(
+        "--limit",
+        "pipacs-repeater-routed",
+        "--tags",
+        "repeater_preflight",
+        "-e",
+        "repeater_upstream_host=pipacs-repeater-routed",
+    )
     assert run.returncode != 0
     assert "set repeater_upstream_host" in run.output
 
