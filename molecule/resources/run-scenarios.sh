@@ -3,8 +3,14 @@
 #
 #   molecule/resources/run-scenarios.sh              every scenario under molecule/
 #   molecule/resources/run-scenarios.sh base storage just these
+#   molecule/resources/run-scenarios.sh site-arm64   site.yml on one emulated arm64 Pi
+#   molecule/resources/run-scenarios.sh base:arm64   a scenario on the arm64 image instead
 #
-# Prepares the host and the image first (testbed.sh all; quick when already done).
+# Prepares the host and the images first (testbed.sh all; quick when already done). A scenario
+# named *-arm64, or NAME:arm64, also gets `testbed.sh host-fixes --arm64` (qemu-user through
+# binfmt_misc) and `testbed.sh image arm64`; NAME:arm64 runs NAME with
+# PIPACS_TESTBED_IMAGE=localhost/pipacs-bookworm:arm64. PIPACS_ARM64=0 leaves the *-arm64
+# scenarios out of "every scenario" (a kernel without binfmt_misc).
 # Full logs go to .cache/molecule-logs/<scenario>.log. Exit code: number of failed scenarios.
 set -euo pipefail
 
@@ -16,31 +22,49 @@ command -v molecule >/dev/null || {
     echo "molecule not found: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt" >&2
     exit 2
 }
-
-"$here/testbed.sh" all
+ARM64_IMAGE=localhost/pipacs-bookworm:arm64
 
 scenarios=("$@")
 if ((${#scenarios[@]} == 0)); then
     for file in molecule/*/molecule.yml; do
-        scenarios+=("$(basename "$(dirname "$file")")")
+        scenario=$(basename "$(dirname "$file")")
+        [[ $scenario == *-arm64 && ${PIPACS_ARM64:-1} == 0 ]] && continue
+        scenarios+=("$scenario")
     done
+fi
+
+amd64=0 arm64=0
+for entry in "${scenarios[@]}"; do
+    if [[ $entry == *-arm64 || $entry == *:arm64 ]]; then arm64=1; else amd64=1; fi
+done
+if ((amd64)); then "$here/testbed.sh" all; fi
+if ((arm64)); then
+    "$here/testbed.sh" host-fixes --arm64
+    "$here/testbed.sh" image arm64
 fi
 
 logs=.cache/molecule-logs
 mkdir -p "$logs"
 failed=0
 summary=()
-for scenario in "${scenarios[@]}"; do
-    echo "=== molecule test -s $scenario (log: $logs/$scenario.log)"
+for entry in "${scenarios[@]}"; do
+    scenario=${entry%:arm64}
+    image=()
+    log=$logs/$scenario.log
+    if [[ $entry == *:arm64 ]]; then
+        image=("PIPACS_TESTBED_IMAGE=$ARM64_IMAGE")
+        log=$logs/$scenario.arm64.log
+    fi
+    echo "=== ${image[*]}${image[*]:+ }molecule test -s $scenario (log: $log)"
     start=$(date +%s)
-    if molecule test -s "$scenario" >"$logs/$scenario.log" 2>&1; then
+    if env "${image[@]}" molecule test -s "$scenario" >"$log" 2>&1; then
         result=PASS
     else
         result=FAIL
         failed=$((failed + 1))
-        tail -n 40 "$logs/$scenario.log"
+        tail -n 40 "$log"
     fi
-    summary+=("$(printf '%-4s %-12s %4ss' "$result" "$scenario" "$(($(date +%s) - start))")")
+    summary+=("$(printf '%-4s %-12s %4ss' "$result" "$entry" "$(($(date +%s) - start))")")
 done
 
 echo "=== summary"
