@@ -9,7 +9,7 @@ EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-
 # benchmarks compare with), podman and debootstrap (simulated Pis), busybox/dnsmasq/hostapd
 # (hotspot checks), sqlite3 (inspecting an index by hand).
 APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
-	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2
+	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2 nftables
 # Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
 APT_LEAN := chromium fonts-liberation
 
