@@ -160,8 +160,8 @@ last = get("/changes?last")
 base = f"http://127.0.0.1:{port}"
 print(f"""
 PiPACS demo classroom Pi is running ({version}).
-  Welcome page : {base}/welcome/index.html
-  Web viewer   : {base}/app/explorer.html
+  Welcome page : {base}/
+  Web viewer   : {base}/viewer/
   DICOMweb     : {base}/dicom-web/studies
   REST API     : {base}/system        (user {user}, password {password})
   DICOM        : AE title {aet}, 127.0.0.1 port {dicom_port}
