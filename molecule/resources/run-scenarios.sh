@@ -57,7 +57,9 @@ for entry in "${scenarios[@]}"; do
     fi
     echo "=== ${image[*]}${image[*]:+ }molecule test -s $scenario (log: $log)"
     start=$(date +%s)
-    if env "${image[@]}" molecule test -s "$scenario" >"$log" 2>&1; then
+    # A scenario that hangs (a stuck apt download in a container, say) must not eat CI's time.
+    if env "${image[@]}" timeout --kill-after=60 "${PIPACS_SCENARIO_TIMEOUT:-1500}" \
+        molecule test -s "$scenario" >"$log" 2>&1; then
         result=PASS
     else
         result=FAIL
