@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -146,6 +147,15 @@ class PipacsProcess:
             if r.headers.get("Content-Type", "").startswith("application/json"):
                 return json.loads(body)
             return body
+
+    def status(self, method: str, path: str, body: bytes | None = None) -> int:
+        """The HTTP status of a request (errors included, no exception)."""
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
 
     def echo(self) -> None:
         dcmtk("echoscu", "-aec", self.aet, "127.0.0.1", str(self.dicom_port))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +86,6 @@ def wait_for(predicate: Any, timeout: float = 10) -> None:
         time.sleep(0.1)
 
 
-def http(p: PipacsProcess, method: str, path: str, body: bytes | None = None) -> int:
-    req = urllib.request.Request(p.url + path, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-
-
 def test_hooks_filter_events_and_failures(
     make_pipacs: Any, small_data: list[Path], tmp_path: Path
 ) -> None:
@@ -127,7 +116,7 @@ def test_hooks_filter_events_and_failures(
     assert len(p.get("/instances")) == 3
 
     # REST uploads meet the same filter: 403, nothing stored.
-    assert http(p, "POST", "/instances", p2[1].read_bytes()) == 403
+    assert p.status("POST", "/instances", p2[1].read_bytes()) == 403
     assert len(p.get("/instances")) == 3
 
     # Events reach on_stored_instance and on_change, then the Stable* changes (StableAge 1).
@@ -146,10 +135,10 @@ def test_hooks_filter_events_and_failures(
     assert changes.count("NewInstance") == 3
 
     # The HTTP filter; the broken one raising is logged and ignored.
-    assert http(p, "GET", "/forbidden/thing") == 403
-    assert http(p, "GET", "/system") == 200
+    assert p.status("GET", "/forbidden/thing") == 403
+    assert p.status("GET", "/system") == 200
     patient = p.get("/patients")[0]
-    assert http(p, "DELETE", f"/patients/{patient}") == 403
+    assert p.status("DELETE", f"/patients/{patient}") == 403
 
     # Every broken hook was logged, and the server still works on both ports.
     log = p.log()

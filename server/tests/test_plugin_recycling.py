@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +50,6 @@ def patient_ids(p: PipacsProcess) -> dict[str, str]:
     return {x["MainDicomTags"]["PatientID"]: x["ID"] for x in p.get("/patients?expand")}
 
 
-def http(p: PipacsProcess, method: str, path: str, body: bytes) -> int:
-    req = urllib.request.Request(p.url + path, data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-
-
 def test_patient_count_recycles_the_oldest_unprotected(
     make_pipacs: Any, patients: dict[str, list[Path]]
 ) -> None:
@@ -71,7 +60,7 @@ def test_patient_count_recycles_the_oldest_unprotected(
     assert store_status(p, *p2) == [0] * 6
     ids = patient_ids(p)
     # Protect the oldest: the next patient pushes out the second one instead.
-    assert http(p, "PUT", f"/patients/{ids['S21P0001']}/protected", b"1") == 200
+    assert p.status("PUT", f"/patients/{ids['S21P0001']}/protected", b"1") == 200
     assert p.get(f"/patients/{ids['S21P0001']}/protected") == b"1"
     assert store_status(p, *p3) == [0] * 6
     assert sorted(patient_ids(p)) == ["S21P0001", "S21P0003"]
@@ -83,14 +72,14 @@ def test_patient_count_recycles_the_oldest_unprotected(
 
     # Everyone else protected: a new patient is refused (0xA700 over DICOM, 507 over REST).
     ids = patient_ids(p)
-    assert http(p, "PUT", f"/patients/{ids['S21P0003']}/protected", b"1") == 200
+    assert p.status("PUT", f"/patients/{ids['S21P0003']}/protected", b"1") == 200
     assert store_status(p, p4[0]) == [0xA700]
-    assert http(p, "POST", "/instances", p4[0].read_bytes()) == 507
+    assert p.status("POST", "/instances", p4[0].read_bytes()) == 507
     assert sorted(patient_ids(p)) == ["S21P0001", "S21P0003"]
 
     # Unprotect: the oldest unprotected goes, over REST as over DICOM.
-    assert http(p, "PUT", f"/patients/{ids['S21P0001']}/protected", b"0") == 200
-    assert http(p, "POST", "/instances", p4[0].read_bytes()) == 200
+    assert p.status("PUT", f"/patients/{ids['S21P0001']}/protected", b"0") == 200
+    assert p.status("POST", "/instances", p4[0].read_bytes()) == 200
     assert sorted(patient_ids(p)) == ["S21P0003", "S21P0004"]
     assert "recycling patient" in p.log()
 
@@ -102,7 +91,7 @@ def test_reject_mode_refuses_new_patients(
     p1, p2 = patients["S21P0001"], patients["S21P0002"]
     assert store_status(p, *p1) == [0] * 6
     assert store_status(p, *p2[:2]) == [0xA700, 0xA700]
-    assert http(p, "POST", "/instances", p2[2].read_bytes()) == 507
+    assert p.status("POST", "/instances", p2[2].read_bytes()) == 507
     assert sorted(patient_ids(p)) == ["S21P0001"]
     assert len(p.get("/instances")) == 6
 
