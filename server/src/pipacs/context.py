@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import __version__, dicomfile
@@ -526,7 +525,3 @@ def _same_host(configured: str, peer: str) -> bool:
         return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
     except OSError:
         return False
-
-
-def storage_path(settings: Settings) -> Path:
-    return Path(settings.storage_directory)

@@ -725,9 +725,6 @@ class Index:
         row = self.conn.execute("SELECT 1 FROM attachments WHERE uuid=?", (file_uuid,))
         return row.fetchone() is not None
 
-    def all_attachment_uuids(self) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT uuid FROM attachments")}
-
 
 def change_json(row: tuple[Any, ...]) -> dict[str, Any]:
     seq, ctype, level, public_id, date = row
