@@ -46,6 +46,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rebuild the index from the storage area (the old index is kept aside) and exit",
     )
+    p.add_argument(
+        "--schema",
+        action="store_true",
+        help="print, as JSON, the index's schema version and this release's, and whether "
+        "starting with --upgrade would migrate it; then exit",
+    )
+    p.add_argument(
+        "--backup-index",
+        metavar="FILE",
+        help="copy the index to FILE (consistent, even while pipacs runs) and exit",
+    )
     return p
 
 
@@ -91,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("no configuration given: running on the defaults")
     if args.reindex:
         return _reindex(settings)
+    if args.schema or args.backup_index:
+        return _maintenance(settings, args)
     from .index import IndexError_
     from .server import Server
 
@@ -128,6 +141,21 @@ def _reindex(settings: config_mod.Settings) -> int:
         logger.error("%s", e)
         return 3
     print(report.summary())
+    return 0
+
+
+def _maintenance(settings: config_mod.Settings, args: argparse.Namespace) -> int:
+    from . import maintenance
+
+    try:
+        if args.backup_index:
+            info = maintenance.backup_index(settings, args.backup_index)
+        else:
+            info = maintenance.schema_info(settings)
+    except maintenance.MaintenanceError as e:
+        logger.error("%s", e)
+        return 3
+    print(maintenance.dumps(info))
     return 0
 
 
