@@ -94,3 +94,23 @@ def test_backup_without_an_index_says_so(make_pipacs: Any, tmp_path: Path) -> No
     assert run.returncode == 3
     assert "no index" in run.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_root_leaves_the_index_files_to_their_owner(make_pipacs: Any, tmp_path: Path) -> None:
+    """Ansible runs these as root; the service runs as its own user and must still be able to
+    open the -wal and -shm files afterwards."""
+    import os
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own files as another user")
+    p = make_pipacs(start=False)
+    Index(p.folder / "index").close()
+    nobody = 65534
+    for path in (p.folder / "index").iterdir():
+        os.chown(path, nobody, nobody)
+    assert run_cli(p, "--schema").returncode == 0
+    assert run_cli(p, "--backup-index", str(tmp_path / "copy.db")).returncode == 0
+    for path in (p.folder / "index").glob(INDEX_FILE + "*"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody, nobody), path.name

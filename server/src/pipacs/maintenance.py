@@ -17,8 +17,9 @@ class MaintenanceError(Exception):
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
-    # mode=ro: never create or migrate anything. A WAL index still needs its -shm file, which
-    # SQLite makes when the folder is writable (root, or the pipacs user).
+    # mode=ro: never create or migrate anything. A WAL index still needs its -wal and -shm
+    # files; run as root (as Ansible does), SQLite gives them the index file's owner, so the
+    # service can open them afterwards (tests/test_maintenance.py checks it).
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
 
 
