@@ -147,8 +147,11 @@ class IndexLock:
             raise IndexError_(
                 f"another pipacs process is using the index in {folder}: stop it first"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
+        except OSError as e:  # the PID is for people; the lock holds without it (a full disk)
+            logger.warning("cannot write the PID to %s: %s", self.path, e)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -206,6 +209,7 @@ class Index:
         self._write_lock = threading.RLock()
         self._id_cache: dict[str, int] = {}
         self._connections: list[sqlite3.Connection] = []
+        self._synced_wal = 0  # inode of the WAL file last made durable
         self._check_and_migrate(upgrade, schema_version)
 
     # ------------------------------------------------------------ connections
@@ -246,29 +250,44 @@ class Index:
             c.execute("BEGIN IMMEDIATE")
             try:
                 yield c
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            else:
                 c.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (a full disk) may or may not have rolled back already.
+                if c.in_transaction:
+                    try:
+                        c.execute("ROLLBACK")
+                    except sqlite3.Error as e:
+                        logger.warning("rollback failed: %s", e)
+                raise
 
     def make_durable(self) -> None:
         """Make every commit so far survive a power cut: one fsync of the WAL.
 
-        A tiny write transaction committed with synchronous=FULL fsyncs the WAL, which holds
-        all earlier commits too. Without `sync` (SyncStorageArea false) it does nothing.
+        Commits are written to the WAL without an fsync (synchronous=NORMAL); syncing the WAL
+        file makes all of them durable at once. It writes nothing, so it works on a full disk,
+        and takes no lock. (A no-op write transaction committed with synchronous=FULL would not
+        do: SQLite skips the commit, and its fsync, when no page changed.) A WAL that SQLite
+        has checkpointed and restarted holds only later commits: the checkpoint synced the
+        database. Without `sync` (SyncStorageArea false) it does nothing.
         """
         if not self.sync:
             return
-        with self._write_lock:
-            c = self.conn
-            c.execute("PRAGMA synchronous=FULL")
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL: everything is in the database file, which SQLite has synced
+        try:
+            os.fsync(fd)
+            inode = os.fstat(fd).st_ino
+        finally:
+            os.close(fd)
+        if inode != self._synced_wal:  # a new WAL file: make its directory entry durable too
+            dfd = os.open(self.folder, os.O_RDONLY)
             try:
-                c.execute("BEGIN IMMEDIATE")
-                c.execute("UPDATE properties SET value=value WHERE key='schema_version'")
-                c.execute("COMMIT")
+                os.fsync(dfd)
             finally:
-                c.execute("PRAGMA synchronous=NORMAL")
+                os.close(dfd)
+            self._synced_wal = inode
 
     # ------------------------------------------------------------ schema
 
