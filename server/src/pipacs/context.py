@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -13,11 +15,14 @@ from . import __version__, dicomfile
 from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, Index, IndexLock, now_iso
+from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
 from .matching import make_matcher
-from .storage import StorageArea, StorageFullError
+from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
 
 logger = logging.getLogger(__name__)
+
+# Less free space than this on the index's disk makes an SQLite I/O error a full disk.
+FULL_BELOW = 256 * 1024
 
 # Where each main tag lives (the lowest level that keeps it).
 TAG_LEVEL = {kw: lv for lv in (INSTANCE, SERIES, STUDY, PATIENT) for kw in MAIN_TAGS[lv]}
@@ -102,8 +107,9 @@ class ServerContext:
             sync=settings.sync_storage_area,
         )
         self._lock = IndexLock(settings.index_dir)
+        self.reserve = SpaceReserve(settings.index_dir)
         try:
-            self.index = Index(settings.index_dir, upgrade=upgrade, sync=settings.sync_storage_area)
+            self.index = self._open_index(upgrade)
         except BaseException:
             self._lock.release()
             raise
@@ -118,7 +124,9 @@ class ServerContext:
                 reindexed,
                 removed,
             )
-        self._unsettled: list[str] = []
+        # Indexed but not yet settled: files a full disk kept staged at recovery, then
+        # every stored one until a batch is made durable.
+        self._unsettled: list[str] = self.storage.staged()
         self._unsettled_lock = threading.Lock()
         self._settle_now = threading.Event()
         self._settler: threading.Thread | None = None
@@ -129,6 +137,26 @@ class ServerContext:
         self._stability: threading.Thread | None = None
         # Set by the entry point: asks the process to stop (restart=True: start again).
         self.shutdown_hook: Callable[[bool], None] | None = None
+
+    def _open_index(self, upgrade: bool) -> Index:
+        """Open the index; on a full disk, with the help of the space reserve."""
+        folder = self.settings.index_dir
+        for attempt in (1, 2):
+            try:
+                index = Index(folder, upgrade=upgrade, sync=self.settings.sync_storage_area)
+                break
+            except IndexError_ as e:
+                if not _low_on_space(folder):
+                    raise
+                if attempt == 1 and self.reserve.release():
+                    continue
+                raise IndexError_(
+                    f"no space left on the disk holding the index {folder}: the index cannot "
+                    "be opened. Free some space there and start again; the index is probably "
+                    f"intact, so do not rebuild it before trying that ({e})"
+                ) from e
+        self.reserve.ensure()
+        return index
 
     # ------------------------------------------------------------ lifecycle
 
@@ -156,7 +184,10 @@ class ServerContext:
     SETTLE_EVERY = 0.5  # seconds: staged files wait at most about this long
     SETTLE_BATCH = 256  # or this many
 
+    RESERVE_EVERY = 30  # seconds: how often a released space reserve is tried again
+
     def _settle_loop(self) -> None:
+        reserve_at = time.monotonic() + self.RESERVE_EVERY
         while not self._stop.is_set():
             self._settle_now.wait(self.SETTLE_EVERY)
             self._settle_now.clear()
@@ -164,18 +195,28 @@ class ServerContext:
                 self.settle()
             except Exception:
                 logger.exception("cannot make stored files durable")
+            if time.monotonic() > reserve_at:
+                reserve_at = time.monotonic() + self.RESERVE_EVERY
+                self.reserve.ensure()
 
     def settle(self) -> int:
         """Make the index durable for everything stored so far, then move those files into
         place (see storage.StorageArea); returns how many files moved."""
         with self._unsettled_lock:
             batch, self._unsettled = self._unsettled, []
-        if batch:
+        if not batch:
+            return 0
+        left = batch
+        try:
             self.index.make_durable()
-            self.storage.settle(batch)
-        return len(batch)
+            left = self.storage.settle(batch)
+        finally:
+            if left:  # not durable yet, or no room to move them: try again later
+                with self._unsettled_lock:
+                    self._unsettled[:0] = left
+        return len(batch) - len(left)
 
-    def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool:
+    def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool | None:
         from .reindex import index_stored_file
 
         try:
@@ -183,6 +224,9 @@ class ServerContext:
         except DicomParseError as e:
             logger.warning("staged file %s cannot be indexed: %s", file_uuid, e)
             return False
+        except sqlite3.Error as e:  # a full disk: keep the file, try at the next start
+            logger.error("staged file %s cannot be indexed now: %s", file_uuid, e)
+            return None
         return status == "Success"
 
     def request_shutdown(self, restart: bool = False) -> bool:
@@ -229,9 +273,9 @@ class ServerContext:
         self._filter(parsed, origin, raw)
         if not s.overwrite_instances and self.index.get(parsed.ids[INSTANCE]) is not None:
             return StoreResult("AlreadyStored", parsed.ids, parsed)
-        self._make_room(len(raw), parsed.ids[PATIENT])
         try:
-            att = self.storage.write(raw) if s.store_dicom else None
+            self._make_room(len(raw), parsed.ids[PATIENT])
+            att = self._write(raw, parsed.ids[PATIENT]) if s.store_dicom else None
         except StorageFullError as e:
             raise StoreRefused("Full", str(e)) from e
         except OSError as e:
@@ -258,8 +302,8 @@ class ServerContext:
             if att:
                 self.storage.discard(att.uuid)
             logger.error("cannot index instance %s: %s", parsed.ids[INSTANCE], e)
-            if "disk" in str(e) or "full" in str(e):
-                raise StoreRefused("Full", f"the index has no room left: {e}") from e
+            if self.index_is_full(e):
+                raise StoreRefused("Full", str(self._index_full(e))) from e
             raise StoreRefused("Failure", f"cannot index the instance: {e}") from e
         if att:
             if outcome.status == "AlreadyStored":
@@ -276,6 +320,19 @@ class ServerContext:
             self._emit("stored", {"result": result, "origin": origin, "created": outcome.created})
         return result
 
+    def _index_full(self, e: BaseException) -> StorageFullError:
+        return StorageFullError(
+            errno.ENOSPC, f"no space left for the index in {self.settings.index_dir} ({e})"
+        )
+
+    def index_is_full(self, e: BaseException) -> bool:
+        """Whether an index error means its disk is full (SQLite names only some cases)."""
+        if not isinstance(e, sqlite3.Error):
+            return False
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e):
+            return True
+        return _low_on_space(self.settings.index_dir)
+
     def _filter(self, parsed: ParsedInstance, origin: Origin, raw: bytes) -> None:
         """Run the store filters; a filter that fails (other than refusing) is logged."""
         for check in self.filters:
@@ -285,6 +342,27 @@ class ServerContext:
                 raise
             except Exception:
                 logger.exception("store filter %r failed; the instance is accepted", check)
+
+    def _write(self, raw: bytes, patient: str) -> Attachment:
+        """Write to the storage area; when its disk is full and recycling is on, recycle the
+        oldest unprotected patients until the file fits (a MaximumStorageSize larger than
+        the disk must not turn recycling into refusals)."""
+        s = self.settings
+        recycling = s.maximum_storage_mode == "Recycle" and bool(
+            s.maximum_storage_size or s.maximum_patient_count
+        )
+        while True:
+            try:
+                return self.storage.write(raw)
+            except StorageFullError:
+                if not recycling:
+                    raise
+                with self._recycle_lock:
+                    victim = self.index.oldest_unprotected_patient(exclude=patient)
+                    if victim is None:
+                        raise
+                    logger.warning("the storage disk is full: recycling patient %s", victim)
+                    self.delete(victim)
 
     def _make_room(self, incoming: int, patient: str) -> None:
         s = self.settings
@@ -332,7 +410,22 @@ class ServerContext:
         return self.storage.read(att)
 
     def delete(self, public_id: str) -> list[tuple[int, str]]:
-        uuids, deleted = self.index.delete(public_id)
+        """Delete a resource and its files. Deleting is how a full disk gets room back, so
+        when the index has no room to record it, the index's space reserve is given up.
+        Raises StorageFullError when even that is not enough."""
+        try:
+            uuids, deleted = self.index.delete(public_id)
+        except sqlite3.Error as e:
+            if not self.index_is_full(e):
+                raise
+            if not self.reserve.release():
+                raise self._index_full(e) from e
+            try:
+                uuids, deleted = self.index.delete(public_id)
+            except sqlite3.Error as e2:
+                if not self.index_is_full(e2):
+                    raise
+                raise self._index_full(e2) from e2
         for u in uuids:
             self.storage.remove(u)
         if deleted:
@@ -450,9 +543,18 @@ class ServerContext:
     # ------------------------------------------------------------ stability
 
     def _stability_loop(self) -> None:
+        full = False
         while not self._stop.wait(min(1.0, max(0.2, self.settings.stable_age / 4))):
             try:
                 self.check_stability()
+                full = False
+            except sqlite3.Error as e:
+                if not self.index_is_full(e):
+                    logger.exception("stability check failed")
+                elif not full:  # once, not every second
+                    full = True
+                    logger.error("%s: resources become stable once there is room",
+                                 self._index_full(e))
             except Exception:
                 logger.exception("stability check failed")
 
@@ -514,6 +616,13 @@ class ServerContext:
             "TotalUncompressedSize": str(size),
             "TotalUncompressedSizeMB": size // (1024 * 1024),
         }
+
+
+def _low_on_space(folder: str) -> bool:
+    try:
+        return free_bytes(folder) < FULL_BELOW
+    except OSError:
+        return False
 
 
 def _same_host(configured: str, peer: str) -> bool:

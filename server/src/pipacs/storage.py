@@ -8,6 +8,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -61,6 +62,7 @@ class StorageArea:
         self._made: set[str] = set()
         self._staged: dict[str, str] = {}  # uuid -> staged file name
         self._lock = threading.Lock()
+        self._stuck_since = 0.0  # when files first could not settle (a full disk)
         self.incoming = self.root / self.INCOMING
         self.incoming.mkdir(parents=True, exist_ok=True)
 
@@ -89,6 +91,8 @@ class StorageArea:
         name = f"{file_uuid}.{zlib.crc32(stored):08x}"
         staged = self.incoming / name
         try:
+            # The file's folder is made now, so that settling it needs no room on the disk.
+            self._make_folder(self.path(file_uuid).parent)
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
                 view = memoryview(stored)
@@ -110,27 +114,55 @@ class StorageArea:
             file_uuid, content_type, len(data), len(stored), compression, digest, cdigest
         )
 
-    def settle(self, file_uuids: list[str]) -> None:
-        """Move staged files into place (their index rows are durable now)."""
+    def settle(self, file_uuids: list[str]) -> list[str]:
+        """Move staged files into place (their index rows are durable now).
+
+        Returns the files that cannot move yet (on a full disk a new fan-out folder cannot
+        be made): they stay staged and readable, to be settled on a later try.
+        """
+        left = []
         for file_uuid in file_uuids:
             with self._lock:
                 name = self._staged.get(file_uuid)
             if name is None:
                 continue  # deleted meanwhile
-            self._move_into_place(name, file_uuid)
+            try:
+                self._move_into_place(name, file_uuid)
+            except OSError as e:
+                left.append(file_uuid)
+                self._stuck(e)
+                continue
             with self._lock:
                 self._staged.pop(file_uuid, None)
+        if not left and self._stuck_since:
+            logger.warning("staged files settle again in %s", self.root)
+            self._stuck_since = 0.0
+        return left
+
+    def _stuck(self, e: OSError) -> None:
+        if not self._stuck_since:
+            self._stuck_since = time.monotonic()
+            logger.warning("cannot move stored files into place yet (%s); they stay in %s, "
+                           "readable, until there is room", e, self.incoming)
+
+    def staged(self) -> list[str]:
+        """The files still staged (written, indexed or not yet durably so)."""
+        with self._lock:
+            return list(self._staged)
 
     def _move_into_place(self, name: str, file_uuid: str) -> None:
         target = self.path(file_uuid)
-        folder = str(target.parent)
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            self._made.add(folder)
+        self._make_folder(target.parent)
         try:
             os.rename(self.incoming / name, target)
         except FileNotFoundError:
             pass  # removed meanwhile
+
+    def _make_folder(self, folder: Path) -> None:
+        name = str(folder)
+        if name not in self._made:
+            os.makedirs(name, exist_ok=True)
+            self._made.add(name)
 
     def discard(self, file_uuid: str) -> None:
         with self._lock:
@@ -139,14 +171,20 @@ class StorageArea:
             _unlink_quietly(self.incoming / name)
 
     def recover(
-        self, indexed: Callable[[str], bool], reindex: Callable[[str, bytes], bool]
+        self, indexed: Callable[[str], bool], reindex: Callable[[str, bytes], bool | None]
     ) -> tuple[int, int, int]:
-        """After a crash: (files put in place, files re-indexed, partial files removed)."""
+        """After a crash: (files put in place, files re-indexed, partial files removed).
+
+        `reindex` returns True (indexed), False (not an instance: removed) or None (cannot
+        be indexed now, say on a full disk: the file stays staged for the next start). A file
+        that cannot move into place stays staged and readable; `staged` lists it for a later
+        `settle`.
+        """
         placed = reindexed = removed = 0
         for staged in sorted(self.incoming.iterdir()):
             file_uuid, _, crc = staged.name.partition(".")
             if indexed(file_uuid):
-                self._move_into_place(staged.name, file_uuid)
+                self._place_recovered(staged.name, file_uuid)
                 placed += 1
                 continue
             try:
@@ -154,13 +192,24 @@ class StorageArea:
                 whole = crc == f"{zlib.crc32(stored):08x}"
             except OSError:
                 whole = False
-            if whole and reindex(file_uuid, stored):
-                self._move_into_place(staged.name, file_uuid)
+            done = reindex(file_uuid, stored) if whole else False
+            if done:
+                self._place_recovered(staged.name, file_uuid)
                 reindexed += 1
+            elif done is None:
+                logger.warning("staged file %s kept for the next start", staged)
             else:
                 _unlink_quietly(staged)
                 removed += 1
         return placed, reindexed, removed
+
+    def _place_recovered(self, name: str, file_uuid: str) -> None:
+        try:
+            self._move_into_place(name, file_uuid)
+        except OSError as e:
+            self._stuck(e)
+            with self._lock:
+                self._staged[file_uuid] = name
 
     def read(self, att: Attachment | str, compression: int | None = None) -> bytes:
         file_uuid = att if isinstance(att, str) else att.uuid
@@ -192,8 +241,72 @@ class StorageArea:
                     yield from sorted(p for p in sub.iterdir() if p.is_file())
 
     def free_bytes(self) -> int:
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
+        return free_bytes(self.root)
+
+
+class SpaceReserve:
+    """A file that holds a little disk space back for the index.
+
+    SQLite needs room to delete (its WAL grows with every commit) and to open an index
+    (its -shm file). On a full disk the reserve is given up for exactly those, so that a
+    teacher can still delete studies over REST, and pipacs can still start, to make room;
+    it is made again once the disk has room to spare.
+    """
+
+    NAME = "pipacs-reserve"
+    SIZE = 1 << 20  # at most; 1/32 of a small filesystem
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / self.NAME
+
+    def size(self) -> int:
+        st = os.statvfs(self.folder)
+        return min(self.SIZE, st.f_blocks * st.f_frsize // 32)
+
+    def ensure(self) -> bool:
+        """Make the reserve when it is missing and the disk has room to spare; True if held."""
+        if self.path.exists():
+            return True
+        try:
+            size = self.size()
+            if free_bytes(self.folder) < 4 * size:
+                return False
+            part = self.path.with_name(self.NAME + ".part")
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    os.write(fd, bytes(size))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(part, self.path)
+        except OSError as e:
+            logger.info("no space reserve for the index in %s yet: %s", self.folder, e)
+            _unlink_quietly(self.path.with_name(self.NAME + ".part"))
+            return False
+        return True
+
+    def release(self) -> bool:
+        """Give the reserved space back to the disk; False when there was none to give."""
+        try:
+            size = self.path.stat().st_size
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        logger.warning("the disk of %s is full: its space reserve (%d KB) is released for the "
+                       "index", self.folder, size // 1024)
+        return True
+
+
+def free_bytes(folder: str | Path) -> int:
+    """The room left for new files on the disk holding `folder`."""
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
 
 
 def decode_stored(raw: bytes, compression: int, name: str = "") -> bytes:

@@ -13,6 +13,7 @@ from .. import browse
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT
 from ..index import Resource
+from ..storage import StorageFullError
 from .app import HttpError, json_response
 from .common import (
     LEVEL_ROUTE,
@@ -60,7 +61,10 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             if parent is None:
                 break
             chain.append(parent.public_id)
-        context.delete(res.public_id)
+        try:
+            context.delete(res.public_id)
+        except StorageFullError as e:
+            raise HttpError(507, "The file storage is full", str(e)) from None
         remaining = None
         for ancestor_id in chain:
             found = idx.get(ancestor_id)
@@ -201,10 +205,14 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         try:
             result = context.store(raw, origin)
         except StoreRefused as e:
-            raise HttpError(STORE_ERRORS.get(e.reason, 500),
-                            "Bad file format" if e.reason == "BadFile" else e.message,
-                            e.message) from None
+            raise store_error(e) from None
         return json_response(result.orthanc_json())
+
+
+def store_error(e: StoreRefused) -> HttpError:
+    """The HTTP answer to a refused store: Orthanc's status and message, pipacs' details."""
+    message = {"BadFile": "Bad file format", "Full": "The file storage is full"}
+    return HttpError(STORE_ERRORS.get(e.reason, 500), message.get(e.reason, e.message), e.message)
 
 
 def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict[str, Any]]:
@@ -226,7 +234,7 @@ def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict
                 out.append(context.store(data, origin).orthanc_json())
             except StoreRefused as e:
                 if e.reason == "Full":
-                    raise HttpError(507, e.message) from None
+                    raise store_error(e) from None
                 logger.error("not storing %s from an uploaded ZIP: %s", info.filename,
                              e.message)
     return out
