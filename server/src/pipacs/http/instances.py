@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import bottle
@@ -10,6 +11,7 @@ from pydicom.dataset import Dataset
 from .. import browse, dicomfile, render, tagsjson
 from ..context import ServerContext
 from ..ids import INSTANCE
+from ..storage import COMPRESSION_NONE, decode_stored
 from .app import HttpError, json_response
 from .common import LEVEL_ROUTE, PLURALS, resource
 
@@ -37,11 +39,11 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
                             ) from None
 
     @app.get("/instances/<pid>/file")
-    def file(pid: str) -> bytes:
-        data = read(pid)
+    def file(pid: str) -> Any:
+        body = open_instance(context, pid)
         bottle.response.content_type = "application/dicom"
         bottle.response.set_header("Content-Disposition", f'filename="{pid}.dcm"')
-        return data
+        return body
 
     @app.get("/instances/<pid>/tags")
     def tags(pid: str) -> str:
@@ -104,6 +106,43 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             else:
                 shared = {k: v for k, v in shared.items() if current.get(k) == v}
         return json_response(shared or {})
+
+
+_FILE_SQL = ("SELECT a.uuid, a.compression FROM resources r JOIN attachments a "
+             "ON a.resource = r.id AND a.type = 1 WHERE r.public_id = ? AND r.level = ?")
+
+
+def open_instance(context: ServerContext, pid: str) -> Any:
+    """The stored file of an instance, open for sending (bytes when stored compressed).
+
+    The hot path of GET /instances/{id}/file: one index query, no tags decoded, and the
+    open file handed to the server (wsgi.file_wrapper), which sends it without building a
+    copy in memory; the file stays readable even if the instance is deleted meanwhile.
+    """
+    row = context.index.conn.execute(_FILE_SQL, (pid, INSTANCE)).fetchone()
+    if row is None:
+        resource(context, INSTANCE, pid)  # 404 for an unknown instance
+        raise HttpError(404, "Inexistent file", f"instance {pid} has no DICOM file")
+    file_uuid, compression = row
+    storage = context.storage
+    try:
+        try:
+            f = open(os.path.join(storage.root, file_uuid[0:2], file_uuid[2:4], file_uuid),  # noqa: SIM115
+                     "rb")
+        except FileNotFoundError:  # still staged in .incoming, or settled in between
+            f = open(storage.current_path(file_uuid), "rb")  # noqa: SIM115
+    except FileNotFoundError as e:
+        raise HttpError(404, "Inexistent file", f"the file of instance {pid} is missing: "
+                        f"{e.strerror}") from None
+    except OSError as e:
+        raise HttpError(500, "Cannot read the storage area", str(e)) from None
+    if compression == COMPRESSION_NONE:
+        return f  # closed by the server once sent
+    with f:
+        try:
+            return decode_stored(f.read(), compression, file_uuid)
+        except OSError as e:
+            raise HttpError(500, "Cannot read the storage area", str(e)) from None
 
 
 def _accepts_jpeg() -> bool:
