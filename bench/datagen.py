@@ -51,6 +51,7 @@ __all__ = [
     "MR_IMAGE_STORAGE",
     "make_large",
     "make_small",
+    "make_tiny",
     "new_uid",
 ]
 
@@ -202,6 +203,95 @@ def make_small(
                     path = folder / f"IM{im:04d}.dcm"
                     stamper.write(path, v)
                     paths.append(path)
+    return paths
+
+
+# --- tiny: many instances, few bytes -------------------------------------------------
+
+_TINY_SIZE = 16  # pixels a side: 256 bytes of 8-bit pixel data
+
+
+def _tiny_template() -> Dataset:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.Modality = "CT"
+    ds.Manufacturer = "PiPACS bench"
+    ds.ReferringPhysicianName = "BENCH^REFERRER"
+    ds.PatientBirthDate = "19000101"  # placeholders: the stamper sets them per file
+    ds.StudyDate = "20000101"
+    ds.StudyTime = "120000"
+    ds.PatientSex = "O"
+    ds.BodyPartExamined = "CHEST"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = _TINY_SIZE
+    ds.Columns = _TINY_SIZE
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(range(256))[: _TINY_SIZE * _TINY_SIZE]
+    return ds
+
+
+def make_tiny(
+    dest: str | Path,
+    count: int = 1000,
+    seed: int = 4,
+    *,
+    per_study: int = 10,
+    series: int = 2,
+    studies: int = 2,
+    folders: int = 1,
+) -> list[Path]:
+    """Write ``count`` tiny CT instances (about 1 KB: 16x16 8-bit pixels) under ``dest``.
+
+    For index scaling: each patient has ``studies`` studies of ``series`` series holding
+    ``per_study`` instances between them (default 2 x 2 x 5 = 20 per patient), so 100,000
+    instances are 5,000 patients and 10,000 studies. Patients are dealt round-robin into
+    ``folders`` sub-folders ``dest/fNN/`` (one per parallel storescu, sent with ``+sd``).
+    Layout: ``dest/fNN/PATIENTID/STnn/SEnn/IMnnnn.dcm``; PatientIDs ``T<seed>P<nnnnnn>``,
+    AccessionNumbers ``T<seed>A<nnnnnn><nn>``. Returns the paths in the order written.
+    """
+    dest = Path(dest)
+    rng = random.Random(f"tiny:{seed}")
+    stamper = _Stamper(_tiny_template(), _SMALL_VARIABLE)
+    per_series = max(1, per_study // series)
+    paths: list[Path] = []
+    v: dict[str, str] = {}
+    made = 0
+    p = 0
+    while made < count:
+        p += 1
+        v["PatientID"] = pid = f"T{seed}P{p:06d}"
+        v["PatientName"] = f"BENCH^TINY{seed}^P{p:06d}"
+        v["PatientBirthDate"] = f"{1940 + rng.randrange(70)}0101"
+        top = dest / f"f{(p - 1) % max(1, folders):02d}" / pid
+        for st in range(1, studies + 1):
+            v["StudyInstanceUID"] = new_uid(rng)
+            v["StudyID"] = f"{st}"
+            v["AccessionNumber"] = f"T{seed}A{p:06d}{st:02d}"
+            v["StudyDate"] = f"20{10 + rng.randrange(14)}{rng.randrange(1, 13):02d}01"
+            v["StudyTime"] = "120000"
+            v["StudyDescription"] = f"Tiny CT study {st}"
+            for se in range(1, series + 1):
+                v["SeriesInstanceUID"] = new_uid(rng)
+                v["FrameOfReferenceUID"] = new_uid(rng)
+                v["SeriesNumber"] = f"{se}"
+                v["SeriesDescription"] = f"Tiny series {se}"
+                folder = top / f"ST{st:02d}" / f"SE{se:02d}"
+                folder.mkdir(parents=True, exist_ok=True)
+                for im in range(1, per_series + 1):
+                    if made >= count:
+                        return paths
+                    v["SOPInstanceUID"] = new_uid(rng)
+                    v["InstanceNumber"] = f"{im}"
+                    path = folder / f"IM{im:04d}.dcm"
+                    stamper.write(path, v)
+                    paths.append(path)
+                    made += 1
     return paths
 
 
@@ -358,6 +448,11 @@ def _main(argv: list[str] | None = None) -> int:
     s.add_argument("dest", type=Path)
     s.add_argument("--patients", type=int, default=50)
     s.add_argument("--seed", type=int, default=1)
+    t = sub.add_parser("tiny", help="about 1 KB CT files, 20 per patient (index scaling)")
+    t.add_argument("dest", type=Path)
+    t.add_argument("--count", type=int, default=1000)
+    t.add_argument("--folders", type=int, default=1)
+    t.add_argument("--seed", type=int, default=4)
     g = sub.add_parser("large", help="synthetic 512x512 16-bit CT files")
     g.add_argument("dest", type=Path)
     g.add_argument("--count", type=int, default=500)
@@ -367,6 +462,8 @@ def _main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.kind == "small":
         paths = make_small(args.dest, patients=args.patients, seed=args.seed)
+    elif args.kind == "tiny":
+        paths = make_tiny(args.dest, count=args.count, seed=args.seed, folders=args.folders)
     else:
         paths = make_large(args.dest, count=args.count, seed=args.seed, studies=args.studies)
     dt = time.perf_counter() - t0

@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
 import datagen
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,6 +198,12 @@ class Server:
             stderr=subprocess.STDOUT,
         )
         self._log = log
+        # HTTP is polled in a thread beside the C-ECHO polling: start to first HTTP answer
+        self.http_ready_s: float | None = None
+        poller = None
+        if self.has_http:
+            poller = threading.Thread(target=self._poll_http, args=(t0, timeout), daemon=True)
+            poller.start()
         while True:
             if echo(self.dicom_port, timeout=2):
                 elapsed = time.perf_counter() - t0
@@ -207,9 +215,26 @@ class Server:
             if time.perf_counter() - t0 > timeout:
                 raise RuntimeError(f"{self.kind}: no C-ECHO answer after {timeout} s")
             time.sleep(0.005)
-        if self.has_http:
-            self.wait_http(timeout)
+        if poller is not None:
+            poller.join(timeout)
+            if self.http_ready_s is None:
+                raise RuntimeError(f"{self.kind}: HTTP /system not answering after {timeout} s")
         return elapsed
+
+    def _poll_http(self, t0: float, timeout: float) -> None:
+        url = f"http://{LOOPBACK}:{self.http_port}/system"
+        while time.perf_counter() - t0 < timeout:
+            if self.proc is not None and self.proc.poll() is not None:
+                return
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    resp.read()
+                    if resp.status == 200:
+                        self.http_ready_s = time.perf_counter() - t0
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.005)
 
     def wait_http(self, timeout: float) -> None:
         t0 = time.perf_counter()
@@ -315,6 +340,8 @@ def storescu_cmd(port: int, files: Sequence[Path]) -> list[str]:
     # -nh: go on after a refused file, the count check below reports it.
     # Timeouts so that a hung server fails the run instead of stalling it.
     opts = ["-nh", "-to", "10", "-ta", "30", "-td", "60", "-aec", SERVER_AET]
+    if any(Path(f).is_dir() for f in files):
+        opts += ["+sd", "+r"]  # folders: send every file under them (long lists break argv)
     return [dcmtk("storescu"), *opts, LOOPBACK, str(port), *(str(f) for f in files)]
 
 
@@ -348,9 +375,15 @@ def send(port: int, chunks: Sequence[Sequence[Path]]) -> tuple[float, list[str]]
 
 def find_studies(port: int) -> tuple[float, int]:
     """One study-level C-FIND over all studies: (seconds, number of matches)."""
-    cmd = [dcmtk("findscu"), "-v", "-S", "-to", "10", "-ta", "30", "-td", "60"]
+    return findscu(port, FIND_KEYS)
+
+
+def findscu(port: int, keys: Sequence[str], model: str = "-S") -> tuple[float, int]:
+    """One C-FIND with dcmtk's findscu (``-S`` study root, ``-P`` patient root) and these
+    ``-k`` keys: (seconds including the client's start, number of matches or -1 on error)."""
+    cmd = [dcmtk("findscu"), "-v", model, "-to", "10", "-ta", "30", "-td", "60"]
     cmd += ["-aec", SERVER_AET]
-    for key in FIND_KEYS:
+    for key in keys:
         cmd += ["-k", key]
     cmd += [LOOPBACK, str(port)]
     t0 = time.perf_counter()
@@ -666,11 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
+_loadavg = benchlib.loadavg  # rest.py calls it by this name
 
 
 def _orthanc_version() -> str:
