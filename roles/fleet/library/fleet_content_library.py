@@ -226,22 +226,34 @@ def _meta(data):
     return ts, pos
 
 
-def read_header(data):
+def read_header(data, complete=True):
     """The UIDs and display tags of one Part 10 file, from its first bytes (or all of them).
 
-    Raises NotDicom with the reason, or _Truncated when more bytes are needed.
+    Raises NotDicom with the reason, or _Truncated when `complete` is false and more bytes
+    are needed.
     """
+    try:
+        return _read_header(data, complete)
+    except _Truncated:
+        if complete:
+            raise NotDicom("the file ends inside its header (truncated?)")
+        raise
+
+
+def _read_header(data, complete):
     ts, offset = _meta(data)
     body = data[offset:]
     if ts == DEFLATED:
+        if not complete:
+            raise _Truncated()
         try:
-            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, 4 * HEAD_BYTES)
+            body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
         except zlib.error as e:
             raise NotDicom("deflated dataset unreadable: %s" % e)
     reader = _Reader(body, ts == IMPLICIT_LE, ts == EXPLICIT_BE)
     found = {}
     pos = 0
-    while pos + 8 <= len(body):
+    while pos < len(body):
         tag = reader.tag(pos)
         if tag > LAST_WANTED:
             break
@@ -250,7 +262,7 @@ def read_header(data):
             found[WANTED[tag]] = body[start:nxt]
         pos = nxt
     else:
-        if ts != DEFLATED:
+        if not complete:
             raise _Truncated()
     charset = found.pop("charset", b"").decode("ascii", "replace").strip(" \x00")
     codec = CODECS.get(charset.split("\\")[0].strip(), "latin-1")
@@ -270,16 +282,12 @@ def read_file(path):
     """read_header on the file's first bytes, reading it whole when the header is longer."""
     with open(path, "rb") as f:
         data = f.read(HEAD_BYTES)
-        try:
-            return read_header(data)
-        except _Truncated:
-            if len(data) < HEAD_BYTES:
-                raise NotDicom("the file ends inside its header (truncated?)")
-            data += f.read()
-    try:
-        return read_header(data)
-    except _Truncated:
-        raise NotDicom("the file ends inside its header (truncated?)")
+        if len(data) == HEAD_BYTES:
+            try:
+                return read_header(data, complete=False)
+            except _Truncated:
+                data += f.read()
+    return read_header(data)
 
 
 # ---- The library -----------------------------------------------------------------------------
