@@ -77,7 +77,6 @@ import base64
 import json
 import os
 import re
-import subprocess
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
