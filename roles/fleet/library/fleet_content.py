@@ -146,11 +146,11 @@ class Pacs(object):
             if e.code == 404 and ok_missing:
                 return None
             if e.code == 401:
-                raise PacsError("pipacs refused the HTTP account (401): check fleet_http_user/password")
+                raise PacsError("pipacs refused the HTTP account (401): check fleet_http_user/password") from None
             detail = e.read()[:300].decode("utf-8", "replace")
-            raise PacsError("%s %s answered %s: %s" % (method, path, e.code, detail))
+            raise PacsError("%s %s answered %s: %s" % (method, path, e.code, detail)) from None
         except (URLError, OSError) as e:
-            raise PacsError("pipacs does not answer at %s (%s %s): %s" % (self.url, method, path, e))
+            raise PacsError("pipacs does not answer at %s (%s %s): %s" % (self.url, method, path, e)) from None
         text = raw.decode("utf-8", "replace")
         try:
             return json.loads(text) if text.strip() else ""
@@ -176,7 +176,7 @@ def load_record(path):
         data = {}
     except ValueError:
         raise PacsError("%s is not valid JSON: fix or remove it (it lists the studies the "
-                        "library sent, which are the only ones withdrawal may remove)" % path)
+                        "library sent, which are the only ones withdrawal may remove)" % path) from None
     data.setdefault("studies", {})
     data.setdefault("protected", [])
     return data

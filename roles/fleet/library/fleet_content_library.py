@@ -236,7 +236,7 @@ def read_header(data, complete=True):
         return _read_header(data, complete)
     except _Truncated:
         if complete:
-            raise NotDicom("the file ends inside its header (truncated?)")
+            raise NotDicom("the file ends inside its header (truncated?)") from None
         raise
 
 
@@ -249,7 +249,7 @@ def _read_header(data, complete):
         try:
             body = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body)
         except zlib.error as e:
-            raise NotDicom("deflated dataset unreadable: %s" % e)
+            raise NotDicom("deflated dataset unreadable: %s" % e) from None
     reader = _Reader(body, ts == IMPLICIT_LE, ts == EXPLICIT_BE)
     found = {}
     pos = 0
