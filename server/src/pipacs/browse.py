@@ -59,8 +59,9 @@ def metadata_names(context: ServerContext) -> dict[int, str]:
 
 def metadata_number(context: ServerContext, name: str) -> int | None:
     """The number of a metadata given by name or number; None when unknown."""
-    if name.isdigit():
-        return int(name)
+    if name.isascii() and name.isdigit():
+        number = int(name)
+        return number if number <= 65535 else None  # Orthanc's metadata are 0 to 65535
     for num, n in metadata_names(context).items():
         if n == name:
             return num

@@ -39,7 +39,8 @@ def _is_loopback(addr: str) -> bool:
 
 
 def create_app(context: ServerContext) -> bottle.Bottle:
-    app = bottle.Bottle(autojson=False, catchall=True)
+    app = bottle.Bottle()
+    app.uninstall(True)  # no dict-to-JSON or template plugins: one wrapper per route (wrap)
     s = context.settings
 
     # Access control is decided once here, not on every request: with RemoteAccessAllowed

@@ -22,7 +22,7 @@ from ..ids import INSTANCE, PATIENT, STUDY
 from ..index import Resource
 from ..jobs import Job, JobFailed
 from .app import HttpError
-from .common import LEVEL_ROUTE, PLURALS, body_json, resource, resources_of_body
+from .common import LEVEL_ROUTE, PLURALS, body_json, flag, resource, resources_of_body
 from .jobs import run
 
 logger = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         return stream_zip(archive_entries(context, items))
 
     def answer(items: list[Resource], media: bool, body: dict[str, Any], filename: str) -> Any:
-        asynchronous = body.get("Asynchronous") is True or body.get("Synchronous") is False
+        asynchronous = flag(body, "Asynchronous", False) or not flag(body, "Synchronous", True)
         if asynchronous:
             return run(context, body, archive_job(context, items, media),
                        synchronous_default=False)

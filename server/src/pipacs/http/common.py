@@ -16,6 +16,8 @@ PLURALS = {"patients": PATIENT, "studies": STUDY, "series": SERIES, "instances":
 LEVEL_WORDS = {"patient": PATIENT, "study": STUDY, "series": SERIES, "instance": INSTANCE,
                "image": INSTANCE}
 LEVEL_ROUTE = "<plural:re:patients|studies|series|instances>"
+# The largest integer the index (SQLite) takes: larger limits, offsets and numbers are 400s.
+MAX_INT = 2**63 - 1
 
 
 def parse_level(value: Any) -> int:
@@ -42,6 +44,8 @@ def body_json(*, default: Any = None, kind: type | tuple[type, ...] | None = Non
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise HttpError(400, "Bad request", f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise HttpError(400, "Bad request", "the body's JSON is nested too deeply") from None
     if kind is not None and not isinstance(value, kind):
         raise HttpError(400, "Bad request", f"the body must contain a JSON "
                         f"{'object' if kind is dict else 'value of the right type'}")
@@ -57,8 +61,8 @@ def flag(body: dict[str, Any], key: str, default: bool) -> bool:
 
 def int_field(body: dict[str, Any], key: str, default: int) -> int:
     value = body.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise HttpError(400, "Bad request", f"{key} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_INT:
+        raise HttpError(400, "Bad request", f"{key} must be an integer from 0 to {MAX_INT}")
     return value
 
 
@@ -77,9 +81,10 @@ def query_int(name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise HttpError(400, f"{name} must be an integer, not {raw!r}") from None
-    if value < 0:
-        raise HttpError(400, f"{name} must not be negative")
+        raise HttpError(400, "Bad request", f"{name} must be an integer, not {raw!r}") from None
+    if not 0 <= value <= MAX_INT:
+        raise HttpError(400, "Parameter out of range",
+                        f"{name} must be an integer from 0 to {MAX_INT}, not {raw!r}")
     return value
 
 

@@ -145,6 +145,23 @@ def open_instance(context: ServerContext, pid: str) -> Any:
             raise HttpError(500, "Cannot read the storage area", str(e)) from None
 
 
+# /rendered fits the image into width x height: no bigger than this (a 4096 px side is ~50 MB
+# of pixels on the way; a class of tablets asks for screen sizes).
+MAX_RENDERED_SIZE = 4096
+
+
+def _size(q: Any, name: str) -> int:
+    raw = q.get(name, "") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, "Bad request", f"{name} must be an integer, not {raw!r}") from None
+    if not 0 <= value <= MAX_RENDERED_SIZE:
+        raise HttpError(400, "Parameter out of range",
+                        f"{name} must be from 0 to {MAX_RENDERED_SIZE}, not {value}")
+    return value
+
+
 def _accepts_jpeg() -> bool:
     accept = bottle.request.headers.get("Accept", "")
     return "image/jpeg" in accept and "image/png" not in accept
@@ -174,12 +191,12 @@ def image(ds: Dataset, frame: int, kind: str) -> bytes:
                 window = render.Window(float(center), max(float(width), 1.0))
         out = render.to_8bit(ds, arr, window)
         if kind == "rendered":
-            out = render.resize(out, int(q.get("width", 0) or 0), int(q.get("height", 0) or 0),
+            out = render.resize(out, _size(q, "width"), _size(q, "height"),
                                 q.get("smooth", "").lower() not in ("0", "false"))
+        quality = int(q.get("quality", 90) or 90)  # checked even when the answer is PNG
+        if not 1 <= quality <= 100:
+            raise HttpError(400, "Parameter out of range", "quality must be 1 to 100")
         if _accepts_jpeg():
-            quality = int(q.get("quality", 90) or 90)
-            if not 1 <= quality <= 100:
-                raise HttpError(400, "Parameter out of range", "quality must be 1 to 100")
             bottle.response.content_type = "image/jpeg"
             return render.encode(out, "jpeg", quality)
         bottle.response.content_type = "image/png"

@@ -28,9 +28,9 @@ from ..index import Resource
 from ..jobs import Job, JobFailed
 from .app import HttpError, json_response
 from .archives import instances_of
-from .common import body_bytes, body_json, parse_level, query_flag, resources_of_body
+from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
 from .jobs import run
-from .tools import keyword_of
+from .tools import known_keyword
 
 logger = logging.getLogger(__name__)
 
@@ -229,12 +229,12 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         raw = body.get("Query", {})
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
             raise HttpError(400, "Bad request", '"Query" must map tags to strings')
-        q = {keyword_of(k): v for k, v in raw.items()}
+        q = {known_keyword(k): v for k, v in raw.items()}
         for lv in range(PATIENT if level == PATIENT else 1, level + 1):
             q.setdefault(LEVEL_UID[lv], "")
+        limit = int_field(body, "Limit", 0)
         try:
-            answers = qrscu.find(s.dicom_aet, s.dicom_scu_timeout, m, level, q,
-                                 int(body.get("Limit", 0) or 0))
+            answers = qrscu.find(s.dicom_aet, s.dicom_scu_timeout, m, level, q, limit)
         except ScuError as e:
             raise HttpError(500, NETWORK_ERROR, str(e)) from None
         item = Query(str(uuid.uuid4()), name, level, q, answers)
@@ -250,7 +250,9 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
             raise HttpError(400, "Bad request", '"Resources" must be a list of objects')
         target = body.get("TargetAet", s.dicom_aet)
-        idents = [qrscu.identifier(level, {keyword_of(k): str(v) for k, v in r.items()})
+        if not isinstance(target, str) or not target.strip():
+            raise HttpError(400, "Bad request", "TargetAet must be an AE title (a string)")
+        idents = [qrscu.identifier(level, {known_keyword(k): str(v) for k, v in r.items()})
                   for r in resources]
         return run(context, body, _move_job(context, m, target, idents, level))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import bottle
 
@@ -16,6 +15,7 @@ LOG_LEVELS = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logg
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
     from .app import HttpError, json_response
+    from .common import query_int
 
     @app.get("/system")
     def system() -> str:
@@ -32,10 +32,10 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             last = context.index.last_change()
             return json_response({"Changes": [last] if last else [], "Done": True,
                                   "Last": last["Seq"] if last else 0})
-        since = _int_arg(q, "since", 0, HttpError)
-        limit = _int_arg(q, "limit", 100, HttpError)
+        since = query_int("since", 0)
+        limit = query_int("limit", 100)
         if limit <= 0 or limit > 10000:
-            raise HttpError(400, "limit must be between 1 and 10000")
+            raise HttpError(400, "Parameter out of range", "limit must be between 1 and 10000")
         items, done, last_seq = context.index.changes(since, limit)
         return json_response({"Changes": items, "Done": done, "Last": last_seq})
 
@@ -46,9 +46,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/exports")
     def exports() -> str:
-        q = bottle.request.query
-        since = _int_arg(q, "since", 0, HttpError)
-        limit = _int_arg(q, "limit", 100, HttpError)
+        since = query_int("since", 0)
+        limit = min(query_int("limit", 100), 10000)
         rows = context.index.conn.execute(
             "SELECT seq, level, public_id, target, patient_id, study_uid, series_uid, sop_uid, "
             "date FROM exports WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit + 1)).fetchall()
@@ -106,12 +105,3 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         bottle.response.content_type = "text/plain"
         return time.strftime("%Y%m%dT%H%M%S", time.localtime())
 
-
-def _int_arg(q: Any, name: str, default: int, error: Any) -> int:
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise error(400, f"{name} must be an integer, not {raw!r}") from None

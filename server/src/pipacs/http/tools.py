@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bottle
-from pydicom.datadict import keyword_for_tag
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from .. import browse
 from ..context import ServerContext
@@ -28,6 +28,14 @@ def keyword_of(key: str) -> str:
             raise HttpError(400, "Unknown DICOM tag", f"no DICOM tag {key!r}")
         return str(kw)
     return text
+
+
+def known_keyword(key: Any) -> str:
+    """keyword_of, and the keyword must be in the DICOM dictionary (it goes into a dataset)."""
+    kw = keyword_of(key) if isinstance(key, str) else ""
+    if not kw or tag_for_keyword(kw) is None:
+        raise HttpError(400, "Unknown DICOM tag", f"no DICOM tag {key!r}")
+    return kw
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
