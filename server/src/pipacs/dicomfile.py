@@ -219,14 +219,42 @@ def parse(
     return parsed
 
 
+# A deflated dataset is read from its first bytes only (the index tags come before the pixel
+# data), and refused when it would inflate more than INFLATE_RATIO times: a deflate bomb.
+INFLATE_PREFIX = 16 << 20
+INFLATE_RATIO = 100
+
+
+def _inflate(data: bytes) -> bytes:
+    import zlib
+
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        head = inflater.decompress(data, INFLATE_PREFIX)
+    except zlib.error as e:
+        raise DicomParseError(f"the deflated dataset is corrupt ({e})") from None
+    if inflater.unconsumed_tail:  # more to come: how much, without keeping it?
+        total = len(head)
+        limit = max(INFLATE_PREFIX, INFLATE_RATIO * len(data))
+        try:
+            while inflater.unconsumed_tail and total <= limit:
+                total += len(inflater.decompress(inflater.unconsumed_tail, 1 << 20))
+        except zlib.error as e:
+            raise DicomParseError(f"the deflated dataset is corrupt ({e})") from None
+        if total > limit:
+            raise DicomParseError(
+                f"the deflated dataset would expand more than {INFLATE_RATIO} times its "
+                f"{len(data)} bytes: refused"
+            )
+    return head
+
+
 def _parse_with_pydicom(
     raw: bytes, offset: int, uid: pydicom.uid.UID, default_encoding: str
 ) -> dict[str, str]:
     try:
         if uid.is_deflated:
-            import zlib
-
-            body = io.BytesIO(zlib.decompress(raw[offset:], -zlib.MAX_WBITS))
+            body = io.BytesIO(_inflate(raw[offset:]))
         else:
             body = io.BytesIO(raw)
             body.seek(offset)
@@ -240,6 +268,8 @@ def _parse_with_pydicom(
         if "SpecificCharacterSet" not in ds:
             ds.SpecificCharacterSet = ENCODINGS.get(default_encoding, "ISO_IR 100")
         return values_of(ds, [k for k in _ALL_KEYWORDS if k != "SpecificCharacterSet"])
+    except DicomParseError:
+        raise
     except Exception as e:  # untrusted bytes into a third-party parser: any failure
         raise DicomParseError(f"unreadable DICOM ({type(e).__name__}: {e})") from e
 
@@ -359,6 +389,16 @@ def scan(raw: bytes, offset: int, implicit: bool, default_encoding: str) -> dict
             pos = nxt
     except struct.error as e:
         raise _ScanError(str(e)) from e
+    # The rest (pixel data mostly) is not read, but every element must fit in the file:
+    # a file cut short in its pixel data is refused, not stored.
+    try:
+        while pos + 8 <= end:
+            pos = _element(raw, pos, implicit, end)[0]
+    except (_ScanError, struct.error) as e:
+        g, el = _tag(raw, pos)
+        raise DicomParseError(
+            f"malformed dataset at element ({g:04X},{el:04X}), offset {pos}: {e}"
+        ) from e
     if pos < end and pos + 8 > end and not found:
         raise DicomParseError("the dataset is truncated")
     charset_raw = found.pop(0x00080005, b"").decode("ascii", "replace").strip(" \x00")

@@ -215,28 +215,53 @@ def store_error(e: StoreRefused) -> HttpError:
     return HttpError(STORE_ERRORS.get(e.reason, 500), message.get(e.reason, e.message), e.message)
 
 
+# An uploaded ZIP may not expand to more than this many times its size (and this much at
+# least): a ZIP bomb is refused before anything is inflated. Nested archives are not opened.
+ZIP_RATIO = 100
+ZIP_FREE_EXPANSION = 64 << 20
+ZIP_MEMBER_LIMIT = 512 << 20
+
+
 def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict[str, Any]]:
+    """Store every DICOM file of a ZIP archive; 400 when none could be stored."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
-    except (zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # zipfile raises more than BadZipFile on hostile input
         raise HttpError(400, "Bad file format", f"not a readable ZIP archive: {e}") from None
-    out = []
     with archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
+        members = [i for i in archive.infolist() if not i.is_dir()]
+        expansion = sum(i.file_size for i in members)
+        limit = max(ZIP_FREE_EXPANSION, ZIP_RATIO * len(raw))
+        big = next((i for i in members if i.file_size > ZIP_MEMBER_LIMIT), None)
+        if expansion > limit or big is not None:
+            raise HttpError(400, "Bad file format",
+                            f"the ZIP archive would expand to {expansion} bytes "
+                            f"({len(raw)} uploaded)" + (f", {big.filename!r} alone to "
+                                                        f"{big.file_size}" if big else "")
+                            + ": refused")
+        out = []
+        failures = []
+        for info in members:
             try:
                 data = archive.read(info)
-            except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as e:
-                logger.error("cannot read %s from an uploaded ZIP: %s", info.filename, e)
+            except Exception as e:  # BadZipFile, zlib.error, EOFError, encryption, ...
+                failures.append(f"{info.filename}: cannot be read ({e})")
+                continue
+            if data[:4] == b"PK\x03\x04":
+                failures.append(f"{info.filename}: nested ZIP archives are not opened")
                 continue
             try:
                 out.append(context.store(data, origin).orthanc_json())
             except StoreRefused as e:
                 if e.reason == "Full":
                     raise store_error(e) from None
-                logger.error("not storing %s from an uploaded ZIP: %s", info.filename,
-                             e.message)
+                failures.append(f"{info.filename}: {e.message}")
+    for failure in failures:
+        logger.error("not storing from an uploaded ZIP: %s", failure)
+    if not out:
+        shown = "; ".join(failures[:5]) + ("; ..." if len(failures) > 5 else "")
+        raise HttpError(400, "Bad file format",
+                        f"no DICOM instance stored from the ZIP archive: {shown or 'it is empty'}")
     return out
 
 
