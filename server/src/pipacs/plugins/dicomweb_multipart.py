@@ -89,7 +89,10 @@ def split_parts(data: bytes | mmap.mmap, boundary: str) -> list[Part]:
     raises MultipartError when the body is not a complete multipart message."""
     if not boundary or len(boundary) > 200:
         raise MultipartError("the multipart boundary is missing or longer than 200 characters")
-    delim = b"--" + boundary.encode("latin-1")
+    try:
+        delim = b"--" + boundary.encode("latin-1")
+    except UnicodeEncodeError:
+        raise MultipartError("the multipart boundary is not Latin-1 text") from None
     first = data.find(delim)
     if first < 0 or (first > 0 and data[first - 2 : first] != b"\r\n"):
         raise MultipartError("the body does not start with the multipart boundary")
