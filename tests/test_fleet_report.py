@@ -57,7 +57,7 @@ def test_rows_sorted_by_classroom_with_every_state() -> None:
         ("pi-a2", "classroom_a", "n/a"),
         ("pi-b1", "classroom_b", "DICOM down"),
         ("pi-c1", "classroom_c", "unreachable"),
-        ("pi-c2", "classroom_c", "missing"),
+        ("pi-c2", "classroom_c", "not probed"),
     ]
     a1, a2, b1 = rows[:3]
     assert (a1["version"], a1["uptime"], a1["studies"], a1["instances"]) == ("0.2.0", "3d 04h", "12", "3456")

@@ -169,7 +169,7 @@ def row_of(item):
     if state != "ok":
         msg = result.get("msg", "") if state != "missing" else "not probed (failed before)"
         msg = str(msg).replace("Task failed: ", "")
-        blank["health"] = state if state != "failed" else "error"
+        blank["health"] = {"failed": "error", "missing": "not probed"}.get(state, state)
         row.update(blank)
         row["error"] = " ".join(str(msg).split())[:200]
         row.update(dict((k, "") for k in CSV_COLUMNS if k not in row))
