@@ -57,10 +57,13 @@ def create_app(context: ServerContext) -> bottle.Bottle:
         env = bottle.request.environ
         if check_remote and not _is_loopback(tls.real_address(context, env)):
             raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
-        if check_auth and not _authorised(env.get("HTTP_AUTHORIZATION", ""), credentials,
-                                          s.registered_users):
-            raise bottle.HTTPResponse(status=401, body="authentication required\n",
-                                      headers=challenge)
+        if check_auth:
+            header = env.get("HTTP_AUTHORIZATION", "")
+            if not _authorised(header, credentials, s.registered_users):
+                if header:  # a browser's first try comes without: nothing to report
+                    _log_refusal(header, s.registered_users, env)
+                raise bottle.HTTPResponse(status=401, body="authentication required\n",
+                                          headers=challenge)
         # Orthanc ignores empty path segments ("/patients/", "//system"); clients such as
         # orthanc-api-client rely on it. Routes that end with "/" on purpose still match first.
         path = env.get("PATH_INFO", "/")
@@ -160,6 +163,20 @@ def _credential_headers(users: dict[str, str]) -> dict[str, str]:
     """The Authorization value each registered user's client sends, mapped to the user."""
     return {"Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(): user
             for user, password in users.items()}
+
+
+def _log_refusal(header: str, users: dict[str, str], env: dict[str, Any]) -> None:
+    """Log a refused login: the client and a registered user's name, never what was typed
+    as a password (nor an unknown user name, which may be a password typed in that field)."""
+    user = ""
+    if header.startswith("Basic "):
+        try:
+            user = base64.b64decode(header[6:]).decode("utf-8").partition(":")[0]
+        except (ValueError, UnicodeDecodeError):
+            pass
+    who = f"user {user!r}" if user in users else "an unknown user"
+    logger.info("HTTP %s %s from %s: wrong credentials for %s", env.get("REQUEST_METHOD"),
+                env.get("PATH_INFO"), env.get("REMOTE_ADDR"), who)
 
 
 def _authorised(header: str, known: dict[str, str], users: dict[str, str]) -> bool:
