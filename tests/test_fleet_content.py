@@ -162,6 +162,8 @@ class FakePacs:
         parts = path.strip("/").split("/")
         if method == "POST" and parts == ["instances"]:
             self.posts += 1
+            if b"REFUSE-ME" in (body or b""):
+                raise content.PacsError("POST /instances answered 400: Bad file format", 400)
             return {"ID": self.store(body or b""), "Status": "Success"}
         if method == "PUT" and parts[0] == "patients":
             (self.protected_patients.add if body == b"1" else self.protected_patients.discard)(parts[1])
@@ -198,7 +200,7 @@ def test_sync_sends_what_is_missing_then_nothing(library: Path, tmp_path: Path) 
                                          False, record_path)
     assert warnings == [] and dirty
     assert done == {"studies_sent": 3, "instances_sent": 4, "bytes_sent": status["counts"]["bytes_to_send"],
-                    "patients_protected": 3, "studies_removed": 0}
+                    "patients_protected": 3, "studies_removed": 0, "instances_refused": 0}
     assert pacs.posts == 4
     saved = json.loads(Path(record_path).read_text())
     assert sorted(saved["studies"]) == sorted(s["id"] for s in manifest)
@@ -238,3 +240,15 @@ def test_space_check_counts_staging_and_storage_on_one_disk(tmp_path: Path) -> N
     huge = content.space_check(str(tmp_path / "staging"), str(tmp_path / "storage"), 1 << 60, 0)
     assert not huge["ok"] and "MB free" in huge["message"]
     assert content.space_check(str(tmp_path), str(tmp_path), 0, 10 ** 9)["ok"], "nothing to send needs no room"
+
+
+def test_a_file_pipacs_refuses_is_a_warning_not_a_stop(library: Path, tmp_path: Path) -> None:
+    instance(library / "refused.dcm", "REFUSE-ME", 4, 1, 1)
+    manifest = scanner.scan(str(library))[0]
+    pacs = FakePacs()
+    record_path = str(tmp_path / "fleet-content.json")
+    status = content.compare(pacs, manifest, content.load_record(record_path), True)
+    done, warnings, _ = content.sync(pacs, manifest, content.load_record(record_path), status,
+                                     staged(library, tmp_path, status), False, record_path)
+    assert done["instances_refused"] == 1 and done["instances_sent"] == 5 and done["studies_sent"] == 3
+    assert len(warnings) == 1 and "refused" in warnings[0]

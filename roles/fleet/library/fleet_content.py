@@ -86,7 +86,8 @@ counts:
   description: >-
     library_studies, library_instances, studies_present, studies_to_send, instances_to_send,
     bytes_to_send, patients_to_protect, withdrawn, withdrawn_present; after state=synced also
-    studies_sent, instances_sent, bytes_sent, patients_protected, studies_removed.
+    studies_sent, instances_sent, bytes_sent, patients_protected, studies_removed and
+    instances_refused (files pipacs answered 400 or 403 to: warned, not fatal).
   type: dict
   returned: always
 send:
@@ -121,6 +122,10 @@ RECORD_FORMAT = 1
 class PacsError(Exception):
     """pipacs did not answer as expected; the message says what to check."""
 
+    def __init__(self, message, code=None):
+        Exception.__init__(self, message)
+        self.code = code
+
 
 class Pacs(object):
     """The few REST calls this module makes, with HTTP Basic authentication."""
@@ -148,7 +153,7 @@ class Pacs(object):
             if e.code == 401:
                 raise PacsError("pipacs refused the HTTP account (401): check fleet_http_user/password") from None
             detail = e.read()[:300].decode("utf-8", "replace")
-            raise PacsError("%s %s answered %s: %s" % (method, path, e.code, detail)) from None
+            raise PacsError("%s %s answered %s: %s" % (method, path, e.code, detail), e.code) from None
         except (URLError, OSError) as e:
             raise PacsError("pipacs does not answer at %s (%s %s): %s" % (self.url, method, path, e)) from None
         text = raw.decode("utf-8", "replace")
@@ -277,7 +282,7 @@ def sync(pacs, manifest, record, status, staging_dir, remove_withdrawn, record_p
     """Send, protect, withdraw; the record is saved whatever happens after the first send."""
     library = {s["id"]: s for s in manifest}
     done = {"studies_sent": 0, "instances_sent": 0, "bytes_sent": 0, "patients_protected": 0,
-            "studies_removed": 0}
+            "studies_removed": 0, "instances_refused": 0}
     warnings = []
     dirty = False
     today = datetime.date.today().isoformat()
@@ -288,18 +293,27 @@ def sync(pacs, manifest, record, status, staging_dir, remove_withdrawn, record_p
             if not os.path.isfile(tar_path):
                 raise PacsError("%s is missing: the study %s was not staged" % (tar_path, study["uid"]))
             wanted = set(missing)
+            stored_before = done["instances_sent"]
             with tarfile.open(tar_path) as tar:
                 for member in tar:
                     if member.name not in wanted or not member.isfile():
                         continue
                     data = tar.extractfile(member).read()
-                    answer = pacs.call("POST", "/instances", data, content_type="application/dicom")
+                    wanted.discard(member.name)
+                    try:
+                        answer = pacs.call("POST", "/instances", data, content_type="application/dicom")
+                    except PacsError as e:
+                        if e.code not in (400, 403):
+                            raise
+                        # A file pipacs refuses (corrupt, or a hook's filter): say so, go on.
+                        done["instances_refused"] += 1
+                        warnings.append("pipacs refused instance %s of study %s: %s" % (member.name, study["uid"], e))
+                        continue
                     got = answer.get("ID") if isinstance(answer, dict) else None
                     if got != member.name:
                         warnings.append("instance stored as %s, the library computed %s (study %s): "
                                         "its PatientID may use a character set the scanner does "
                                         "not decode" % (got, member.name, study["uid"]))
-                    wanted.discard(member.name)
                     done["instances_sent"] += 1
                     done["bytes_sent"] += len(data)
                     if sid not in record["studies"]:
@@ -310,7 +324,8 @@ def sync(pacs, manifest, record, status, staging_dir, remove_withdrawn, record_p
                     dirty = True
             if wanted:
                 raise PacsError("%d instance(s) of study %s are not in %s" % (len(wanted), study["uid"], tar_path))
-            done["studies_sent"] += 1
+            if done["instances_sent"] > stored_before:
+                done["studies_sent"] += 1
         for patient in status["protect"]:
             if pacs.protected(patient) is None:
                 continue  # nothing of this patient is stored (its studies were not sent)
@@ -371,7 +386,7 @@ def main():
             done, warnings, dirty = sync(pacs, p["manifest"], record, status, p["staging_dir"],
                                   p["remove_withdrawn"], p["record"])
             result["counts"].update(done)
-            result["changed"] = dirty or any(done.values())
+            result["changed"] = dirty or any(v for k, v in done.items() if k != "instances_refused")
             for w in warnings[:10]:
                 module.warn(w)
     except PacsError as e:
