@@ -209,6 +209,8 @@ def test_storage_full(kind: str, small_disk: Any, make_pipacs: Any,
     ct1, ct2, mr2 = small_data[0:20], small_data[40:60], small_data[60:80]
     assert store_status(p, *ct1[:6]) == [0] * 6
     before = stored(p)
+    for pid, data in before.items():  # staged or settled, the stored bytes are served
+        assert p.get(f"/instances/{pid}/attachments/dicom/compressed-data") == data
     disk.fill()
 
     # Every entry point refuses, with the status that says "out of resources".

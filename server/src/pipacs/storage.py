@@ -218,11 +218,14 @@ class StorageArea:
             if compression is not None
             else (COMPRESSION_NONE if isinstance(att, str) else att.compression)
         )
+        return decode_stored(self.read_stored(file_uuid), comp, file_uuid)
+
+    def read_stored(self, file_uuid: str) -> bytes:
+        """The bytes as stored (compressed when StorageCompression), staged or settled."""
         try:
-            raw = self.current_path(file_uuid).read_bytes()
+            return self.current_path(file_uuid).read_bytes()
         except FileNotFoundError:
-            raw = self.path(file_uuid).read_bytes()  # settled between the look-up and read
-        return decode_stored(raw, comp, file_uuid)
+            return self.path(file_uuid).read_bytes()  # settled between the look-up and read
 
     def remove(self, file_uuid: str) -> None:
         with self._lock:

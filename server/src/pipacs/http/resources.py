@@ -170,7 +170,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             return context.storage.read(att)
         if op == "compressed-data":
             bottle.response.content_type = "application/octet-stream"
-            return context.storage.path(att.uuid).read_bytes()
+            return context.storage.read_stored(att.uuid)  # staged files too
         values = {"size": str(att.size), "compressed-size": str(att.compressed_size),
                   "md5": att.md5, "compressed-md5": att.compressed_md5, "uuid": att.uuid,
                   "is-compressed": "1" if att.compression != 1 else "0"}
