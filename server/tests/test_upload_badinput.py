@@ -368,3 +368,37 @@ def test_memory_stays_bounded(server: PipacsProcess, small_data: list[Path]) -> 
     after = rss_kb(server)
     assert after - before < 64 * 1024, f"RSS grew from {before} KB to {after} KB"
     assert rss_kb(server, "VmHWM") < before + 400 * 1024
+
+
+# ---------------------------------------------------------------- C-STORE
+
+
+def test_malformed_datasets_over_c_store(server: PipacsProcess, small_data: list[Path]) -> None:
+    """The same malformed datasets, their bytes sent as they are (pipacs' own raw sender):
+    0xC000 "cannot understand" each, on one association that stays usable for a good
+    instance afterwards."""
+    from pynetdicom import AE
+
+    from pipacs.dicom.rawsend import RawDataset, install
+
+    install()  # in this test process: send RawDataset bytes without re-encoding them
+    bad = bad_dicom(small_data[1].read_bytes())
+    names = ["cut in the dataset", "cut in the pixel data", "4 GB element in 1 KB",
+             "undefined length OB, no delimiter", "element longer than the file",
+             "element length too short"]
+    ae = AE(ae_title="BADSCU")
+    ae.add_requested_context(CT, [EXPLICIT_LE])
+    assoc = ae.associate("127.0.0.1", server.dicom_port, ae_title=server.aet)
+    assert assoc.is_established
+    try:
+        for name in names:
+            raw = bad[name]
+            status = assoc.send_c_store(RawDataset(raw, CT, f"2.25.{len(name)}", EXPLICIT_LE))
+            assert status and status.Status == 0xC000, (name, status)
+        good = RawDataset(tiny(12), CT, "2.25.424212", EXPLICIT_LE)
+        assert assoc.send_c_store(good).Status == 0
+    finally:
+        assoc.release()
+    status, found = post(server, "/tools/lookup", b"2.25.424212")
+    assert status == 200 and len(found) == 1, found
+    assert request(server, "DELETE", f"/instances/{found[0]['ID']}")[0] == 200
