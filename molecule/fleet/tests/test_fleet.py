@@ -233,6 +233,61 @@ def test_backup_then_restore_onto_a_new_sd_card(pis):
     healthy("pipacs-fleet-3", target)
 
 
+def make_library(folder: Path, studies: int = 2, per_study: int = 3) -> int:
+    """A teaching library on the controller: studies of small images, one folder each."""
+    from pydicom.uid import generate_uid
+
+    count = 0
+    for s in range(studies):
+        study, series = generate_uid(), generate_uid()
+        (folder / f"case-{s + 1}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_study):
+            path = folder / f"case-{s + 1}" / f"IM{i:04d}"  # no extension, as on CDs
+            ds = sample_instance(path, patient_id=f"TEACH-{s + 1}", name=f"Teaching^Case{s + 1}")
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, i + 1
+            ds.save_as(path, enforce_file_format=True)
+            count += 1
+    return count
+
+
+def test_content_sync_sends_only_what_is_missing_then_nothing(pis):
+    library = EPHEMERAL / "teaching-library"
+    shutil.rmtree(library, ignore_errors=True)
+    sent = make_library(library)
+    before = {name: stats(h)["CountInstances"] for name, h in pis.items()}
+    args = ["-e", f"fleet_content_library_dir={library}"]
+    run = play("content.yml (library new to every Pi)", "content.yml", *args)
+    assert run.returncode == 0, run.output
+    for name, host in pis.items():
+        assert re.search(rf"content {name} studies_present=0\s+studies_sent=2\s+instances_sent={sent}\b", run.output)
+        assert stats(host)["CountInstances"] == before[name] + sent
+        patients = http_json(host, HTTP_PORT, "/patients?expand", *ADMIN)
+        teaching = [p for p in patients if p["MainDicomTags"]["PatientID"].startswith("TEACH-")]
+        assert len(teaching) == 2 and all(p["IsProtected"] for p in teaching), teaching
+
+    again = play("content.yml again (nothing to send)", "content.yml", *args)
+    assert again.returncode == 0, again.output
+    assert again.recap()["changed"] == 0, again.output
+    for name, host in pis.items():
+        assert re.search(rf"content {name} studies_present=2\s+studies_sent=0\s+instances_sent=0\b", again.output)
+        assert stats(host)["CountInstances"] == before[name] + sent
+
+
+def test_fleet_report(pis):
+    run = play("report.yml", "report.yml")
+    assert run.returncode == 0, run.output
+    assert run.recap()["changed"] == 0, run.output
+    import csv
+
+    rows = list(csv.DictReader((EPHEMERAL / "fleet-data" / "reports" / "fleet-report-latest.csv").open()))
+    assert sorted(r["host"] for r in rows) == NAMES
+    for row in rows:
+        host = pis[row["host"]]
+        assert (row["version"], row["health"]) == ("0.99.1", "ok"), row
+        assert int(row["instances"]) == stats(host)["CountInstances"], row
+        assert row["classroom"] == ("classroom_b" if row["host"].endswith("3") else "classroom_a"), row
+
+
 def test_timings_are_written():
     lines = [f"{label:<55} {seconds:7.1f} s  {what}" for label, seconds, what in TIMINGS]
     out = PROJECT / ".cache" / "molecule-logs" / "fleet-timings.txt"

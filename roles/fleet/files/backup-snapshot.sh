@@ -1,15 +1,17 @@
 #!/bin/bash
 # Run on a Pi by roles/fleet/tasks/backup.yml: a consistent snapshot of pipacs's data.
-#   backup-snapshot.sh STORAGE_DIR RELEASE_DIR CONFIG_DIR SNAPSHOT_DIR
+#   backup-snapshot.sh STORAGE_DIR RELEASE_DIR CONFIG_DIR SNAPSHOT_DIR [EXTRA_FILE...]
 # pipacs is stopped only while the stored files are hard-linked (metadata only, no copying)
 # and the index is copied, then started again: seconds, not the time the archive takes.
 # The snapshot lives inside STORAGE_DIR (same file system, so hard links always work; pipacs
-# ignores folders there whose names are not two hex digits). Prints the index's counts.
+# ignores folders there whose names are not two hex digits). EXTRA_FILEs that exist (the
+# content library's record) are copied into extra/. Prints the index's counts.
 set -euo pipefail
 storage=$1 release=$2 config=$3 snapshot=$4
+shift 4
 
 rm -rf "$snapshot"
-mkdir -p "$snapshot/storage" "$snapshot/index"
+mkdir -p "$snapshot/storage" "$snapshot/index" "$snapshot/extra"
 was_active=$(systemctl is-active pipacs.service || true)
 restart() { if [[ $was_active == active ]]; then systemctl start pipacs.service; fi; }
 trap restart EXIT
@@ -20,10 +22,13 @@ for folder in "$storage"/[0-9a-f][0-9a-f] "$storage/.incoming"; do
     [[ -d $folder ]] && cp -al "$folder" "$snapshot/storage/"
 done
 "$release/bin/pipacs" --backup-index "$snapshot/index/pipacs-index.db" "$config" >"$snapshot/index.json"
+for extra in "$@"; do
+    if [[ -f $extra ]]; then cp -p "$extra" "$snapshot/extra/"; fi
+done
 restart
 trap - EXIT
 
 # Checksums of everything restored later (the index copy included), for restore.yml to check.
 cd "$snapshot"
-find storage index -type f -print0 | sort -z | xargs -0 --no-run-if-empty sha256sum >SHA256SUMS
+find storage index extra -type f -print0 | sort -z | xargs -0 --no-run-if-empty sha256sum >SHA256SUMS
 cat index.json
