@@ -130,6 +130,19 @@ def test_stability_is_reported_after_stable_age(tmp_path: Path, small_data: list
     ctx.stop()
 
 
+def test_connections_of_ended_threads_are_reused(tmp_path: Path) -> None:
+    # Every DICOM association is a new thread: connections must not pile up.
+    import threading
+
+    idx = Index(tmp_path)
+    for _ in range(50):
+        t = threading.Thread(target=idx.counts)
+        t.start()
+        t.join()
+    assert len(idx._connections) <= 2  # this thread's and one pooled
+    idx.close()
+
+
 def test_old_schema_needs_upgrade(tmp_path: Path) -> None:
     Index(tmp_path, schema_version=1).close()  # an index made by an older pipacs
     with pytest.raises(SchemaTooOld, match="--upgrade"):
