@@ -143,6 +143,33 @@ def test_connections_of_ended_threads_are_reused(tmp_path: Path) -> None:
     idx.close()
 
 
+def test_selective_queries_use_an_index(tmp_path: Path, small_data: list[Path]) -> None:
+    # Without statistics SQLite took the level index as selective and walked every study
+    # (or instance) for a PatientID or a StudyInstanceUID: query cost grew with the archive.
+    ctx = make_context(tmp_path)
+    for f in small_data[:40]:
+        ctx.store(f.read_bytes(), Origin("Test"))
+    idx = ctx.index
+    statements: list[str] = []
+    idx.conn.set_trace_callback(statements.append)
+    patient = idx.get_by_id(1)
+    assert patient is not None and patient.level == PATIENT
+    study = idx.children(patient.id)[0]
+    accession = study.tags["AccessionNumber"]
+    cases = [
+        (STUDY, {PATIENT: [patient.uid]}, None, "resources_level_uid"),
+        (INSTANCE, {STUDY: [study.uid]}, None, "resources_level_uid"),
+        (STUDY, None, {STUDY: {"AccessionNumber": accession}}, "resources_accession"),
+    ]
+    for level, uid_in, equal, index in cases:
+        statements.clear()
+        assert list(idx.rows_with_ancestors(level, uid_in, equal))
+        plan = idx.conn.execute("EXPLAIN QUERY PLAN " + statements[-1]).fetchall()
+        assert index in plan[0][3], plan  # the narrowing table drives the query
+    idx.conn.set_trace_callback(None)
+    ctx.stop()
+
+
 def test_old_schema_needs_upgrade(tmp_path: Path) -> None:
     Index(tmp_path, schema_version=1).close()  # an index made by an older pipacs
     with pytest.raises(SchemaTooOld, match="--upgrade"):

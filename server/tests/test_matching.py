@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipacs.matching import QueryError, make_matcher
+from pipacs.matching import QueryError, exact_value, make_matcher
 
 
 def matches(keyword: str, query: str, value: str, **kw: bool) -> bool:
@@ -67,3 +67,28 @@ def test_malformed_dates_are_named() -> None:
         make_matcher("StudyDate", "2020-01-01x")
     with pytest.raises(QueryError, match="StudyDate"):
         make_matcher("StudyDate", "yesterday")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "query", "exact"),
+    [
+        ("AccessionNumber", " A12 ", "A12"),
+        ("StudyInstanceUID", "1.2.3", "1.2.3"),
+        ("StudyDate", "20200615", "20200615"),
+        ("Modality", "CT", "CT"),
+        ("PatientName", "DOE^JOHN", None),  # folded: compared case-insensitively
+        ("AccessionNumber", "A1*", None),
+        ("Modality", "CT\\MR", None),
+        ("StudyDate", "20200101-20201231", None),
+        ("StudyTime", "0800", None),  # normalised before comparing
+        ("AccessionNumber", "*", None),
+    ],
+)
+def test_exact_values_are_the_ones_the_matcher_compares_as_they_are(
+    keyword: str, query: str, exact: str | None
+) -> None:
+    assert exact_value(keyword, query) == exact
+    if exact is not None:  # the index may narrow with it: the matcher agrees
+        assert matches(keyword, query, exact)
+        assert not matches(keyword, query, exact + "X")
+    assert exact_value("PatientName", "DOE^JOHN", case_sensitive_pn=True) == "DOE^JOHN"

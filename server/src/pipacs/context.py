@@ -16,7 +16,7 @@ from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
 from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
-from .matching import make_matcher
+from .matching import exact_value, make_matcher
 from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
 
 logger = logging.getLogger(__name__)
@@ -450,6 +450,7 @@ class ServerContext:
         plain = []
         special = []
         uid_in: dict[int, list[str]] = {}
+        equal: dict[int, dict[str, str]] = {}  # narrows in SQL; the matchers still decide
         for kw, value in query.items():
             m = make_matcher(kw, value, case_sensitive_pn=cs_pn)
             if m is None:
@@ -461,10 +462,12 @@ class ServerContext:
                 plain.append((kw, lv, m))
                 if kw == dicomfile.LEVEL_UID[lv] and "*" not in value and "?" not in value:
                     uid_in[lv] = [v.strip() for v in value.split("\\") if v.strip()]
+                elif (exact := exact_value(kw, value, case_sensitive_pn=cs_pn)) is not None:
+                    equal.setdefault(lv, {})[kw] = exact
             else:
                 special.append((kw, m))
         matches: list[Match] = []
-        for tags, pids, rids in self.index.rows_with_ancestors(level, uid_in):
+        for tags, pids, rids in self.index.rows_with_ancestors(level, uid_in, equal):
             if not all(m(tags[lv].get(kw, "")) for kw, lv, m in plain):
                 continue
             match = Match(level, tags, pids, rids)

@@ -118,6 +118,11 @@ MIGRATIONS: list[str] = [
     INSERT OR REPLACE INTO properties(key, value)
         SELECT 'total_size', COALESCE(SUM(size), 0) FROM attachments;
     """,
+    # 3: studies by accession number (C-FIND and /tools/find from a RIS, /tools/lookup)
+    """
+    CREATE INDEX resources_accession ON resources(json_extract(tags, '$.AccessionNumber'))
+        WHERE level = 1;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -594,12 +599,17 @@ class Index:
         return [r[0] for r in self.conn.execute(sql, args)]
 
     def rows_with_ancestors(
-        self, level: int, uid_in: dict[int, list[str]] | None = None
+        self,
+        level: int,
+        uid_in: dict[int, list[str]] | None = None,
+        equal: dict[int, dict[str, str]] | None = None,
     ) -> Iterator[tuple[list[dict[str, str]], list[str], list[int]]]:
         """For each resource at `level`: the tags, public IDs and row ids of it and its parents.
 
         Lists are indexed by level (0 = patient). `uid_in` narrows on identifiers, by level
-        ({0: PatientIDs, 1: StudyInstanceUIDs, ...}), using the (level, uid) index.
+        ({0: PatientIDs, 1: StudyInstanceUIDs, ...}), using the (level, uid) index; `equal`
+        on main tags that must equal a value exactly ({1: {"AccessionNumber": "A12"}}), with
+        an index for the accession number. Both only narrow: callers still match each row.
         """
         joins = [f"resources r{level}"]
         cols = []
@@ -607,11 +617,24 @@ class Index:
             cols += [f"r{lv}.tags", f"r{lv}.public_id", f"r{lv}.id"]
             if lv < level:
                 joins.append(f"JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent")
-        sql = f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE r{level}.level = ?"
+        # With a narrowing term, "+" keeps SQLite from walking every resource of the level
+        # through the level index: without statistics it guesses that path selective, and
+        # each query grew with the archive (a PatientID at 100,000 instances: 17 ms, not 0.1).
+        narrowed = bool(uid_in or equal)
+        sql = (f"SELECT {', '.join(cols)} FROM {' '.join(joins)} "
+               f"WHERE {'+' if narrowed else ''}r{level}.level = ?")
         args: list[Any] = [level]
         for lv, uids in sorted((uid_in or {}).items()):
             sql += f" AND r{lv}.level = {lv} AND r{lv}.uid IN ({','.join('?' * len(uids))})"
             args += uids
+        for lv, values in sorted((equal or {}).items()):
+            sql += f" AND r{lv}.level = {lv}"
+            for keyword, value in sorted(values.items()):
+                if not keyword.isalnum():
+                    raise ValueError(f"not a DICOM keyword: {keyword!r}")
+                # the path is written out, not bound, so that the expression index applies
+                sql += f" AND json_extract(r{lv}.tags, '$.{keyword}') = ?"
+                args.append(value)
         sql += f" ORDER BY r{level}.id"
         parsed: dict[int, dict[str, str]] = {}  # parents recur: decode each one once
         for row in self.conn.execute(sql, args):

@@ -102,3 +102,20 @@ def make_matcher(keyword: str, value: str, *, case_sensitive_pn: bool = False) -
         return lambda v: v == value
     folded = fold(value)
     return lambda v: fold(v) == folded
+
+
+def exact_value(keyword: str, value: str, *, case_sensitive_pn: bool = False) -> str | None:
+    """The value a tag must equal when `make_matcher` would compare it as it is (no
+    wildcard, list, range, time normalising or case folding), else None. The index can then
+    narrow with an equality before the matcher runs."""
+    value = value.strip()
+    if value in ("", "*") or "\\" in value:
+        return None
+    vr = vr_of(keyword)
+    if vr == "TM" or (vr == "PN" and not case_sensitive_pn):
+        return None
+    if vr in RANGE_VRS and "-" in value:
+        return None
+    if vr not in NO_WILDCARD_VRS and ("*" in value or "?" in value):
+        return None
+    return value

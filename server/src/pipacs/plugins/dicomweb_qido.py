@@ -11,7 +11,7 @@ from typing import Any
 from ..context import Match, ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
-from ..matching import Matcher, QueryError, make_matcher
+from ..matching import Matcher, QueryError, exact_value, make_matcher
 from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,21 @@ class Qido:
             if q.level in uid_in:
                 uids = [u for u in uids if u in uid_in[q.level]]
             uid_in[q.level] = uids
-        return self.context.index.rows_with_ancestors(q.level, uid_in)
+        equal: dict[int, dict[str, str]] = {}  # narrows in SQL; the matchers still decide
+        for kw, value in q.constraints:
+            lv = _TAG_LEVEL.get(kw)
+            if lv is None or lv > q.level or kw == "ImageOrientationPatient" or lv in uid_in:
+                continue
+            if element_vr(kw) == "UI":  # as in _matchers: a comma separates UIDs too
+                value = value.replace(",", "\\")
+            exact = exact_value(kw, value, case_sensitive_pn=self.case_sensitive)
+            if exact is None:
+                continue
+            if kw == LEVEL_KEY[lv]:  # a PatientID (or a UID above the level): its index
+                uid_in[lv] = [exact]
+            else:
+                equal.setdefault(lv, {})[kw] = exact
+        return self.context.index.rows_with_ancestors(q.level, uid_in, equal)
 
     def _matchers(self, q: Query) -> tuple[list[Any], list[Any]]:
         plain, special = [], []
