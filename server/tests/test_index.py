@@ -167,6 +167,10 @@ def test_selective_queries_use_an_index(tmp_path: Path, small_data: list[Path]) 
         plan = idx.conn.execute("EXPLAIN QUERY PLAN " + statements[-1]).fetchall()
         assert index in plan[0][3], plan  # the narrowing table drives the query
     idx.conn.set_trace_callback(None)
+    # the stability check, every second, reads only what is not stable yet
+    plan = idx.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM resources "
+                            "WHERE level < 3 AND stable = 0").fetchall()
+    assert "resources_unstable" in plan[0][3], plan
     ctx.stop()
 
 

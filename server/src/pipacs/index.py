@@ -118,10 +118,12 @@ MIGRATIONS: list[str] = [
     INSERT OR REPLACE INTO properties(key, value)
         SELECT 'total_size', COALESCE(SUM(size), 0) FROM attachments;
     """,
-    # 3: studies by accession number (C-FIND and /tools/find from a RIS, /tools/lookup)
+    # 3: studies by accession number (C-FIND and /tools/find from a RIS, /tools/lookup);
+    # the resources not yet stable, which the stability check reads every second
     """
     CREATE INDEX resources_accession ON resources(json_extract(tags, '$.AccessionNumber'))
         WHERE level = 1;
+    CREATE INDEX resources_unstable ON resources(level) WHERE stable = 0;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
