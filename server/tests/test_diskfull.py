@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -45,19 +46,24 @@ class SmallDisk:
         return self.root / "ballast"
 
     def fill(self) -> None:
-        """Write the ballast until the filesystem refuses another byte."""
+        """Write the ballast until the filesystem refuses another byte, even after a sync
+        (ext4 gives back what it reserved for delayed allocation once blocks are allocated)."""
         fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
-                block = b"\xa5" * chunk
-                while True:
-                    try:
-                        os.write(fd, block)
-                    except OSError as e:
-                        if e.errno != errno.ENOSPC:
-                            raise
-                        break
-            os.fsync(fd)
+            for _ in range(10):
+                wrote = 0
+                for chunk in (1 << 16, 1 << 12, 1 << 9, 1):
+                    block = b"\xa5" * chunk
+                    while True:
+                        try:
+                            wrote += os.write(fd, block)
+                        except OSError as e:
+                            if e.errno != errno.ENOSPC:
+                                raise
+                            break
+                os.fsync(fd)
+                if not wrote:
+                    break
         finally:
             os.close(fd)
 
@@ -456,3 +462,53 @@ def test_make_durable_syncs_the_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert str(wal) in synced
     assert wal.stat().st_size == size
     index.close()
+
+
+def test_files_that_cannot_settle_stay_staged_and_readable(tmp_path: Path,
+                                                          small_data: list[Path]) -> None:
+    """A staged file that cannot move into place (its folder cannot be made) is kept, read
+    from .incoming, and settled on a later try: never dropped from the batch."""
+    ctx = make_context(tmp_path)
+    try:
+        result = ctx.store(small_data[0].read_bytes())
+        uuid = ctx.index.attachment(ctx.index.get(result.ids[3]).id).uuid
+        folder = ctx.storage.path(uuid).parent
+        shutil.rmtree(folder)
+        folder.write_bytes(b"in the way")  # a file where the folder should be
+        assert ctx.settle() == 0
+        assert ctx.storage.staged() == [uuid]
+        assert ctx.read_instance(result.ids[3]) == small_data[0].read_bytes()
+        folder.unlink()
+        ctx.storage._made.clear()
+        assert ctx.settle() == 1
+        assert ctx.storage.path(uuid).exists() and not ctx.storage.staged()
+    finally:
+        ctx.stop()
+
+
+def test_recovery_keeps_files_it_cannot_index_now(tmp_path: Path, small_data: list[Path]) -> None:
+    """After a crash, a whole staged file the index cannot take now (a full disk) is kept
+    for the next start, not removed as if it were a partial write."""
+    from pipacs.storage import StorageArea
+
+    storage = StorageArea(tmp_path / "storage")
+    att = storage.write(small_data[0].read_bytes())
+    assert storage.recover(lambda u: False, lambda u, b: None) == (0, 0, 0)
+    assert len(list(storage.incoming.iterdir())) == 1
+    assert storage.recover(lambda u: False, lambda u, b: True) == (0, 1, 0)
+    assert storage.path(att.uuid).read_bytes() == small_data[0].read_bytes()
+
+
+def test_space_reserve(small_disk: Any) -> None:
+    from pipacs.storage import SpaceReserve
+
+    disk = small_disk("disk", "tmpfs", 2048)
+    reserve = SpaceReserve(disk.root)
+    assert reserve.ensure() and reserve.path.stat().st_size == 2048 * 1024 // 32
+    free = os.statvfs(disk.root).f_bavail
+    assert reserve.release() and not reserve.release()
+    assert os.statvfs(disk.root).f_bavail > free
+    disk.fill()
+    assert not reserve.ensure() and not reserve.path.exists()  # no room to spare: later
+    disk.free()
+    assert reserve.ensure()
