@@ -81,8 +81,8 @@ def healthy(name: str, host) -> None:
 def storage_sums(host) -> list[str]:
     """sha256 and path (relative to the storage folder) of every stored file."""
     out = host.check_output(
-        "cd /var/lib/pipacs/storage && find . -path ./.incoming -prune -o -type f -print0"
-        " | sort -z | xargs -0 --no-run-if-empty sha256sum"
+        "cd /var/lib/pipacs/storage && find . -mindepth 3 -maxdepth 3 -path './[0-9a-f][0-9a-f]/*' -type f"
+        " -print0 | sort -z | xargs -0 --no-run-if-empty sha256sum"
     )
     return out.splitlines()
 
@@ -228,6 +228,34 @@ def test_backup_then_restore_onto_a_new_sd_card(pis):
     assert [stats(target)[c] for c in counts] == [stats(source)[c] for c in counts]
     assert storage_sums(target) == storage_sums(source)
     healthy("pipacs-fleet-3", target)
+
+
+def test_backup_on_the_pi_then_forced_restore_from_there(pis):
+    name = "pipacs-fleet-2"
+    host = pis[name]
+    host.check_output("mkdir -p /srv/usb-backup")  # stands for a mounted USB disk
+    before, sums = stats(host)["CountInstances"], storage_sums(host)
+    run = play("backup.yml to a disk on the Pi", "backup.yml", "--limit", name,
+               "-e", "fleet_backup_to=pi", "-e", "fleet_backup_pi_dir=/srv/usb-backup")
+    assert run.returncode == 0, run.output
+    archives = host.check_output("ls /srv/usb-backup").split()
+    assert len(archives) == 1 and archives[0].startswith(name + "-") and archives[0].endswith(".tar"), archives
+
+    # Stored after the backup: a forced restore brings the Pi back to the backup, and keeps
+    # what it replaced aside.
+    late = EPHEMERAL / "after-backup.dcm"
+    sample_instance(late, patient_id="AFTER-BACKUP")
+    assert storescu(container_ip(name), DICOM_PORT, AETS[name], late).returncode == 0
+    assert stats(host)["CountInstances"] == before + 1
+    run = play("restore.yml forced, archive on the Pi", "restore.yml", "--limit", name,
+               "-e", f"fleet_restore_archive=/srv/usb-backup/{archives[0]}",
+               "-e", "fleet_restore_archive_on_pi=true", "-e", "fleet_restore_force=true")
+    assert run.returncode == 0, run.output
+    assert stats(host)["CountInstances"] == before
+    assert storage_sums(host) == sums
+    aside = host.check_output("ls -A /var/lib/pipacs/storage").split()
+    assert any(entry.startswith(".before-restore-") for entry in aside), aside
+    healthy(name, host)
 
 
 def make_library(folder: Path, studies: int = 2, per_study: int = 3) -> int:
