@@ -170,6 +170,11 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def ms(value: float) -> str:
+    """Milliseconds with two significant decimals below 10 ms (0.24, not 0.2)."""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
 def report(times: dict[str, dict[str, list[float]]]) -> bool:
     headers = ["route", "Orthanc median", "Orthanc p95", "pipacs median", "pipacs p95",
                "pipacs/Orthanc", "result"]
@@ -179,9 +184,8 @@ def report(times: dict[str, dict[str, list[float]]]) -> bool:
         ratio = p / o if o else float("inf")
         passed = ratio <= TARGET
         ok &= passed
-        rows.append([label, f"{o:.1f}", f"{p95(per['orthanc']):.1f}", f"{p:.1f}",
-                     f"{p95(per['pipacs']):.1f}", f"{ratio:.2f}x",
-                     "PASS" if passed else "FAIL"])
+        rows.append([label, ms(o), ms(p95(per["orthanc"])), ms(p), ms(p95(per["pipacs"])),
+                     f"{ratio:.2f}x", "PASS" if passed else "FAIL"])
     widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
     print(f"\n## REST latencies (ms), target pipacs <= {TARGET:g}x Orthanc\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -156,6 +157,7 @@ def _channel_class(*, keep_alive: bool) -> Any:
     it asked for "Connection: close" (WSGI applications may not send hop-by-hop headers such
     as Connection, so the server decides).
     """
+    from waitress.buffers import ReadOnlyFileBasedBuffer
     from waitress.channel import HTTPChannel
     from waitress.task import WSGITask
 
@@ -201,8 +203,11 @@ def _channel_class(*, keep_alive: bool) -> Any:
             waitress copies every answer into its output buffer, reads it back and sends it
             from there; when the buffer is empty the bytes can go to the socket directly (the
             lock keeps the main loop from flushing meanwhile). What the socket does not take
-            now is queued as usual.
+            now is queued as usual. A file (wsgi.file_wrapper) goes by sendfile(): waitress
+            would read each piece twice (once to send it, once to skip it).
             """
+            if isinstance(data, ReadOnlyFileBasedBuffer):
+                return self._send_file(data)
             if isinstance(data, bytes) and data and self.connected \
                     and not self.total_outbufs_len:
                 with self.outbuf_lock:
@@ -215,6 +220,33 @@ def _channel_class(*, keep_alive: bool) -> Any:
                             self.last_activity = time.time()
                             return sent
                         data = data[sent:]
+            return super().write_soon(data)
+
+        def _send_file(self, data: Any) -> int:
+            size = data.remain
+            if self.connected and not self.total_outbufs_len:
+                with self.outbuf_lock:
+                    if not self.total_outbufs_len:
+                        try:
+                            source = data.file.fileno()
+                            offset = data.file.tell()
+                        except (AttributeError, OSError, ValueError):
+                            return super().write_soon(data)  # not a real file
+                        try:
+                            while data.remain > 0:
+                                n = os.sendfile(self.socket.fileno(), source, offset,
+                                                data.remain)
+                                if n <= 0:
+                                    break
+                                offset += n
+                                data.remain -= n
+                        except OSError:
+                            pass  # full socket (or an error waitress reports when it sends)
+                        data.file.seek(offset)  # waitress sends the rest from there
+                        if not data.remain:
+                            self.last_activity = time.time()
+                            data.close()
+                            return int(size)
             return super().write_soon(data)
 
     return Channel
