@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import ipaddress
 import json
 import os
 import re
@@ -197,7 +198,7 @@ def test_the_application_refuses_remote_clients_itself(tmp_path: Path) -> None:
     context = ServerContext(settings)
     try:
         app = create_app(context)
-        for address, expected in [("10.254.0.2", "403"), ("192.168.1.20", "403"),
+        for address, expected in [("100.64.0.2", "403"), ("192.168.1.20", "403"),
                                   ("fe80::1", "403"), ("127.0.0.1", "200"), ("::1", "200")]:
             answer: list[str] = []
 
@@ -222,10 +223,13 @@ class Namespace:
     """A network namespace joined to the host by a veth pair: HOST <-> PEER (a /30)."""
 
     def __init__(self) -> None:
-        n = os.getpid() % 250
-        self.name = f"pipacs-sec-{os.getpid()}"
-        self.host_if, self.peer_if = f"psh{os.getpid()}"[:15], f"psp{os.getpid()}"[:15]
-        self.host, self.peer = f"10.254.{n}.1", f"10.254.{n}.2"
+        pid = os.getpid()
+        self.name = f"pipacs-sec-{pid}"
+        self.host_if, self.peer_if = f"psh{pid}"[:15], f"psp{pid}"[:15]
+        # One /30 per process in 100.64.0.0/10 (shared address space, unused on test hosts;
+        # podman takes 10.88.0.0/16): concurrent runs never share addresses.
+        base = ipaddress.IPv4Address("100.64.0.0") + 4 * (pid % (1 << 20))
+        self.host, self.peer = str(base + 1), str(base + 2)
 
     def ip(self, *args: str, ns: bool = False) -> None:
         command = ["ip", "netns", "exec", self.name, "ip", *args] if ns else ["ip", *args]
