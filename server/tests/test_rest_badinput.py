@@ -2,7 +2,8 @@
 
 Bad JSON bodies, wrong types in /tools/find and the other POST bodies, absurd limits and
 offsets, non-numeric query arguments, unknown IDs, path tricks in served folders and in
-archive names, broken Content-Length headers; then a bounded hypothesis fuzz of /tools/find
+archive names, broken Content-Length headers, JSON bodies over 32 MB (a 413 before they are
+read into memory); then a bounded hypothesis fuzz of /tools/find
 bodies and of the query arguments of the routes that take numbers. After every test the
 server is still up and its log holds no traceback. (Malformed uploads, POST /instances,
 ZIP and STOW-RS, are test_upload_badinput.py's.)
@@ -258,6 +259,13 @@ def test_body_shorter_than_its_content_length(server: PipacsProcess) -> None:
     answer = raw_http(server, b"POST /tools/find HTTP/1.1\r\nHost: x\r\n"
                       b"Content-Length: 10000000\r\n\r\n", b'{"Level": "Study"')
     assert answer == b""
+
+
+@pytest.mark.parametrize("path", ["/tools/find", "/tools/create-archive"])
+def test_huge_json_body_is_refused_unread(server: PipacsProcess, path: str) -> None:
+    """33 MB of JSON (valid: whitespace around an object) is a 413, not 33 MB in memory."""
+    status, answer = call(server, "POST", path, b" " * (33 * 1024 * 1024) + b"{}")
+    assert_refused(status, answer, 413, "larger than")
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR CS")

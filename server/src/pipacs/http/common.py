@@ -29,13 +29,28 @@ def parse_level(value: Any) -> int:
     return level
 
 
-def body_bytes() -> bytes:
-    return bottle.request.body.read()
+# JSON bodies (queries, lists of IDs, job options) larger than this are refused with a 413
+# before they are read into memory; DICOM uploads are not JSON and have no such limit here.
+JSON_BODY_LIMIT = 32 * 1024 * 1024
+
+
+def body_bytes(limit: int | None = None) -> bytes:
+    """The request body; with `limit`, a larger one is a 413 (and is not read)."""
+    if limit is None:
+        return bottle.request.body.read()
+    if bottle.request.content_length > limit:
+        raise HttpError(413, "Request Entity Too Large",
+                        f"the body ({bottle.request.content_length} bytes) is larger than "
+                        f"{limit} bytes")
+    raw = bottle.request.body.read(limit + 1)
+    if len(raw) > limit:
+        raise HttpError(413, "Request Entity Too Large", f"the body is larger than {limit} bytes")
+    return raw
 
 
 def body_json(*, default: Any = None, kind: type | tuple[type, ...] | None = None) -> Any:
     """The request body as JSON; an empty body gives `default`; malformed JSON is a 400."""
-    raw = body_bytes()
+    raw = body_bytes(JSON_BODY_LIMIT)
     if not raw.strip():
         if default is not None:
             return default
