@@ -223,6 +223,7 @@ def test_bad_zip_archives(server: PipacsProcess, small_data: list[Path], tmp_pat
         "lying size (bad CRC)": _lying_zip(good),
         "unsupported compression": _patched_method(zipped({"a.dcm": b"x" * 500}), 99),
         "encrypted flag": _encrypted(zipped({"a.dcm": good})),
+        "a member without a name": _nameless(zipped({"a": b"not DICOM" * 20})),
     }
     before = rss_kb(server)
     for name, data in cases.items():
@@ -260,6 +261,16 @@ def _patched_method(archive: bytes, method: int) -> bytes:
     data[8:10] = struct.pack("<H", method)
     cd = data.rindex(b"PK\x01\x02")
     data[cd + 10: cd + 12] = struct.pack("<H", method)
+    return bytes(data)
+
+
+def _nameless(archive: bytes) -> bytes:
+    """The one-letter member name turned into one byte of extra field: an empty name (found
+    by fuzzing: zipfile's is_dir() raised IndexError)."""
+    data = bytearray(archive)
+    cd = data.rindex(b"PK\x01\x02")
+    for at in (26, cd + 28):  # name length, then extra field length
+        data[at: at + 4] = struct.pack("<HH", 0, 1)
     return bytes(data)
 
 

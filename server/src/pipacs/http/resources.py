@@ -229,7 +229,8 @@ def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict
     except Exception as e:  # zipfile raises more than BadZipFile on hostile input
         raise HttpError(400, "Bad file format", f"not a readable ZIP archive: {e}") from None
     with archive:
-        members = [i for i in archive.infolist() if not i.is_dir()]
+        # not is_dir(): it fails on an empty name (found by fuzzing)
+        members = [i for i in archive.infolist() if not i.filename.endswith("/")]
         expansion = sum(i.file_size for i in members)
         limit = max(ZIP_FREE_EXPANSION, ZIP_RATIO * len(raw))
         big = next((i for i in members if i.file_size > ZIP_MEMBER_LIMIT), None)
