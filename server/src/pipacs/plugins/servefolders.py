@@ -115,8 +115,8 @@ class Folder:
         if target is None:
             if ".." in rel.split("/"):
                 logger.warning("ServeFolders: refused %s%s (leaves the folder)", self.uri, rel)
-                return bottle.HTTPError(403, "Access denied")
-            return bottle.HTTPError(404, "Not found")
+                return bottle.HTTPError(403, f"{self.uri}/{rel} leaves the served folder")
+            return bottle.HTTPError(404, f"{self.uri}/{rel} is not in the served folder")
         if target.is_dir():
             if not bottle.request.path.endswith("/"):
                 return bottle.redirect(bottle.request.path + "/", 301)
