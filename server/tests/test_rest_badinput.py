@@ -407,18 +407,22 @@ SEGMENT = st.text(st.characters(codec="utf-8", exclude_characters="/?#"), min_si
 @settings(max_examples=300, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
-def test_fuzz_every_route(server: PipacsProcess, route_rules: list[tuple[str, str]],
-                          data: st.DataObject) -> None:
-    """Any route of the app with made-up path parameters and a made-up body: never a 5xx.
-    (Made-up names never hit the configured modality or peer, which would be a network
-    error: those are not bad input.)"""
+def test_fuzz_every_route(server: PipacsProcess, ids: dict[str, str],
+                          route_rules: list[tuple[str, str]], data: st.DataObject) -> None:
+    """Any route of the app with made-up path parameters (or real IDs, except to DELETE)
+    and a made-up body: never a 5xx. (Made-up names never hit the configured modality or
+    peer, which would be a network error: those are not bad input.)"""
     import re
 
     method, rule = data.draw(st.sampled_from(route_rules))
+    real = {"pid": [ids[k] for k in ("patient", "study", "series", "instance")],
+            "study": [ids["study_uid"]], "series": [ids["series_uid"]], "sop": [ids["sop_uid"]]}
 
     def fill(m: re.Match[str]) -> str:
-        _, _, spec = m.group(1).partition(":")
+        name, _, spec = m.group(1).partition(":")
         kind, _, arg = spec.partition(":")
+        if name in real and method != "DELETE" and data.draw(st.booleans()):
+            return str(data.draw(st.sampled_from(real[name])))
         if kind == "re" and data.draw(st.booleans()):
             return str(data.draw(st.sampled_from(arg.split("|"))))
         if kind == "int" and data.draw(st.booleans()):
