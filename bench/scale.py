@@ -12,7 +12,8 @@ each with a quarter of the new patients. After each step, in the same run:
   N by nature (every study; the first page of 100): C-FIND with dcmtk's ``/usr/bin/findscu``,
   QIDO-RS and ``POST /tools/find``; median of ``--runs`` calls, servers alternated call by
   call; C-FIND times include findscu's own start (see the echoscu row);
-* the index's size on disk (the IndexDirectory; the storage area is listed apart) and RSS;
+* the index database's size on disk (the files in IndexDirectory, -wal included; pipacs'
+  DICOMweb metadata cache, also there, is listed apart, as is the storage area) and RSS;
 * start-up with N instances indexed: stop (SIGTERM), start again, time to the first C-ECHO
   answered and to the first ``GET /system`` answered with 200 (both polled from the
   ``Popen``); median of ``--restarts``; RSS 1 s after the start.
@@ -96,18 +97,28 @@ def target_of(first_file: Path) -> Target:
 
 def _http(conns: Conns, srv: Server, method: str, path: str,
           body: bytes | None = None, accept: str = "application/json") -> tuple[float, bytes]:
-    conn = conns.get(srv.kind)
-    if conn is None:
-        conn = conns[srv.kind] = http.client.HTTPConnection(ingest.LOOPBACK, srv.http_port,
-                                                             timeout=600)
     headers = {"Accept": accept, "Accept-Encoding": "identity"}
     if body is not None:
         headers["Content-Type"] = "application/json"
-    t0 = time.perf_counter()
-    conn.request(method, path, body=body, headers=headers)
-    resp = conn.getresponse()
-    data = resp.read()
-    elapsed = time.perf_counter() - t0
+    for attempt in (0, 1):
+        conn = conns.get(srv.kind)
+        if conn is None:
+            conn = conns[srv.kind] = http.client.HTTPConnection(
+                ingest.LOOPBACK, srv.http_port, timeout=600)
+        t0 = time.perf_counter()
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (ConnectionError, http.client.HTTPException):
+            # a keep-alive connection the server closed while long C-FINDs ran: once more
+            conn.close()
+            del conns[srv.kind]
+            if attempt:
+                raise
+            continue
+        elapsed = time.perf_counter() - t0
+        break
     if resp.status != 200:
         raise RuntimeError(f"{srv.kind} {method} {path}: {resp.status} {data[:200]!r}")
     return elapsed, data
@@ -229,6 +240,13 @@ def restart(srv: Server, restarts: int) -> dict[str, float]:
             "RSS 1 s after start (MB)": srv.rss()}
 
 
+def index_sizes(folder: Path) -> tuple[int, int]:
+    """(the database: files at the top of IndexDirectory, with -wal and -shm; the rest, such
+    as pipacs' DICOMweb metadata cache) in bytes allocated on disk."""
+    db = sum(p.stat().st_blocks * 512 for p in folder.iterdir() if p.is_file())
+    return db, benchlib.dir_size(folder) - db
+
+
 def populate(srv: Server, folders: list[Path], expected: int) -> tuple[float, int]:
     seconds, errors = ingest.send(srv.dicom_port, [[f] for f in folders])
     for e in errors[:3]:
@@ -299,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
             res.update(measure_queries(servers, queries(target), args.runs))
             for kind, srv in servers.items():
                 res.setdefault("RSS after the queries (MB)", {})[kind] = srv.rss()
-                res.setdefault("index on disk (MB)", {})[kind] = (
-                    benchlib.dir_size(srv.workdir / "index") / 1e6)
+                db, other = index_sizes(srv.workdir / "index")
+                res.setdefault("index database on disk (MB)", {})[kind] = db / 1e6
+                res.setdefault("other files in IndexDirectory (MB)", {})[kind] = other / 1e6
                 res.setdefault("storage area on disk (MB)", {})[kind] = (
                     benchlib.dir_size(srv.storage) / 1e6)
                 for key, value in restart(srv, args.restarts).items():
