@@ -115,6 +115,8 @@ STATE: dict[str, object] = {}
 
 
 def test_site_converged_the_fleet(pis):
+    # Molecule reuses the ephemeral folder between runs: backups and reports start afresh.
+    shutil.rmtree(EPHEMERAL / "fleet-data", ignore_errors=True)
     releases = {release(h) for h in pis.values()}
     assert len(releases) == 1, releases
     STATE["release0"] = releases.pop()
