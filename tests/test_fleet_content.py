@@ -3,35 +3,26 @@ compare/send logic against an in-memory pipacs (roles/fleet/library/fleet_conten
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_modules import load
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ROOT / "roles" / "fleet" / "library"
 
 
-def load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 scanner = load("fleet_content_library")
 content = load("fleet_content")
 pydicom = pytest.importorskip("pydicom")
 
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.sequence import Sequence  # noqa: E402
-from pydicom.uid import (  # noqa: E402
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import (
     CTImageStorage,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,

@@ -4,23 +4,15 @@ fixed-width table, CSV and HTML, and the file writes (roles/fleet/library/fleet_
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
+from fleet_modules import load
+
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY = ROOT / "roles" / "fleet" / "library"
 
 
-def load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 writer = load("fleet_report_write")
