@@ -171,6 +171,16 @@ def test_selective_queries_use_an_index(tmp_path: Path, small_data: list[Path]) 
     plan = idx.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM resources "
                             "WHERE level < 3 AND stable = 0").fetchall()
     assert "resources_unstable" in plan[0][3], plan
+    plan = idx.conn.execute("EXPLAIN QUERY PLAN SELECT public_id FROM resources WHERE level=0 "
+                            "AND protected=0 AND public_id != '' ORDER BY updated").fetchall()
+    assert "resources_recycling" in plan[0][3], plan  # recycling: the oldest patient first
+    # only patients are in the recycling order, only what is not stable in that index
+    entries = {name: idx.conn.execute(f"SELECT count(*) FROM resources INDEXED BY {name} "
+                                      f"WHERE {cond}").fetchone()[0]
+               for name, cond in (("resources_recycling", "level = 0"),
+                                  ("resources_unstable", "stable = 0 AND level < 3"))}
+    assert entries["resources_recycling"] == 1  # one patient
+    assert entries["resources_unstable"] == sum(idx.counts()[:3])  # no instance
     ctx.stop()
 
 

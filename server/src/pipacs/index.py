@@ -119,11 +119,15 @@ MIGRATIONS: list[str] = [
         SELECT 'total_size', COALESCE(SUM(size), 0) FROM attachments;
     """,
     # 3: studies by accession number (C-FIND and /tools/find from a RIS, /tools/lookup);
-    # the resources not yet stable, which the stability check reads every second
+    # the patients, studies and series not yet stable, which the stability check reads every
+    # second; the recycling order of patients only (each instance stored moved the entries of
+    # its instance, series and study too: 10 KB of the 75 KB each commit wrote to the WAL)
     """
     CREATE INDEX resources_accession ON resources(json_extract(tags, '$.AccessionNumber'))
         WHERE level = 1;
-    CREATE INDEX resources_unstable ON resources(level) WHERE stable = 0;
+    CREATE INDEX resources_unstable ON resources(level) WHERE stable = 0 AND level < 3;
+    DROP INDEX resources_recycling;
+    CREATE INDEX resources_recycling ON resources(protected, updated) WHERE level = 0;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
