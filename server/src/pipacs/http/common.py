@@ -89,7 +89,8 @@ def query_flag(name: str) -> bool:
     return q.get(name, "").lower() not in ("false", "0")
 
 
-def query_int(name: str, default: int) -> int:
+def query_int(name: str, default: int, maximum: int = MAX_INT) -> int:
+    """A non-negative integer query argument, `default` when absent or empty; 400 otherwise."""
     raw = bottle.request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -97,9 +98,9 @@ def query_int(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise HttpError(400, "Bad request", f"{name} must be an integer, not {raw!r}") from None
-    if not 0 <= value <= MAX_INT:
+    if not 0 <= value <= maximum:
         raise HttpError(400, "Parameter out of range",
-                        f"{name} must be an integer from 0 to {MAX_INT}, not {raw!r}")
+                        f"{name} must be an integer from 0 to {maximum}, not {raw!r}")
     return value
 
 

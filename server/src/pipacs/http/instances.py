@@ -13,7 +13,7 @@ from ..context import ServerContext
 from ..ids import INSTANCE
 from ..storage import COMPRESSION_NONE, decode_stored
 from .app import HttpError, json_response
-from .common import LEVEL_ROUTE, PLURALS, resource
+from .common import LEVEL_ROUTE, PLURALS, query_int, resource
 
 IMAGE_KINDS = "preview|rendered|image-uint8|image-uint16|raw"
 
@@ -163,18 +163,6 @@ def open_instance(context: ServerContext, pid: str) -> Any:
 MAX_RENDERED_SIZE = 4096
 
 
-def _size(q: Any, name: str) -> int:
-    raw = q.get(name, "") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HttpError(400, "Bad request", f"{name} must be an integer, not {raw!r}") from None
-    if not 0 <= value <= MAX_RENDERED_SIZE:
-        raise HttpError(400, "Parameter out of range",
-                        f"{name} must be from 0 to {MAX_RENDERED_SIZE}, not {value}")
-    return value
-
-
 def _accepts_jpeg() -> bool:
     accept = bottle.request.headers.get("Accept", "")
     return "image/jpeg" in accept and "image/png" not in accept
@@ -204,7 +192,9 @@ def image(ds: Dataset, frame: int, kind: str) -> bytes:
                 window = render.Window(float(center), max(float(width), 1.0))
         out = render.to_8bit(ds, arr, window)
         if kind == "rendered":
-            out = render.resize(out, _size(q, "width"), _size(q, "height"),
+            width = query_int("width", 0, MAX_RENDERED_SIZE)
+            height = query_int("height", 0, MAX_RENDERED_SIZE)
+            out = render.resize(out, width, height,
                                 q.get("smooth", "").lower() not in ("0", "false"))
         quality = int(q.get("quality", 90) or 90)  # checked even when the answer is PNG
         if not 1 <= quality <= 100:
