@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,9 +14,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .storage import StorageFullError
+
 logger = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCESS, FAILURE, PAUSED = "Pending", "Running", "Success", "Failure", "Paused"
+# Orthanc's description of its error 14 (FullStorage): a job or a request refused by a full disk.
+STORAGE_FULL = "The file storage is full"
+
+
+def disk_full(context: Any, e: BaseException) -> str | None:
+    """When `e` means a disk is full, what to tell the user (naming the disk); else None.
+
+    Full: SQLite's SQLITE_FULL ("database or disk is full"), an SQLite I/O error while the
+    index's disk has no room, and the filesystem's ENOSPC or EDQUOT. Other SQLite errors
+    (a locked or corrupt index) are not: they stay internal errors."""
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        if not (code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e)
+                or (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR
+                    and context.index_is_full(e))):
+            return None
+        return f"no space left for the index in {context.settings.index_dir} ({e})"
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(e, StorageFullError):  # its message names the disk already
+            return str(e.strerror)
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"no space left on the device{where} ({e.strerror or e})"
+    return None
 
 
 class JobFailed(Exception):
@@ -96,6 +124,8 @@ class JobEngine:
         self._lock = threading.Lock()
         self._counter = 0
         self._stopping = False
+        # What a full disk refused (see disk_full), or None: such a job fails with error 14.
+        self.disk_full: Callable[[BaseException], str | None] = lambda e: None
         self._workers = [threading.Thread(target=self._run, name=f"job-{i}", daemon=True)
                          for i in range(max(1, concurrent))]
         for t in self._workers:
@@ -171,8 +201,13 @@ class JobEngine:
                 logger.error("job %s (%s) failed: %s %s", job.id, job.type, e.message, e.details)
                 self._finish(job, FAILURE, e)
             except Exception as e:
-                logger.exception("job %s (%s) failed", job.id, job.type)
-                self._finish(job, FAILURE, JobFailed("Internal error", 500, str(e)))
+                full = self.disk_full(e)
+                if full is None:
+                    logger.exception("job %s (%s) failed", job.id, job.type)
+                    self._finish(job, FAILURE, JobFailed("Internal error", 500, str(e)))
+                else:  # an expected failure: no traceback
+                    logger.error("job %s (%s) failed: %s", job.id, job.type, full)
+                    self._finish(job, FAILURE, JobFailed(STORAGE_FULL, 507, full))
             else:
                 job.progress = 100.0
                 self._finish(job, SUCCESS, None)
@@ -209,5 +244,6 @@ def engine_of(context: Any) -> JobEngine:
         if engine is None:
             s = context.settings
             engine = JobEngine(s.concurrent_jobs, s.limit_jobs)
+            engine.disk_full = functools.partial(disk_full, context)
             context._pipacs_jobs = engine
         return engine

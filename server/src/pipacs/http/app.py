@@ -9,12 +9,14 @@ import hmac
 import ipaddress
 import json
 import logging
+import sqlite3
 from typing import Any
 
 import bottle
 
 from .. import tls
 from ..context import ServerContext
+from ..jobs import STORAGE_FULL, disk_full
 from . import system
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,11 @@ class HttpError(Exception):
         self.message = message
         self.details = details
         super().__init__(message)
+
+
+def storage_full(details: str) -> HttpError:
+    """507, Orthanc's answer when a disk is full; `details` names the disk."""
+    return HttpError(507, STORAGE_FULL, details)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -81,15 +88,27 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     for code in (400, 401, 403, 404, 405, 415, 500, 503, 507):
         app.error(code)(error_handler)
 
+    def error(e: HttpError) -> str:
+        bottle.response.status = e.status
+        bottle.response.content_type = "application/json"
+        body = error_body(e.status, e.message, bottle.request, e.details)
+        return json.dumps(body, indent=3) if s.http_describe_errors else ""
+
     def wrap(callback: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 result = callback(*args, **kwargs)
             except HttpError as e:
-                bottle.response.status = e.status
-                bottle.response.content_type = "application/json"
-                body = error_body(e.status, e.message, bottle.request, e.details)
-                return json.dumps(body, indent=3) if s.http_describe_errors else ""
+                return error(e)
+            except (sqlite3.Error, OSError) as e:
+                # A full disk, wherever a route writes (the index's WAL, a worklist file, a
+                # temporary file): 507, no traceback. The index's write transaction has been
+                # rolled back (Index.write). Any other error stays a 500 with its traceback.
+                full = disk_full(context, e)
+                if full is None:
+                    raise
+                logger.error("HTTP %s %s: %s", bottle.request.method, bottle.request.path, full)
+                return error(storage_full(full))
             if s.http_compression_enabled:
                 return _maybe_gzip(result)
             return result
