@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +19,7 @@ from . import __version__, dicomfile
 from .context import Origin, ServerContext, StoreRefused
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, STUDY
 from .index import METADATA_NUMBERS, Resource
+from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -220,31 +223,48 @@ def modified_bytes(context: ServerContext, public_id: str, req: Request) -> byte
 
 def run(context: ServerContext, res: Resource, req: Request, instances: list[Resource],
         progress: Any = None) -> dict[str, Any]:
-    """Modify every instance under `res`, storing the results; Orthanc's job Content."""
+    """Modify every instance under `res`, storing the results; Orthanc's job Content.
+
+    A full disk (a store refused as "Full", an index write refused) stops the run: the
+    instances it stored are deleted again, the source is kept, and the error is raised
+    (StorageFullError for a refused store) for the job to fail with."""
     new_ids: tuple[str, ...] | None = None
     failed = 0
     meta_key = METADATA_NUMBERS["AnonymizedFrom" if req.anonymize else "ModifiedFrom"]
     marked: set[str] = set()
-    for n, inst in enumerate(instances):
-        if progress is not None:
-            progress(n, len(instances))
-        try:
-            data = modified_bytes(context, inst.public_id, req)
-            result = context.store(data, Origin("RestApi"))
-        except (StoreRefused, OSError, KeyError, ValueError, pydicom.errors.InvalidDicomError) as e:
-            logger.error("cannot modify instance %s: %s", inst.public_id, e)
-            failed += 1
-            continue
-        new_ids = result.ids
-        sources = _sources(context, inst)
-        for lv in range(PATIENT, INSTANCE + 1):
-            pid = result.ids[lv]
-            if pid in marked or (lv < req.level and not req.anonymize):
+    made: list[str] = []  # instances this run created (not ones it found already stored)
+    try:
+        for n, inst in enumerate(instances):
+            if progress is not None:
+                progress(n, len(instances))
+            try:
+                data = modified_bytes(context, inst.public_id, req)
+                result = context.store(data, Origin("RestApi"))
+            except StoreRefused as e:
+                if e.reason == "Full":
+                    raise StorageFullError(errno.ENOSPC, e.message) from e
+                logger.error("cannot modify instance %s: %s", inst.public_id, e)
+                failed += 1
                 continue
-            target = context.index.get(pid, lv)
-            if target is not None and sources[lv]:
-                context.index.set_metadata(target.id, lv, pid, meta_key, sources[lv])
-                marked.add(pid)
+            except (OSError, KeyError, ValueError, pydicom.errors.InvalidDicomError) as e:
+                logger.error("cannot modify instance %s: %s", inst.public_id, e)
+                failed += 1
+                continue
+            if result.status == "Success" and not context.settings.overwrite_instances:
+                made.append(result.ids[INSTANCE])
+            new_ids = result.ids
+            sources = _sources(context, inst)
+            for lv in range(PATIENT, INSTANCE + 1):
+                pid = result.ids[lv]
+                if pid in marked or (lv < req.level and not req.anonymize):
+                    continue
+                target = context.index.get(pid, lv)
+                if target is not None and sources[lv]:
+                    context.index.set_metadata(target.id, lv, pid, meta_key, sources[lv])
+                    marked.add(pid)
+    except (OSError, sqlite3.Error):
+        _undo(context, made)
+        raise
     if not req.keep_source and failed == 0:
         context.delete(res.public_id)
     if new_ids is None:
@@ -254,6 +274,16 @@ def run(context: ServerContext, res: Resource, req: Request, instances: list[Res
             "ID": new_ids[level], "InstancesCount": len(instances) - failed,
             "IsAnonymization": req.anonymize, "Path": f"/{LEVEL_PLURALS[level]}/{new_ids[level]}",
             "PatientID": new_ids[PATIENT], "Type": LEVEL_NAMES[level]}
+
+
+def _undo(context: ServerContext, made: list[str]) -> None:
+    """Delete the instances an unfinished run stored (deleting works on a full disk)."""
+    for public_id in reversed(made):
+        try:
+            context.delete(public_id)
+        except (OSError, sqlite3.Error) as e:
+            logger.error("cannot delete instance %s, stored by a modification that "
+                         "could not finish: %s", public_id, e)
 
 
 def _sources(context: ServerContext, inst: Resource) -> list[str]:

@@ -17,6 +17,7 @@ for several values) and sequences as lists of objects; each worklist is a .wl fi
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import os
 import re
@@ -38,6 +39,7 @@ from .. import tagsjson
 from ..context import ServerContext
 from ..dicomfile import _format
 from ..matching import QueryError, make_matcher
+from ..storage import StorageFullError
 
 logger = logging.getLogger(__name__)
 
@@ -225,16 +227,23 @@ class WorklistFolder:
         return self._load(path.name) if path.is_file() else None
 
     def write(self, wid: str, ds: Dataset) -> None:
+        """Write a worklist file whole or not at all; a full disk is a StorageFullError."""
         path = self.path_of(wid)
-        self.folder.mkdir(parents=True, exist_ok=True)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = pydicom.uid.UID(WORKLIST_MODEL)
         meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
         meta.TransferSyntaxUID = pydicom.uid.UID(pydicom.uid.ExplicitVRLittleEndian)
         ds.file_meta = meta
         tmp = path.with_name(f".{path.name}.tmp")
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            ds.save_as(tmp, enforce_file_format=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(e.errno, f"no space left in {self.folder}") from e
+            raise
 
     def delete(self, wid: str) -> bool:
         try:
