@@ -293,6 +293,138 @@ def test_index_full(kind: str, small_disk: Any, make_pipacs: Any,
     assert "Traceback" not in p.log()
 
 
+# ---------------------------------------------------------------- other writes to a full disk
+
+
+def until_refused(attempt: Callable[[int], tuple[int, bytes]], what: str,
+                  tries: int = 400) -> tuple[int, dict[str, Any]]:
+    """Repeat a write until the full disk refuses it (the WAL may still hold room from
+    earlier commits): the number of writes that succeeded first, and the 507 answer."""
+    for n in range(tries):
+        status, body = attempt(n)
+        if status != 200:
+            assert status == 507, (what, status, body)
+            return n, json.loads(body)
+    raise AssertionError(f"{what}: never refused on a full disk ({tries} tries)")
+
+
+def assert_full(body: dict[str, Any], where: Path) -> None:
+    """Orthanc's answer to a write on a full disk, naming the disk."""
+    assert body["HttpStatus"] == 507 and body["OrthancStatus"] == 14, body
+    assert body["Message"] == "The file storage is full", body
+    assert "no space left" in body["Details"] and str(where) in body["Details"], body
+
+
+def dicom_answers(p: PipacsProcess, out: Path, *args: str) -> list[Path]:
+    """Run a dcmtk query/retrieve tool that writes what it receives to `out`; those files."""
+    out.mkdir()
+    dcmtk(*args, "-aec", p.aet, "-od", str(out), "127.0.0.1", str(p.dicom_port))
+    return sorted(out.iterdir())
+
+
+def run_job(p: PipacsProcess, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, raw = http(p, "POST", path, json.dumps({**body, "Asynchronous": True}).encode())
+    assert status == 200, raw
+    job = json.loads(raw)["ID"]
+    wait_until(lambda: p.get(f"/jobs/{job}")["State"] in ("Success", "Failure"),
+               f"job {job} finishes")
+    return p.get(f"/jobs/{job}")  # type: ignore[no-any-return]
+
+
+WORKLIST = {"PatientID": "WL01", "PatientName": "FULL^DISK",
+            "ScheduledProcedureStepSequence": [{"Modality": "US",
+                                                "ScheduledStationAETitle": "US_ROOM"}]}
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_other_writes_on_a_full_disk(kind: str, small_disk: Any, make_pipacs: Any,
+                                     small_data: list[Path], storescp: Any,
+                                     tmp_path: Path) -> None:
+    """Protecting, metadata, modifying (a job) and worklist authoring on a full index disk:
+    507 naming the disk, nothing half-done, no traceback; reads over DICOM still answer;
+    everything works again once there is room, without a restart."""
+    disk = small_disk("disk", kind, 2048 if kind == "tmpfs" else 8192)
+    index, worklists = disk.root / "index", disk.root / "worklists"
+    p = make_pipacs(IndexDirectory=str(index), UserMetadata={"Note": 1024},
+                    Worklists={"Enable": True, "Database": str(worklists)},
+                    DicomModalities={"scp": [storescp.aet, "127.0.0.1", storescp.port]})
+    assert store_status(p, *small_data[:4]) == [0] * 4
+    (patient,), (study,) = p.get("/patients"), p.get("/studies")
+    uids = p.get(f"/studies/{study}")["MainDicomTags"]["StudyInstanceUID"]
+    wait_until(lambda: p.get(f"/studies/{study}")["IsStable"], "the study becomes stable")
+    status, raw = http(p, "POST", "/worklists/create", json.dumps({"Tags": WORKLIST}).encode())
+    assert status == 200, raw
+    before = stored(p)
+    disk.fill()
+
+    # A worklist file: refused whole, no temporary file left behind.
+    status, raw = http(p, "POST", "/worklists/create", json.dumps({"Tags": WORKLIST}).encode())
+    assert status == 507, raw
+    assert_full(json.loads(raw), worklists)
+    assert len(list(worklists.iterdir())) == 1 and len(p.get("/worklists")) == 1
+
+    # Protection: the refused change is rolled back (the last one that succeeded stays).
+    protect = f"/patients/{patient}/protected"
+    n, body = until_refused(lambda n: http(p, "PUT", protect, b"0" if n % 2 else b"1"),
+                            "PUT protected")
+    assert_full(body, index)
+    assert p.get(protect) == (b"1" if n % 2 else b"0")  # as the last write that succeeded
+
+    # Metadata: a refused PUT keeps the previous value; a DELETE is done or refused whole.
+    note = f"/studies/{study}/metadata/Note"
+    n, body = until_refused(lambda n: http(p, "PUT", note, f"{n}:{'x' * 30000}".encode()),
+                            "PUT metadata")
+    assert_full(body, index)
+    if not n:
+        assert http(p, "GET", note)[0] == 404
+    else:
+        assert p.get(note).split(b":")[0] == str(n - 1).encode()
+        status, raw = http(p, "DELETE", note)
+        assert status in (200, 507), raw
+        assert http(p, "GET", note)[0] == (404 if status == 200 else 200)
+
+    # Reads need no room: C-FIND, C-MOVE, C-GET and worklist C-FIND still answer.
+    study_keys = ("-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={uids}")
+    assert len(dicom_answers(p, tmp_path / "find", "findscu", "-S", "-X", *study_keys)) == 1
+    dcmtk("movescu", "-S", "-aec", p.aet, "-aem", storescp.aet, *study_keys, "127.0.0.1",
+          str(p.dicom_port))
+    assert len(storescp.files()) == 4
+    assert len(dicom_answers(p, tmp_path / "get", "getscu", "-S", *study_keys)) == 4
+    wl = dicom_answers(p, tmp_path / "wl", "findscu", "-W", "-X", "-k", "PatientID")
+    assert len(wl) == 1
+
+    # Modifying, as a job: it fails with Orthanc's "full storage" error, and what it
+    # stored before the disk refused is deleted again.
+    modify = {"Replace": {"PatientName": "MODIFIED^NAME"}}
+    for _ in range(40):
+        job = run_job(p, f"/studies/{study}/modify", modify)
+        if job["State"] == "Failure":
+            break
+        before.update(stored(p))  # it fitted: one more study
+    assert job["State"] == "Failure", job
+    assert job["ErrorCode"] == 14 and job["ErrorDescription"] == "The file storage is full", job
+    assert "no space left" in job["ErrorDetails"] and str(index) in job["ErrorDetails"], job
+    assert_up(p)
+    check_consistent(p, before)
+    assert set(stored(p)) == set(before)
+
+    # Room again: every one of those works, without a restart.
+    disk.free()
+    status, raw = http(p, "POST", "/worklists/create", json.dumps({"Tags": WORKLIST}).encode())
+    assert status == 200, raw
+    assert len(p.get("/worklists")) == 2
+    assert len(dicom_answers(p, tmp_path / "wl2", "findscu", "-W", "-X", "-k", "PatientID")) == 2
+    for value in (b"1", b"0"):
+        assert http(p, "PUT", protect, value)[0] == 200 and p.get(protect) == value
+    assert http(p, "PUT", note, b"back")[0] == 200 and p.get(note) == b"back"
+    job = run_job(p, f"/studies/{study}/modify", modify)
+    assert job["State"] == "Success", job
+    assert len(p.get("/instances")) == len(before) + 4
+    check_consistent(p, before)
+    sizes_ok(p)
+    assert_up(p)
+
+
 # ---------------------------------------------------------------- one disk for both (a Pi)
 
 
@@ -512,3 +644,86 @@ def test_space_reserve(small_disk: Any) -> None:
     assert not reserve.ensure() and not reserve.path.exists()  # no room to spare: later
     disk.free()
     assert reserve.ensure()
+
+
+def wsgi_call(app: Any, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    """One request to a Bottle app in this process (no socket)."""
+    from wsgiref.util import setup_testing_defaults
+
+    env: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path,
+                           "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+                           "wsgi.errors": io.StringIO(), "REMOTE_ADDR": "127.0.0.1"}
+    setup_testing_defaults(env)
+    got: list[str] = []
+    out = b"".join(app(env, lambda status, headers, *exc: got.append(status)))
+    return int(got[0].split()[0]), out
+
+
+def test_full_disk_errors_from_any_route_are_507(tmp_path: Path, small_data: list[Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The HTTP layer answers 507 for SQLite's "full" and the filesystem's ENOSPC raised by
+    any route; other SQLite and OS errors stay 500s (they are bugs or other faults)."""
+    import sqlite3
+
+    from pipacs.http.app import create_app
+
+    ctx = make_context(tmp_path, AuthenticationEnabled=False)
+    try:
+        app = create_app(ctx)
+        patient = ctx.store(small_data[0].read_bytes()).ids[0]
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        for error, expected in ((full, 507), (OSError(errno.ENOSPC, "No space left"), 507),
+                                (sqlite3.OperationalError("database is locked"), 500),
+                                (sqlite3.IntegrityError("UNIQUE constraint failed"), 500),
+                                (OSError(errno.EACCES, "Permission denied"), 500)):
+            def fail(*args: Any, error: BaseException = error) -> None:
+                raise error
+
+            monkeypatch.setattr(ctx.index, "set_protected", fail)
+            status, body = wsgi_call(app, "PUT", f"/patients/{patient}/protected", b"1")
+            assert status == expected, (error, body)
+            if expected == 507:
+                answer = json.loads(body)
+                assert answer["Message"] == "The file storage is full", answer
+                assert "no space left" in answer["Details"], answer
+    finally:
+        ctx.stop()
+
+
+def test_modify_on_a_full_disk_deletes_what_it_stored(tmp_path: Path, small_data: list[Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A modification that the disk refuses half-way leaves no half-modified study: the
+    instances it stored are deleted again, the source is kept, the error is a full disk."""
+    from pipacs import modify
+    from pipacs.context import StoreRefused
+    from pipacs.ids import INSTANCE, STUDY
+    from pipacs.storage import StorageFullError
+
+    ctx = make_context(tmp_path)
+    try:
+        for f in small_data[:4]:
+            ctx.store(f.read_bytes())
+        before = set(ctx.index.list_public_ids(INSTANCE))
+        study = ctx.index.get(ctx.index.list_public_ids(STUDY)[0])
+        assert study is not None
+        instances = [ctx.index.get(i) for i in sorted(before)]
+        real_store, calls = ctx.store, []
+
+        def store(data: bytes, *args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 3:
+                raise StoreRefused("Full", f"[Errno 28] no space left in {tmp_path}")
+            return real_store(data, *args)
+
+        monkeypatch.setattr(ctx, "store", store)
+        req = modify.parse_request({"Replace": {"PatientName": "CHANGED"}, "KeepSource": False},
+                                   STUDY, False)
+        with pytest.raises(StorageFullError, match="no space left"):
+            modify.run(ctx, study, req, instances)  # type: ignore[arg-type]
+        assert len(calls) == 3
+        assert set(ctx.index.list_public_ids(INSTANCE)) == before
+        for i in before:
+            ctx.read_instance(i)
+    finally:
+        ctx.stop()
