@@ -26,6 +26,9 @@ from .storage import (
 logger = logging.getLogger(__name__)
 
 QUARANTINE = ".quarantine"
+# What plugins derive from the index and the files under IndexDirectory, and keep: a rebuilt
+# index starts without it (the DICOMweb metadata cache, current and old layout).
+INDEX_CACHES = ("dicomweb-series", "dicomweb-metadata")
 
 
 @dataclass
@@ -90,6 +93,8 @@ def reindex(settings: Settings) -> ReindexReport:
 
 def _rebuild(settings: Settings, index_dir: Path, report: ReindexReport) -> None:
     report.old_index = _set_aside(index_dir)
+    for name in INDEX_CACHES:
+        shutil.rmtree(index_dir / name, ignore_errors=True)
     storage = StorageArea(
         settings.storage_directory,
         compress=settings.storage_compression,

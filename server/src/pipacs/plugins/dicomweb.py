@@ -278,7 +278,7 @@ class DicomWeb:
         mode = "Full"
         if sop is None:
             mode = self.options.series_metadata if series else self.options.studies_metadata
-        text = "[" + ",".join(self.metadata.answer(rows, mode)) + "]"
+        text = "[" + ",".join(self.metadata.answer(rows, mode, whole=sop is None)) + "]"
         bottle.response.content_type = DICOM_JSON
         return text.replace(ROOT_MARK, self.base_url())
 

@@ -6,9 +6,13 @@ import json
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,12 @@ from .dicomweb_json import ROOT_MARK, dataset_json, tag_of, tags_json
 
 logger = logging.getLogger(__name__)
 
-CACHE_FOLDER = "dicomweb-metadata"
+CACHE_FOLDER = "dicomweb-series"  # one file per series, under IndexDirectory
+OLD_CACHE_FOLDER = "dicomweb-metadata"  # one file per instance (before): removed at start
+FORMAT = 1
+
+# instance public ID -> (its file's UUID, its DICOM JSON)
+Entry = dict[str, tuple[str, str]]
 
 
 @dataclass
@@ -36,6 +45,7 @@ class InstanceRow:
     file_uuid: str
     transfer_syntax: str
     sop_class: str
+    series_id: str = ""
 
     @property
     def path(self) -> str:
@@ -45,7 +55,8 @@ class InstanceRow:
 _INSTANCE_SQL = (
     "SELECT r3.id, r3.public_id, r1.uid, r2.uid, r3.uid, COALESCE(a.uuid, ''), "
     "COALESCE((SELECT value FROM metadata WHERE resource = r3.id AND type = 9), ''), "
-    "COALESCE((SELECT value FROM metadata WHERE resource = r3.id AND type = 10), '') "
+    "COALESCE((SELECT value FROM metadata WHERE resource = r3.id AND type = 10), ''), "
+    "r2.public_id "
     "FROM resources r1 JOIN resources r2 ON r2.parent = r1.id "
     "JOIN resources r3 ON r3.parent = r2.id "
     "LEFT JOIN attachments a ON a.resource = r3.id AND a.type = 1 "
@@ -75,75 +86,210 @@ def instance_by_row(context: ServerContext, rid: int) -> InstanceRow | None:
 
 class MetadataStore:
     """DICOM JSON of instances. Full metadata is read from the file, one instance at a time,
-    and cached (when `cache` is on) in a folder next to the index: one small file per
-    instance, named by its public ID and tied to its file's UUID, so a replaced file is
-    never answered from stale metadata. Deleting an instance removes its entry.
+    and cached (when `cache` is on) in a folder next to the index: one zlib'd file per
+    series holding its instances' DICOM JSON (see `encode_entry`), each tied to its
+    instance's file UUID. Every answer is checked against the index row by row, so a cache
+    file never answers for an instance added, replaced or deleted after it was written: the
+    missing instances are read from their files and the series' file is rewritten (without
+    the deleted ones) in the background. Deleting a series removes its file. A file cut
+    short or damaged (a power cut) fails its zlib checksum or its lengths and is ignored.
 
-    As Orthanc's plugin does with EnableMetadataCache, a series' entries are computed in the
+    As Orthanc's plugin does with EnableMetadataCache, a series' file is written in the
     background once the series is stable (StableAge after its last instance), so the first
-    WADO-RS metadata call does not have to read the files."""
+    WADO-RS metadata call does not have to read the instances' files. The last series used
+    stay decoded in memory (QIDO asks for instance attributes one instance at a time)."""
+
+    MEMORY_CHARS = 8 << 20  # decoded series kept in memory, in characters of DICOM JSON
 
     def __init__(self, context: ServerContext, cache: bool):
         self.context = context
         self.folder: Path | None = None
+        index_dir = Path(context.settings.index_dir)
+        old = index_dir / OLD_CACHE_FOLDER
+        if old.is_dir():  # one file per instance before: 4 KB each, dead now
+            threading.Thread(target=_remove_old_layout, args=(old,),
+                             name="dicomweb-metadata-cleanup", daemon=True).start()
         if cache:
-            self.folder = Path(context.settings.index_dir) / CACHE_FOLDER
+            self.folder = index_dir / CACHE_FOLDER
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 logger.warning("DICOMweb metadata cache disabled: %s", e)
                 self.folder = None
-        self._stable: queue.Queue[str] = queue.Queue()
+        self._lock = threading.Lock()
+        self._memory: OrderedDict[str, Entry] = OrderedDict()
+        self._memory_chars = 0
+        self._dirty: set[str] = set()  # series whose file is to be (re)written
+        self._tasks: queue.Queue[tuple[str, str]] = queue.Queue()
         self._worker: threading.Thread | None = None
         context.add_listener(self._on_event)
 
-    def _entry(self, public_id: str) -> Path | None:
-        return self.folder / public_id[:2] / public_id if self.folder else None
+    # ------------------------------------------------------------ events, background
 
     def _on_event(self, event: str, payload: dict[str, Any]) -> None:
         if self.folder is None:
             return
         if event == "stable" and payload.get("level") == SERIES:
-            self._stable.put(str(payload.get("id", "")))
+            self._submit("warm", str(payload.get("id", "")))
+        elif event == "deleted":
+            gone = set()
+            for level, public_id in payload.get("resources", []):
+                if level == SERIES:
+                    self._forget(public_id)
+                elif level == INSTANCE:
+                    gone.add(public_id)
+            if gone:  # its series is unknown now: rewritten when next read whole
+                with self._lock:
+                    touched = [s for s, e in self._memory.items() if gone & e.keys()]
+                for series_id in touched:
+                    self._submit("save", series_id)
+
+    def _submit(self, task: str, series_id: str) -> None:
+        with self._lock:
+            if task == "save":
+                if series_id in self._dirty:
+                    return
+                self._dirty.add(series_id)
             if self._worker is None:
                 self._worker = threading.Thread(
-                    target=self._warm_loop, name="dicomweb-metadata", daemon=True
+                    target=self._work, name="dicomweb-metadata", daemon=True
                 )
                 self._worker.start()
-            return
-        if event != "deleted":
-            return
-        for level, public_id in payload.get("resources", []):
-            if level == INSTANCE:
-                entry = self._entry(public_id)
-                if entry is not None:
-                    entry.unlink(missing_ok=True)
+        self._tasks.put((task, series_id))
 
-    def _warm_loop(self) -> None:
+    def _work(self) -> None:
         while True:
-            series_id = self._stable.get()
+            task, series_id = self._tasks.get()
             try:
-                rows = self.context.index.conn.execute(
-                    _INSTANCE_SQL + "WHERE r2.public_id = ? ORDER BY r3.id", (series_id,)
-                ).fetchall()
-                for row in rows:
-                    self.full(InstanceRow(*row))
+                if task == "warm":
+                    self._warm(series_id)
+                else:
+                    self._save(series_id)
             except Exception as e:  # a deleted series, an unreadable file: answered later
                 logger.debug("metadata of series %s not cached: %s", series_id, e)
 
-    def full(self, inst: InstanceRow) -> str:
-        """The instance's metadata as JSON text, with ROOT_MARK standing for the root URL."""
-        entry = self._entry(inst.public_id)
-        if entry is not None and inst.file_uuid:
-            text = _read_entry(entry, inst.file_uuid)
-            if text is not None:
-                return text
+    def _warm(self, series_id: str) -> None:
+        rows = [InstanceRow(*row) for row in self.context.index.conn.execute(
+            _INSTANCE_SQL + "WHERE r2.public_id = ? ORDER BY r3.id", (series_id,))]
+        entry = self._load(series_id)
+        fresh = {}
+        for inst in rows:
+            if inst.file_uuid and _cached(entry, inst) is None:
+                fresh[inst.public_id] = (inst.file_uuid, self._read(inst))
+        stale = entry.keys() - {r.public_id for r in rows}
+        if fresh or stale or not self._path(series_id).exists():
+            self._remember(series_id, fresh)
+            self._save(series_id)
+
+    def _save(self, series_id: str) -> None:
+        """Write the series' file from memory, keeping only the instances it holds now."""
+        with self._lock:
+            self._dirty.discard(series_id)
+            entry = self._memory.get(series_id)
+            entry = dict(entry) if entry is not None else None
+        path = self._path(series_id)
+        if entry is None:
+            return
+        now = [pid for (pid,) in self.context.index.conn.execute(
+            "SELECT r3.public_id FROM resources r2 JOIN resources r3 ON r3.parent = r2.id "
+            "WHERE r2.public_id = ? AND r2.level = 2 ORDER BY r3.id", (series_id,))]
+        items = [(pid, *entry[pid]) for pid in now if pid in entry]
+        if not items:
+            path.unlink(missing_ok=True)
+            return
+        _write_file(path, encode_entry(series_id, items))
+
+    # ------------------------------------------------------------ the cache
+
+    def _path(self, series_id: str) -> Path:
+        assert self.folder is not None
+        return self.folder / series_id[:2] / series_id
+
+    def _load(self, series_id: str) -> Entry:
+        """The series' cached instances: from memory, else from its file (checked)."""
+        with self._lock:
+            entry = self._memory.get(series_id)
+            if entry is not None:
+                self._memory.move_to_end(series_id)
+                return entry
+        try:
+            data = self._path(series_id).read_bytes()
+        except OSError:
+            return {}
+        loaded = decode_entry(data, series_id)
+        if loaded is None:
+            logger.info("DICOMweb metadata cache of series %s is damaged: rebuilt", series_id)
+            self._path(series_id).unlink(missing_ok=True)
+            return {}
+        self._remember(series_id, loaded)
+        return loaded
+
+    def _remember(self, series_id: str, items: Entry) -> None:
+        with self._lock:
+            old = self._memory.pop(series_id, None)
+            if old is not None:
+                self._memory_chars -= _chars(old)
+            entry = {**old, **items} if old else items  # a new dict: readers keep theirs
+            self._memory[series_id] = entry
+            self._memory_chars += _chars(entry)
+            while self._memory_chars > self.MEMORY_CHARS and len(self._memory) > 1:
+                _, old = self._memory.popitem(last=False)
+                self._memory_chars -= _chars(old)
+
+    def _forget(self, series_id: str) -> None:
+        with self._lock:
+            entry = self._memory.pop(series_id, None)
+            if entry is not None:
+                self._memory_chars -= _chars(entry)
+        self._path(series_id).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ answers
+
+    def _read(self, inst: InstanceRow) -> str:
+        """The instance's metadata read from its file."""
         raw = self.context.read_instance(inst.public_id)
         ds = dicomfile.read_full(raw)
-        text = json.dumps(dataset_json(ds, ROOT_MARK + inst.path), separators=(",", ":"))
-        if entry is not None and inst.file_uuid:
-            _write_entry(entry, inst.file_uuid, text)
-        return text
+        return json.dumps(dataset_json(ds, ROOT_MARK + inst.path), separators=(",", ":"))
+
+    def full(self, inst: InstanceRow) -> str:
+        """The instance's metadata as JSON text, with ROOT_MARK standing for the root URL."""
+        return next(self._full([inst], False, None))
+
+    def _full(self, rows: list[InstanceRow], whole: bool,
+              fallback: Callable[[InstanceRow, Exception], str] | None) -> Iterator[str]:
+        """Full metadata of the rows, in order; `whole` when they are every instance of
+        their series (a study or series request). An instance whose file cannot be read is
+        answered by `fallback`, or raises what reading it raised."""
+        entries: dict[str, Entry] = {}
+        fresh: dict[str, Entry] = {}
+        for inst in rows:
+            entry = entries.get(inst.series_id)
+            if entry is None:
+                entry = entries[inst.series_id] = (
+                    self._load(inst.series_id) if self.folder is not None else {})
+            text = _cached(entry, inst)
+            if text is None:
+                try:
+                    text = self._read(inst)
+                except (KeyError, OSError, ValueError, EOFError, AttributeError,
+                        TypeError) as e:
+                    if fallback is None:
+                        raise
+                    yield fallback(inst, e)
+                    continue
+                if inst.file_uuid:
+                    fresh.setdefault(inst.series_id, {})[inst.public_id] = (inst.file_uuid, text)
+            yield text
+        if self.folder is None:
+            return
+        if whole:  # a cached instance deleted since: rewrite without it
+            ids = {inst.public_id for inst in rows}
+            for series_id, entry in entries.items():
+                if entry.keys() - ids:
+                    fresh.setdefault(series_id, {})
+        for series_id, items in fresh.items():
+            self._remember(series_id, items)
+            self._submit("save", series_id)
 
     def full_json(self, inst: InstanceRow) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(self.full(inst))
@@ -168,43 +314,82 @@ class MetadataStore:
             pairs[0x00080016] = inst.sop_class
         return json.dumps(tags_json(pairs.items()), separators=(",", ":"))
 
-    def answer(self, rows: list[InstanceRow], mode: str) -> Iterator[str]:
-        """JSON texts of the rows' metadata, in order (files read one at a time)."""
-        for inst in rows:
-            if mode == "MainDicomTags":
+    def answer(self, rows: list[InstanceRow], mode: str, whole: bool = False) -> Iterator[str]:
+        """JSON texts of the rows' metadata, in order (files read one at a time); `whole`
+        when the rows are every instance of their series."""
+        if mode == "MainDicomTags":
+            for inst in rows:
                 yield self.main_tags(inst)
-                continue
-            try:
-                yield self.full(inst)
-            except (KeyError, FileNotFoundError):
-                yield self.main_tags(inst)  # StoreDicom false, or deleted meanwhile
-            except (OSError, ValueError, EOFError, AttributeError, TypeError) as e:
-                logger.warning("metadata of %s unreadable (%s): main tags only", inst.sop_uid, e)
-                yield self.main_tags(inst)
+            return
+        yield from self._full(rows, whole, self._fallback)
+
+    def _fallback(self, inst: InstanceRow, e: Exception) -> str:
+        if not isinstance(e, (KeyError, FileNotFoundError)):  # StoreDicom false, or deleted
+            logger.warning("metadata of %s unreadable (%s): main tags only", inst.sop_uid, e)
+        return self.main_tags(inst)
 
 
-def _read_entry(entry: Path, file_uuid: str) -> str | None:
+def _cached(entry: Entry, inst: InstanceRow) -> str | None:
+    hit = entry.get(inst.public_id)
+    if hit is None or not inst.file_uuid or hit[0] != inst.file_uuid:
+        return None  # not cached yet, or another file since
+    return hit[1]
+
+
+def _chars(entry: Entry) -> int:
+    return sum(len(text) for _, text in entry.values())
+
+
+def encode_entry(series_id: str, items: list[tuple[str, str, str]]) -> bytes:
+    """A series' cache file: zlib (with its checksum) of a header line, then the DICOM JSON
+    array of its instances, whose texts the header's lengths delimit."""
+    header = {"format": FORMAT, "series": series_id,
+              "instances": [[pid, uuid, len(text)] for pid, uuid, text in items]}
+    body = json.dumps(header, separators=(",", ":")) + "\n[" + ",".join(t for _, _, t in items)
+    return zlib.compress((body + "]").encode("utf-8"), 6)
+
+
+def decode_entry(data: bytes, series_id: str) -> Entry | None:
+    """The instances of a series' cache file, or None when it is not one whole and intact."""
     try:
-        data = entry.read_text(encoding="utf-8")
-    except (OSError, UnicodeError):
+        text = zlib.decompress(data).decode("utf-8")
+        head, sep, body = text.partition("\n")
+        header = json.loads(head)
+        if (not sep or not isinstance(header, dict) or header.get("format") != FORMAT
+                or header.get("series") != series_id):
+            return None
+        entry: Entry = {}
+        pos = 1  # after "["
+        for pid, uuid, length in header["instances"]:
+            if body[pos - 1] != ("," if entry else "["):
+                return None
+            entry[str(pid)] = (str(uuid), body[pos:pos + int(length)])
+            pos += int(length) + 1
+        end = pos - 1 if entry else pos  # where "]" must be, the last character
+        if end != len(body) - 1 or body[end] != "]":
+            return None
+        return entry
+    except (zlib.error, UnicodeError, ValueError, TypeError, KeyError, IndexError):
         return None
-    head, sep, text = data.partition("\n")
-    uuid, _, length = head.partition(" ")
-    if not sep or uuid != file_uuid or not length.isdigit() or int(length) != len(text):
-        return None  # another file, or a write cut short
-    return text
 
 
-def _write_entry(entry: Path, file_uuid: str, text: str) -> None:
+def _write_file(path: Path, data: bytes) -> None:
+    """Temp file then rename, without fsync: a cache lost at a power cut is rebuilt."""
+    tmp = ""
     try:
-        entry.parent.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{file_uuid} {len(text)}\n{text}")
-        os.replace(tmp, entry)
+        path.parent.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
     except OSError as e:  # a full disk: answer without caching
-        logger.debug("cannot cache metadata in %s: %s", entry, e)
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+        logger.debug("cannot cache metadata in %s: %s", path, e)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_old_layout(folder: Path) -> None:
+    t0 = time.monotonic()
+    shutil.rmtree(folder, ignore_errors=True)
+    logger.info("removed the old DICOMweb metadata cache %s (one file per instance) in %.1f s",
+                folder, time.monotonic() - t0)
