@@ -3,7 +3,8 @@
 pipacs is started on loopback (``bench/ingest.py``'s server and configuration), py-spy
 (``py-spy record --idle --threads --format raw``) attaches to it, one dcmtk ``storescu``
 sends ``--files`` small files (``datagen.make_small``, 2000 by default) over one association
-(``--associations`` more in parallel, split by patient), and py-spy is stopped as soon as
+(``--associations`` more in parallel, split by patient; ``--large`` sends 512x512 CT files of
+about 0.5 MB instead, ``datagen.make_large``), and py-spy is stopped as soon as
 storescu is done. Sampling slows the server: the ingest rate printed is under py-spy.
 
 Each sample is one thread's stack at one instant, idle threads included, so the samples of
@@ -24,7 +25,7 @@ Printed: the threads with their share of samples, the layers for the association
 threads (wall time, then the same without waiting), and the top functions by own samples.
 
 Usage: ``.venv/bin/python bench/profile_ingest.py [--files 2000] [--associations 1]
-[--rate 200] [--keep]``; needs py-spy (requirements.txt) and root or ptrace rights.
+[--large] [--rate 200] [--keep]``; needs py-spy (requirements.txt) and root or ptrace rights.
 """
 
 from __future__ import annotations
@@ -207,6 +208,8 @@ def _short(path: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=2000, help="small files to send (default 2000)")
+    ap.add_argument("--large", action="store_true",
+                    help="send --files large files (512x512 CT, about 0.5 MB) instead")
     ap.add_argument("--associations", type=int, default=1, help="parallel storescu (default 1)")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--raw", type=Path, help="analyse this py-spy raw file instead of running")
@@ -221,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-profile-"))
     srv = ingest.Server("pipacs", root / "pipacs")
     try:
-        files = datagen.make_small(root / "data", patients=max(1, args.files // 40), seed=1)
+        if args.large:
+            files = datagen.make_large(root / "data", count=args.files, studies=10, seed=2)
+        else:
+            files = datagen.make_small(root / "data", patients=max(1, args.files // 40), seed=1)
         chunks = ingest.split_by_patient(files, args.associations)
         srv.start()
         assert srv.proc is not None
