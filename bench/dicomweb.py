@@ -6,7 +6,11 @@ instances (``make_small(patients=50)``), one large study of 50 instances and nin
 
 * QIDO-RS ``GET /dicom-web/studies`` (all 110 studies): median of ``--runs`` calls;
 * WADO-RS ``GET /dicom-web/studies/{uid}/metadata`` of the 50-instance study: the first
-  call (files read; pipacs then caches) and the median of the following ones.
+  call (files read; pipacs then caches) and the median of the following ones;
+* pipacs only: the metadata of every study, then the size of its metadata cache
+  (``IndexDirectory/dicomweb-series``, one file per series) next to what the per-instance
+  layout before it took for the same metadata (one ``uuid length`` line and the DICOM JSON
+  per instance, one file each).
 
 Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]``.
 Compare ratios taken in the same run (the machine is noisy, see bench/README.md).
@@ -15,6 +19,7 @@ Compare ratios taken in the same run (the machine is noisy, see bench/README.md)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -25,6 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
 import datagen
 import ingest
 
@@ -89,9 +95,48 @@ def measure(kind: str, workdir: Path, files: list[Path], big_study: str,
             again = [timed(client, url, accept)[0] for _ in range(runs)]
             out["WADO-RS metadata, 50 instances, first call"] = first * 1000
             out["WADO-RS metadata, 50 instances (median after)"] = statistics.median(again) * 1000
+            if kind == "pipacs":
+                out.update(cache_sizes(client, base, accept, srv.workdir / "index"))
         return out
     finally:
         srv.stop()
+
+
+def cache_sizes(client: httpx.Client, base: str, accept: dict[str, str],
+                index: Path) -> dict[str, float]:
+    """pipacs' metadata cache once every study was asked for, beside the old layout's."""
+    from pipacs.plugins.dicomweb_metadata import CACHE_FOLDER, decode_entry
+
+    studies = json.loads(client.get(base + "/studies?includefield=00201206",
+                                    headers=accept).content)
+    series = 0
+    for study in studies:
+        uid = study["0020000D"]["Value"][0]
+        client.get(f"{base}/studies/{uid}/metadata", headers=accept).raise_for_status()
+        series += int(study.get("00201206", {}).get("Value", [0])[0])
+    folder = index / CACHE_FOLDER
+    files: list[Path] = []
+    deadline = time.monotonic() + 60  # written in the background
+    while time.monotonic() < deadline:
+        files = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+        if len(files) >= series:
+            break
+        time.sleep(0.2)
+    old_bytes = old_disk = instances = 0
+    for f in files:
+        for uuid, text in (decode_entry(f.read_bytes(), f.name) or {}).values():
+            one = len(f"{uuid} {len(text)}\n{text}".encode())
+            instances += 1
+            old_bytes += one
+            old_disk += -(-one // 4096) * 4096
+    new_bytes = sum(f.stat().st_size for f in files)
+    print(f"  pipacs: metadata cache of {instances} instances in {len(files)} files "
+          f"(series: {series}): {new_bytes / 1e6:.2f} MB ({benchlib.dir_size(folder) / 1e6:.2f}"
+          f" MB on disk); per-instance layout: {instances} files, {old_bytes / 1e6:.2f} MB "
+          f"({old_disk / 1e6:.2f} MB in 4 KB blocks)")
+    return {"metadata cache, bytes per instance": new_bytes / max(instances, 1),
+            "per-instance layout, bytes per instance": old_bytes / max(instances, 1),
+            "cache size ratio (old / new, bytes)": old_bytes / max(new_bytes, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         for kind in kinds:
             results[kind] = measure(kind, tmp / kind, files, big_study, args.runs)
-        keys = list(next(iter(results.values())))
+        keys = list(dict.fromkeys(k for r in results.values() for k in r))
         width = max(len(k) for k in keys)
         print()
         print(f"{'ms':<{width}}  " + "  ".join(f"{k:>9}" for k in kinds)
               + ("  pipacs/orthanc" if len(kinds) == 2 else ""))
         for key in keys:
-            row = f"{key:<{width}}  " + "  ".join(f"{results[k][key]:9.1f}" for k in kinds)
-            if len(kinds) == 2:
+            row = f"{key:<{width}}  " + "  ".join(
+                f"{results[k][key]:9.1f}" if key in results[k] else f"{'-':>9}" for k in kinds)
+            if len(kinds) == 2 and all(key in results[k] for k in kinds):
                 row += f"  {results['pipacs'][key] / results['orthanc'][key]:14.2f}"
             print(row)
     finally:
