@@ -9,7 +9,8 @@ environment), then measured with dcmtk clients, all in the same run:
 * ingest of the large set over one association,
 * study-level C-FIND (findscu, median of several calls) once small + large are in,
 * ingest of a second small set (new UIDs) over 4 parallel associations,
-* RSS after ingest (about 4500 instances with the defaults),
+* ingest of a second large set (new UIDs, ``--large4`` files) over 4 parallel associations,
+* RSS after ingest (about 5000 instances with the defaults),
 * study-level C-FIND again with everything in.
 
 Every ingest is checked: the number of stored instances must grow by the number of files
@@ -411,6 +412,8 @@ class DataSets:
     small2: list[Path]
     small_studies: int
     large_studies: int
+    large2: list[Path] = field(default_factory=list)
+    large2_studies: int = 0
 
     @staticmethod
     def size(paths: Sequence[Path]) -> int:
@@ -470,12 +473,13 @@ def measure(kind: str, workdir: Path, data: DataSets, find_runs: int) -> dict[st
         if srv.kind != "storescp":
             run_find(srv, data.small_studies + data.large_studies, find_runs, res, "find1")
         ingest("small, 4 associations", "small4", split_by_patient(data.small2, 4))
+        ingest("large, 4 associations", "large4", split_by_patient(data.large2, 4))
         time.sleep(1.0)
         res["rss_after_mb"] = srv.rss()
         res["instances_after"] = stored
         print(f"   RSS after ingest ({stored} instances) {res['rss_after_mb']:.0f} MB")
         if srv.kind != "storescp":
-            total_studies = 2 * data.small_studies + data.large_studies
+            total_studies = 2 * data.small_studies + data.large_studies + data.large2_studies
             run_find(srv, total_studies, find_runs, res, "find2")
     except Exception as exc:  # report it and go on with the other server
         print(f"   ! {kind} failed: {exc}")
@@ -526,6 +530,8 @@ ROWS: list[tuple[str, str, str, str]] = [
     ("large1_mbps", "ingest large, 1 assoc (MB/s)", "{:.1f}", ""),
     ("small4_fps", "ingest small, 4 assoc (files/s)", "{:.0f}", ">= 0.8x"),
     ("small4_mbps", "ingest small, 4 assoc (MB/s)", "{:.1f}", ""),
+    ("large4_fps", "ingest large, 4 assoc (files/s)", "{:.0f}", ""),
+    ("large4_mbps", "ingest large, 4 assoc (MB/s)", "{:.1f}", ""),
     ("rss_after_mb", "RSS after ingest, {instances} instances (MB)", "{:.0f}", "<= 0.5x"),
     ("find1_ms", "C-FIND study, {find1_studies} studies (ms)", "{:.1f}", "<= 1.5x"),
     ("find1_net_ms", "  same minus echoscu round trip (ms)", "{:.1f}", ""),
@@ -591,7 +597,7 @@ def report(
     for k in kinds:
         incomplete = [
             key
-            for key in ("small1", "large1", "small4", "find1", "find2")
+            for key in ("small1", "large1", "small4", "large4", "find1", "find2")
             if any(r.get(f"{key}_complete") == 0.0 for r in all_results[k])
         ]
         if incomplete:
@@ -621,6 +627,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--large", type=int, default=500, metavar="N", help="large files (default 500)")
     ap.add_argument("--large-studies", type=int, default=10, metavar="N")
+    ap.add_argument(
+        "--large4",
+        type=int,
+        default=500,
+        metavar="N",
+        help="large files of a second set sent over 4 associations (default 500, 0: skip)",
+    )
     ap.add_argument("--runs", type=int, default=1, metavar="K", help="medians over K runs")
     ap.add_argument(
         "--find-runs",
@@ -666,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
             small2=datagen.make_small(root / "data" / "small2", patients=patients, seed=3),
             small_studies=patients * 2,
             large_studies=min(args.large_studies, args.large) if args.large else 0,
+            large2=datagen.make_large(
+                root / "data" / "large2", count=args.large4, seed=4, studies=args.large_studies
+            )
+            if args.large4
+            else [],
+            large2_studies=min(args.large_studies, args.large4) if args.large4 else 0,
         )
         print(
             f"data: small {len(data.small)} files ({DataSets.size(data.small) / 1e6:.1f} MB) x2, "
@@ -686,8 +705,8 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(workdir, ignore_errors=True)
         studies = {
             "find1_studies": data.small_studies + data.large_studies,
-            "find2_studies": 2 * data.small_studies + data.large_studies,
-            "instances": 2 * len(data.small) + len(data.large),
+            "find2_studies": 2 * data.small_studies + data.large_studies + data.large2_studies,
+            "instances": 2 * len(data.small) + len(data.large) + len(data.large2),
         }
         report(all_results, args.runs, studies)
         print(f"\nload average after: {_loadavg()}")
