@@ -78,6 +78,16 @@ def healthy(name: str, host) -> None:
     assert http_json(host, HTTP_PORT, "/changes?last", *ADMIN)["Last"] >= 0
 
 
+def wait_until_serving(name: str, host, timeout: float = 120) -> None:
+    """After a start by hand: wait (not a timing check) until pipacs answers, then check it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if echoscu(container_ip(name), DICOM_PORT, AETS[name]).returncode == 0:
+            break
+        time.sleep(2)
+    healthy(name, host)
+
+
 def storage_sums(host) -> list[str]:
     """sha256 and path (relative to the storage folder) of every stored file."""
     out = host.check_output(
@@ -221,7 +231,7 @@ def test_backup_then_restore_onto_a_new_sd_card(pis):
         "systemctl stop pipacs && rm -rf /var/lib/pipacs/storage/* /var/lib/pipacs/storage/.incoming "
         "/var/lib/pipacs/index/* && systemctl start pipacs"
     )
-    healthy("pipacs-fleet-3", target)
+    wait_until_serving("pipacs-fleet-3", target)
     assert stats(target)["CountInstances"] == 0
     run = play("restore.yml (onto an empty Pi)", "restore.yml", "--limit", "pipacs-fleet-3",
                "-e", f"fleet_restore_archive={archives[0]}")
