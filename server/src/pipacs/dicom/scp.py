@@ -6,6 +6,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator
+from io import BytesIO
 from typing import Any, cast
 
 import pydicom
@@ -320,7 +321,12 @@ def handle_store(event: evt.Event, ctx: ServerContext) -> int:
             str(event.context.transfer_syntax),
             aet,
         )
-        raw = header + event.encoded_dataset(include_meta=False)
+        data_set = req.DataSet
+        if isinstance(data_set, BytesIO):
+            # One copy of a large image instead of two (getvalue(), then the concatenation).
+            raw = b"".join((header, data_set.getbuffer()))
+        else:
+            raw = header + event.encoded_dataset(include_meta=False)
         result = ctx.store(raw, Origin("DicomProtocol", aet, address, str(called).strip()))
         if result.status == "AlreadyStored":
             logger.debug("instance %s already stored", result.ids[INSTANCE])
