@@ -424,8 +424,10 @@ class Settings:
     dicom_check_modality_host: bool = _opt(
         "DicomCheckModalityHost", False, "Check a known peer's IP address as well as its AET"
     )
+    # Orthanc's default is 16384; 131072 lets a CT slice arrive in 4 PDUs instead of 32, which
+    # is what large-file ingest pays for in Python (bench/README.md). Senders may send less.
     maximum_pdu_length: int = _opt(
-        "MaximumPduLength", 16384, "Largest PDU we receive, in bytes", check=_pdu
+        "MaximumPduLength", 131072, "Largest PDU we receive, in bytes", check=_pdu
     )
     overwrite_instances: bool = _opt(
         "OverwriteInstances", False, "Replace an instance received again"
