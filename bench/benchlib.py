@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def loadavg() -> str:
@@ -104,3 +106,14 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
+
+
+def stop_and_clean(servers: Iterable[Any], root: Path, keep: bool) -> None:
+    """The end of every benchmark: stop its servers, then remove its temporary folder
+    (or say where it was kept)."""
+    for srv in servers:
+        srv.stop()
+    if keep:
+        print(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)

@@ -50,7 +50,6 @@ import asyncio
 import json
 import random
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -434,12 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.ipads} iPads, {args.duration:g} s each, think time {args.think:g} s, "
                 f"round {rnd + 1}")
     finally:
-        for srv in servers.values():
-            srv.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_and_clean(servers.values(), root, args.keep)
     return 0
 
 

@@ -35,7 +35,6 @@ import collections
 import functools
 import linecache
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -251,11 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         report(parse_raw(raw))
         print(f"\nload average after: {benchlib.loadavg()}")
     finally:
-        srv.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_and_clean([srv], root, args.keep)
     return 0
 
 

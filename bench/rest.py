@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib
 import datagen
 import ingest
 
@@ -241,12 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nload average after: {ingest._loadavg()}")
         return 0 if ok else 1
     finally:
-        for srv in servers.values():
-            srv.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_and_clean(servers.values(), root, args.keep)
 
 
 if __name__ == "__main__":

@@ -330,12 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         report_growth(results, kinds, steps)
         print(f"\nload average after: {benchlib.loadavg()}")
     finally:
-        for srv in servers.values():
-            srv.stop()
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        benchlib.stop_and_clean(servers.values(), root, args.keep)
     return 0
 
 
