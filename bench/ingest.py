@@ -42,6 +42,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
@@ -344,6 +345,19 @@ def storescu_cmd(port: int, files: Sequence[Path]) -> list[str]:
     if any(Path(f).is_dir() for f in files):
         opts += ["+sd", "+r"]  # folders: send every file under them (long lists break argv)
     return [dcmtk("storescu"), *opts, LOOPBACK, str(port), *(str(f) for f in files)]
+
+
+def start_and_fill(servers: dict[str, Any], kind: str, srv: Any, files: Sequence[Path]) -> None:
+    """Start `srv`, register it in `servers` (so the caller's cleanup stops it whatever
+    happens), store `files` over one association and say how it went."""
+    srv.start()
+    servers[kind] = srv
+    seconds, errors = send(srv.dicom_port, [files])
+    n, _ = srv.wait_count(len(files))
+    print(f"  {kind}: {n} instances stored in {seconds:.1f} s"
+          + (f", errors: {errors}" if errors else ""))
+    if n != len(files):
+        raise RuntimeError(f"{kind} stored {n} of {len(files)} files")
 
 
 def send(port: int, chunks: Sequence[Sequence[Path]]) -> tuple[float, list[str]]:

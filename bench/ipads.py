@@ -394,13 +394,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{ingest._orthanc_version()}; load average {benchlib.loadavg()}")
         cls = server_class()
         for kind in kinds:
-            srv = cls(kind, root / kind)
-            srv.start()
-            servers[kind] = srv
-            seconds, errors = ingest.send(srv.dicom_port, [files])
-            n, _ = srv.wait_count(len(files))
-            print(f"  {kind}: {n} instances stored in {seconds:.1f} s"
-                  + (f", errors: {errors}" if errors else ""))
+            ingest.start_and_fill(servers, kind, cls(kind, root / kind), files)
         time.sleep(4)  # StableAge 2: stability work over before the load
         first = servers[kinds[-1]]
         plan_path = root / "plan.json"

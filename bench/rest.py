@@ -220,15 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: {len(small)} small + {len(large)} large files under {root}")
         print(f"host: {ingest._orthanc_version()}, load average {ingest._loadavg()}")
         for kind in ("orthanc", "pipacs"):
-            srv = Server(kind, root / kind)
-            srv.start()
-            servers[kind] = srv
-            seconds, errors = ingest.send(srv.dicom_port, [files])
-            n, _ = srv.wait_count(len(files))
-            print(f"  {kind}: {n} instances stored in {seconds:.1f} s"
-                  + (f", errors: {errors}" if errors else ""))
-            if n != len(files):
-                raise RuntimeError(f"{kind} stored {n} of {len(files)} files")
+            ingest.start_and_fill(servers, kind, Server(kind, root / kind), files)
         time.sleep(4)  # StableAge 2: let both finish their stability work
         probe = Client(servers["orthanc"].http_port)
         try:
