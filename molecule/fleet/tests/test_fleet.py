@@ -170,6 +170,11 @@ def test_config_change_restarts_only_where_it_changed(pis):
 def test_upgrade_to_a_newer_build(pis):
     source = make_build("next", EPHEMERAL / "server-src", "0.99.1")
     args = ["-e", f"server_source_dir={source}", "-e", f"server_build_dir={EPHEMERAL}/build-next"]
+    before = {name: release(h) for name, h in pis.items()}
+    check = play("upgrade.yml --check (tells, changes nothing)", "upgrade.yml", *args, "--check")
+    assert check.returncode == 0, check.output
+    assert all(n > 0 for n in changed_by_host(check).values()), check.output
+    assert {name: release(h) for name, h in pis.items()} == before
     run = play("upgrade.yml to a newer build (index migration)", "upgrade.yml", *args)
     assert run.returncode == 0, run.output
     assert run.output.count("PLAY [Switch the PACS Pis to the new release, canary first]") == 3
