@@ -214,6 +214,10 @@ class ServerContext:
             if left:  # not durable yet, or no room to move them: try again later
                 with self._unsettled_lock:
                     self._unsettled[:0] = left
+        try:
+            self.index.checkpoint()
+        except sqlite3.Error as e:  # a full index disk: the WAL keeps the commits meanwhile
+            logger.debug("index checkpoint failed: %s", e)
         return len(batch) - len(left)
 
     def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool | None:
