@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import struct
@@ -163,6 +164,55 @@ def split_meta(raw: bytes) -> tuple[FileMetaDataset | None, int]:
     return None, 0
 
 
+_META_HEAD = struct.Struct("<HH2sH")
+
+
+def meta_summary(raw: bytes) -> tuple[str, str, int] | None:
+    """(transfer syntax, media storage SOP class, dataset offset) of a Part 10 stream, read
+    by hand; None when anything is unusual (pydicom's `split_meta` then decides).
+
+    Every stored instance passes here: pydicom's meta reader cost more than the rest of the
+    tag scan. Like pydicom, it reads group 0002 elements until another group starts.
+    """
+    if len(raw) < 144 or raw[128:132] != b"DICM":
+        return None
+    pos, end = 132, len(raw)
+    ts = sop_class = ""
+    while pos + 8 <= end:
+        group, element, vr, short = _META_HEAD.unpack_from(raw, pos)
+        if group != 2:
+            break
+        if vr in _LONG_VRS:
+            if short or pos + 12 > end:
+                return None
+            length = int.from_bytes(raw[pos + 8:pos + 12], "little")
+            pos += 12
+        elif not vr.isalpha() or not vr.isupper():
+            return None
+        else:
+            length = short
+            pos += 8
+        if length == 0xFFFFFFFF or pos + length > end:
+            return None
+        if element == 0x0010:
+            ts = raw[pos:pos + length].decode("latin-1").strip("\x00 ")
+        elif element == 0x0002:
+            sop_class = raw[pos:pos + length].decode("latin-1").strip("\x00 ")
+        pos += length
+    if pos == 132 or not ts:
+        return None
+    return ts, sop_class, pos
+
+
+@functools.lru_cache(maxsize=64)
+def _transfer_syntax(ts: str) -> tuple[str, bool, bool, bool, bool]:
+    """(uid, known, little endian, implicit VR, deflated) of a transfer syntax UID."""
+    uid = pydicom.uid.UID(ts)
+    if not uid.is_transfer_syntax:
+        return ts, False, False, False, False
+    return str(uid), True, uid.is_little_endian, uid.is_implicit_VR, uid.is_deflated
+
+
 def parse(
     raw: bytes, default_encoding: str = "Latin1", transfer_syntax: str | None = None
 ) -> ParsedInstance:
@@ -174,6 +224,9 @@ def parse(
     """
     if len(raw) < 8:
         raise DicomParseError(f"only {len(raw)} bytes: too short to be DICOM")
+    quick = meta_summary(raw)
+    if quick is not None:
+        return _parse_dataset(raw, quick[2], quick[0], quick[1], default_encoding)
     try:
         meta, offset = split_meta(raw)
     except (
@@ -193,28 +246,33 @@ def parse(
         ts = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ") or ts
     if not ts:
         raise DicomParseError("no DICM prefix and no transfer syntax: not a DICOM file")
-    uid = pydicom.uid.UID(ts)
-    if not uid.is_transfer_syntax:
+    media_sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "") if meta else ""
+    return _parse_dataset(raw, offset, ts, media_sop_class, default_encoding)
+
+
+def _parse_dataset(
+    raw: bytes, offset: int, ts: str, media_sop_class: str, default_encoding: str
+) -> ParsedInstance:
+    uid, known, little, implicit, deflated = _transfer_syntax(ts)
+    if not known:
         raise DicomParseError(f"unknown transfer syntax {ts}")
     values: dict[str, str] | None = None
-    if uid.is_little_endian and not uid.is_deflated:
+    if little and not deflated:
         try:
-            values = scan(raw, offset, uid.is_implicit_VR, default_encoding)
+            values = scan(raw, offset, implicit, default_encoding)
         except DicomParseError:
             raise
         except Exception:  # _ScanError, or bytes the scanner did not foresee: ask pydicom
             values = None
     if values is None:
-        values = _parse_with_pydicom(raw, offset, uid, default_encoding)
+        values = _parse_with_pydicom(raw, offset, pydicom.uid.UID(uid), default_encoding)
     tags = [{k: values[k] for k in level if k in values} for level in MAIN_TAGS]
-    sop_class = values.get("SOPClassUID", "")
-    if meta is not None and not sop_class:
-        sop_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
+    sop_class = values.get("SOPClassUID", "") or media_sop_class
     for level, kw in enumerate(LEVEL_UID):
         if level > 0 and not tags[level].get(kw):
             raise DicomParseError(f"missing {kw}: cannot index this instance")
     tags[0].setdefault("PatientID", "")
-    parsed = ParsedInstance(tags, sop_class, str(uid))
+    parsed = ParsedInstance(tags, sop_class, uid)
     parsed.ids = ids.resource_ids(*parsed.uids)
     return parsed
 

@@ -172,8 +172,17 @@ class IndexLock:
             self._fd = None
 
 
+_now_iso: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    """The current UTC time as Orthanc writes dates (formatted once per second: every
+    stored instance asks for it twice)."""
+    global _now_iso
+    second = int(time.time())
+    if _now_iso[0] != second:
+        _now_iso = (second, time.strftime("%Y%m%dT%H%M%S", time.gmtime(second)))
+    return _now_iso[1]
 
 
 def iso_of(timestamp: float) -> str:
