@@ -212,3 +212,31 @@ def test_old_layout_removed_at_start(make_pipacs: Any, small_data: list[Path]) -
     assert len(metadata(p, f"studies/{study}")) == 10
     p.stop(signal.SIGTERM)
     assert "removed the old DICOMweb metadata cache" in p.log()
+
+
+def test_deleting_an_instance_of_a_series_not_in_memory(make_pipacs: Any,
+                                                        small_data: list[Path]) -> None:
+    """After a restart (or once the series has left the memory) the cache file is the only
+    place the series' entries are: deleting one instance rewrites it without that instance,
+    with no WADO-RS call needed (the deleted instance's tags must not stay on the disk)."""
+    p = make_pipacs(DicomWeb={"Enable": True})
+    p.store(*small_data[:20])  # two series
+    wait_for(lambda: [len(cached_instances(f) or []) for f in cache_files(p).values()]
+             == [10, 10], "two series files with 10")
+    path, other = sorted(cache_files(p).values())
+    untouched = other.read_bytes()
+    p.stop()
+    p.start()  # nothing in memory now
+    instance = p.get(f"/series/{path.name}/instances")[3]
+    gone, gone_sop = instance["ID"], instance["MainDicomTags"]["SOPInstanceUID"]
+    delete(p, f"/instances/{gone}")
+    wait_for(lambda: gone not in (cached_instances(path) or [gone]),
+             "the series file without the deleted instance")
+    assert len(cached_instances(path) or []) == 9
+    assert gone_sop.encode() not in zlib.decompress(path.read_bytes())
+    assert other.read_bytes() == untouched
+    study = uids(small_data[0])[0]
+    series = p.get(f"/series/{path.name}")["MainDicomTags"]["SeriesInstanceUID"]
+    answer = metadata(p, f"studies/{study}/series/{series}")
+    assert len(answer) == 9 and gone_sop not in sops(answer)
+    assert "Traceback" not in p.log()

@@ -90,9 +90,10 @@ class MetadataStore:
     series holding its instances' DICOM JSON (see `encode_entry`), each tied to its
     instance's file UUID. Every answer is checked against the index row by row, so a cache
     file never answers for an instance added, replaced or deleted after it was written: the
-    missing instances are read from their files and the series' file is rewritten (without
-    the deleted ones) in the background. Deleting a series removes its file. A file cut
-    short or damaged (a power cut) fails its zlib checksum or its lengths and is ignored.
+    missing instances are read from their files and the series' file is rewritten in the
+    background. Deleting a series removes its file; deleting an instance rewrites its
+    series' file without it (the deleted instance's tags do not stay on the disk). A file
+    cut short or damaged (a power cut) fails its zlib checksum or its lengths and is ignored.
 
     As Orthanc's plugin does with EnableMetadataCache, a series' file is written in the
     background once the series is stable (StableAge after its last instance), so the first
@@ -120,6 +121,7 @@ class MetadataStore:
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_chars = 0
         self._dirty: set[str] = set()  # series whose file is to be (re)written
+        self._unplaced: set[str] = set()  # deleted instances whose series is to be found
         self._tasks: queue.Queue[tuple[str, str]] = queue.Queue()
         self._worker: threading.Thread | None = None
         context.add_listener(self._on_event)
@@ -132,21 +134,29 @@ class MetadataStore:
         if event == "stable" and payload.get("level") == SERIES:
             self._submit("warm", str(payload.get("id", "")))
         elif event == "deleted":
-            gone = set()
+            gone, series_gone = set(), False
             for level, public_id in payload.get("resources", []):
                 if level == SERIES:
                     self._forget(public_id)
+                    series_gone = True
                 elif level == INSTANCE:
                     gone.add(public_id)
-            if gone:  # its series is unknown now: rewritten when next read whole
+            if gone and not series_gone:
+                # One instance whose series lives on; the event does not say which series
+                # (the index has forgotten it). A series in memory holds every instance its
+                # file holds: rewrite it. Else its file is found by the instance's ID.
                 with self._lock:
                     touched = [s for s, e in self._memory.items() if gone & e.keys()]
+                    if not touched:
+                        self._unplaced |= gone
                 for series_id in touched:
                     self._submit("save", series_id)
+                if not touched:
+                    self._submit("sweep", "")
 
     def _submit(self, task: str, series_id: str) -> None:
         with self._lock:
-            if task == "save":
+            if task in ("save", "sweep"):  # once while queued ("" stands for the sweep)
                 if series_id in self._dirty:
                     return
                 self._dirty.add(series_id)
@@ -163,6 +173,8 @@ class MetadataStore:
             try:
                 if task == "warm":
                     self._warm(series_id)
+                elif task == "sweep":
+                    self._sweep()
                 else:
                     self._save(series_id)
             except Exception as e:  # a deleted series, an unreadable file: answered later
@@ -181,12 +193,36 @@ class MetadataStore:
             self._remember(series_id, fresh)
             self._save(series_id)
 
-    def _save(self, series_id: str) -> None:
-        """Write the series' file from memory, keeping only the instances it holds now."""
+    def _sweep(self) -> None:
+        """Rewrite the files still holding deleted instances whose series was not in memory:
+        each file's header (its first bytes) names its instances."""
+        with self._lock:
+            self._dirty.discard("")
+            gone, self._unplaced = self._unplaced, set()
+        assert self.folder is not None
+        for path in self.folder.glob("*/*"):
+            if not gone:
+                return
+            held = None if path.name.startswith(".tmp-") else _instances_in_file(path)
+            if held and gone & held:
+                gone -= held
+                try:
+                    entry = decode_entry(path.read_bytes(), path.name)
+                except OSError:
+                    entry = None  # removed meanwhile
+                if entry is not None:
+                    self._save(path.name, entry)
+        if gone:  # not cached, or its file damaged (ignored, then rebuilt when read)
+            logger.debug("no metadata cache file holds deleted instances %s", sorted(gone))
+
+    def _save(self, series_id: str, entry: Entry | None = None) -> None:
+        """Write the series' file from memory (or `entry`), keeping only the instances the
+        series holds now."""
         with self._lock:
             self._dirty.discard(series_id)
-            entry = self._memory.get(series_id)
-            entry = dict(entry) if entry is not None else None
+            if entry is None:
+                entry = self._memory.get(series_id)
+                entry = dict(entry) if entry is not None else None
         path = self._path(series_id)
         if entry is None:
             return
@@ -370,6 +406,24 @@ def decode_entry(data: bytes, series_id: str) -> Entry | None:
             return None
         return entry
     except (zlib.error, UnicodeError, ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
+def _instances_in_file(path: Path) -> set[str] | None:
+    """The instance IDs a series' cache file names in its header, read without inflating
+    the DICOM JSON that follows; None when the file cannot be read or is not one."""
+    inflate = zlib.decompressobj()
+    head = b""
+    try:
+        with path.open("rb") as f:
+            while b"\n" not in head:
+                chunk = f.read(16384)
+                if not chunk:
+                    return None
+                head += inflate.decompress(chunk)
+        header = json.loads(head.partition(b"\n")[0])
+        return {str(item[0]) for item in header["instances"]}
+    except (OSError, zlib.error, ValueError, TypeError, KeyError, IndexError):
         return None
 
 
