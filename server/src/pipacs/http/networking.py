@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sqlite3
 import ssl
 import threading
 import urllib.error
@@ -25,7 +26,7 @@ from ..dicom.scu import Scu, ScuError
 from ..dicomfile import LEVEL_UID
 from ..ids import LEVEL_NAMES, PATIENT
 from ..index import Resource
-from ..jobs import Job, JobFailed
+from ..jobs import Job, JobFailed, disk_full
 from .app import HttpError, json_response
 from .archives import instances_of
 from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
@@ -93,18 +94,26 @@ def scu_of(context: ServerContext) -> Scu:
 
 
 def _log_exports(context: ServerContext, items: list[Resource], target: str) -> None:
+    """Record what was sent (LogExportedResources). Called once the images are sent: a
+    record that cannot be written (a full index disk) is a warning, not a failed send."""
     if not context.settings.log_exported_resources:
         return
-    for res in items:
-        uids = []
-        r: Resource | None = res
-        chain = []
-        while r is not None:
-            chain.append(r)
-            r = context.index.get_by_id(r.parent) if r.parent is not None else None
-        for anc in reversed(chain):
-            uids.append(anc.tags.get(LEVEL_UID[anc.level], anc.uid))
-        context.index.log_export(res.level, res.public_id, target, uids)
+    for n, res in enumerate(items):
+        try:
+            uids = []
+            r: Resource | None = res
+            chain = []
+            while r is not None:
+                chain.append(r)
+                r = context.index.get_by_id(r.parent) if r.parent is not None else None
+            for anc in reversed(chain):
+                uids.append(anc.tags.get(LEVEL_UID[anc.level], anc.uid))
+            context.index.log_export(res.level, res.public_id, target, uids)
+        except (sqlite3.Error, OSError) as e:
+            why = disk_full(context, e) or f"{type(e).__name__}: {e}"
+            logger.warning("sent to %s, but the export of %s could not be recorded: %s",
+                           target, ", ".join(x.public_id for x in items[n:]), why)
+            return
 
 
 def _store_body(context: ServerContext) -> tuple[dict[str, Any], list[Resource]]:
