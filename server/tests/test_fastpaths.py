@@ -11,6 +11,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from pipacs.dicom.fastrsp import encode_store_response
+from pipacs.dicom.reactor import encode_pdata
 from pipacs.dicomfile import IMPLEMENTATION_CLASS_UID, part10_header
 
 
@@ -106,3 +107,18 @@ def test_find_response_command_matches_pynetdicom() -> None:
         command, data = encode_find_response(rsp)
         assert command == b"".join(p[1:] for p in pdvs if p[0] & 1)
         assert data == b"".join(p[1:] for p in pdvs if not p[0] & 1)
+
+
+@pytest.mark.parametrize("context_id", [1, 3, 255])
+@pytest.mark.parametrize("size", [0, 1, 101, 16378])
+def test_pdata_pdu_matches_pynetdicom(context_id: int, size: int) -> None:
+    """The P-DATA-TF PDUs a C-STORE response is sent in from the association thread."""
+    from pynetdicom.pdu import P_DATA_TF
+    from pynetdicom.pdu_primitives import P_DATA
+
+    pdv = b"\x03" + bytes(range(256)) * (size // 256) + bytes(size % 256)
+    primitive = P_DATA()
+    primitive.presentation_data_value_list.append((context_id, pdv))
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    assert encode_pdata(context_id, pdv) == pdu.encode()

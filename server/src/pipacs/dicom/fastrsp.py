@@ -26,6 +26,8 @@ from pynetdicom import dimse, evt, service_class
 from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from . import reactor
+
 _implicit_header = struct.Struct("<HHI")
 _explicit_short = struct.Struct("<HH2sH")
 _explicit_long = struct.Struct("<HH2sHI")
@@ -180,6 +182,11 @@ def install() -> None:
         else:
             command, data = encode_find_response(primitive)
         max_pdu = self.maximum_pdu_size
+        pdvs = list(_fragments(command, max_pdu, b"\x01", b"\x03"))
+        if data:
+            pdvs += _fragments(data, max_pdu, b"\x00", b"\x02")
+        if reactor.send_now(self.dul, b"".join(reactor.encode_pdata(context_id, p) for p in pdvs)):
+            return
         for pdv in _fragments(command, max_pdu, b"\x01", b"\x03"):
             pdata = P_DATA()
             pdata.presentation_data_value_list.append((context_id, pdv))

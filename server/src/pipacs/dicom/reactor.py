@@ -20,6 +20,12 @@ and appends each piece to a bytearray: for a 0.5 MB CT image that was some 130 s
 and copies on the DUL thread, which alone decodes every PDU while the sender waits. The
 replacement reads straight into one buffer of the PDU's size (`recv_into`), usually in one
 call per socket-buffer's worth.
+
+`send_now` lets the association thread write a P-DATA-TF it encoded itself straight to the
+socket, instead of queueing it for the DUL thread (a pipe write, a wake-up, a trip through
+the state machine and pynetdicom's PDU encoder for every C-STORE response). It does so only
+while the association is established, nothing is queued before it and no state machine
+action runs (a lock taken around each action), so PDUs keep their order.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from __future__ import annotations
 import os
 import queue
 import select
+import struct
 import threading
 import time as _time
 from typing import Any
 
-from pynetdicom import association, dimse, dul, transport
+from pynetdicom import association, dimse, dul, evt, fsm, transport
 
 IDLE_WAIT = 0.02  # longest idle wait of a DUL thread: its timers have coarser resolution
 RECV_BLOCK = 1 << 20  # most a PDU read allocates ahead of the bytes received
@@ -146,6 +153,36 @@ def _recv(self: Any, nr_bytes: int) -> bytearray:
     return buf
 
 
+_PDATA_HEAD = struct.Struct(">BBIIB")  # PDU type, reserved, PDU length, item length, context
+
+
+def encode_pdata(context_id: int, pdv: bytes) -> bytes:
+    """One P-DATA-TF PDU carrying one presentation data value (control header + data)."""
+    return _PDATA_HEAD.pack(0x04, 0, 5 + len(pdv), 1 + len(pdv), context_id) + pdv
+
+
+def send_now(provider: Any, data: bytes) -> bool:
+    """Write encoded P-DATA-TF PDUs to the peer from the calling thread, when that keeps the
+    PDUs' order and the association's state; False: queue them for the DUL thread."""
+    lock = getattr(provider, "_action_lock", None)
+    if lock is None:
+        return False
+    assoc = provider.assoc
+    if assoc.get_handlers(evt.EVT_PDU_SENT) or assoc.get_handlers(evt.EVT_DATA_SENT):
+        return False
+    with lock:
+        sock = provider.socket
+        if (
+            provider.to_provider_queue.qsize()
+            or provider.state_machine.current_state != "Sta6"
+            or sock is None
+            or sock.socket is None
+        ):
+            return False
+        sock.send(data)  # on failure it queues Evt17 (connection closed) as the DUL would
+    return True
+
+
 _installed = False
 
 
@@ -160,6 +197,17 @@ def install() -> None:
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         self.to_provider_queue = _WakeQueue()
+        self._action_lock = threading.Lock()
+
+    original_action = fsm.StateMachine.do_action
+
+    def do_action(self: Any, event: str) -> None:
+        lock = getattr(self.dul, "_action_lock", None)
+        if lock is None:
+            original_action(self, event)
+            return
+        with lock:
+            original_action(self, event)
 
     def run_reactor(self: Any) -> None:
         try:
@@ -177,6 +225,7 @@ def install() -> None:
 
     dimse.DIMSEServiceProvider.__init__ = dimse_init  # type: ignore[method-assign]
     dul.DULServiceProvider.__init__ = init  # type: ignore[method-assign]
+    fsm.StateMachine.do_action = do_action  # type: ignore[method-assign]
     dul.DULServiceProvider.run_reactor = run_reactor  # type: ignore[method-assign]
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
     dul.time = _TimeFacade(_dul_sleep)  # type: ignore[assignment]
