@@ -538,13 +538,13 @@ def run_find(srv: Server, studies: int, runs: int, res: dict[str, float], key: s
 ROWS: list[tuple[str, str, str, str]] = [
     ("startup_s", "start to first C-ECHO (s)", "{:.3f}", "pipacs <= 1 s"),
     ("rss_idle_mb", "RSS idle (MB)", "{:.0f}", ""),
-    ("small1_fps", "ingest small, 1 assoc (files/s)", "{:.0f}", ">= 0.8x"),
+    ("small1_fps", "ingest small, 1 assoc (files/s)", "{:.0f}", ">= 1.0x"),
     ("small1_mbps", "ingest small, 1 assoc (MB/s)", "{:.1f}", ""),
-    ("large1_fps", "ingest large, 1 assoc (files/s)", "{:.0f}", ""),
+    ("large1_fps", "ingest large, 1 assoc (files/s)", "{:.0f}", ">= 1.0x"),
     ("large1_mbps", "ingest large, 1 assoc (MB/s)", "{:.1f}", ""),
-    ("small4_fps", "ingest small, 4 assoc (files/s)", "{:.0f}", ">= 0.8x"),
+    ("small4_fps", "ingest small, 4 assoc (files/s)", "{:.0f}", ">= 1.0x"),
     ("small4_mbps", "ingest small, 4 assoc (MB/s)", "{:.1f}", ""),
-    ("large4_fps", "ingest large, 4 assoc (files/s)", "{:.0f}", ""),
+    ("large4_fps", "ingest large, 4 assoc (files/s)", "{:.0f}", ">= 1.0x"),
     ("large4_mbps", "ingest large, 4 assoc (MB/s)", "{:.1f}", ""),
     ("rss_after_mb", "RSS after ingest, {instances} instances (MB)", "{:.0f}", "<= 0.5x"),
     ("find1_ms", "C-FIND study, {find1_studies} studies (ms)", "{:.1f}", "<= 1.5x"),
@@ -658,7 +658,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     ap.add_argument("--tmp", type=Path, default=None, help="where to make the temp dir")
+    ap.add_argument(
+        "--ext4-image",
+        type=int,
+        default=0,
+        metavar="GB",
+        help="run on a fresh ext4 of this size made with mke2fs' defaults (journal on, as "
+        "on a Pi's SD card), loop-mounted; needs root",
+    )
     args = ap.parse_args(argv)
+    if not args.ext4_image:
+        return _run(args)
+    with benchlib.ext4_image(args.ext4_image, args.tmp) as mountpoint:
+        print(f"on a fresh journaled ext4 ({args.ext4_image} GB image) mounted at {mountpoint}")
+        args.tmp = mountpoint
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
 
     if args.only:
         kinds = [args.only]
