@@ -32,6 +32,25 @@ class HttpError(Exception):
         super().__init__(message)
 
 
+class StreamAborted(Exception):
+    """A streamed answer that failed after its first byte: its status is sent and cannot
+    change, so the connection is cut (waitress then sends no final chunk) and the client
+    sees a truncated transfer. The route has logged why; waitress logs no traceback."""
+
+
+class _QuietAbort(logging.Filter):
+    """Drops waitress' "Exception while serving" traceback for a StreamAborted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamAborted))
+
+
+def _quiet_aborts() -> None:
+    waitress_log = logging.getLogger("waitress")
+    if not any(isinstance(f, _QuietAbort) for f in waitress_log.filters):
+        waitress_log.addFilter(_QuietAbort())
+
+
 def storage_full(details: str) -> HttpError:
     """507, Orthanc's answer when a disk is full; `details` names the disk."""
     return HttpError(507, STORAGE_FULL, details)
@@ -115,6 +134,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
         return wrapper
 
     app.install(wrap)
+    _quiet_aborts()
     # The REST modules import this one (HttpError, json_response): load them once it exists.
     from . import archives, instances, jobs, modification, networking, resources, tools
 
@@ -159,7 +179,8 @@ ORTHANC_CODES = {"Bad file format": 15, "Parameter out of range": 3, "Inexistent
                  "Unknown resource": 17, "Bad request": 8, "Bad sequence of calls": 6,
                  "Error in the network protocol": 9, "Unknown DICOM tag": 27,
                  "Incompatible image format": 23, "Not implemented": 2,
-                 "Unknown modality": 32, "Cannot modify a system metadata": 8}
+                 "Unknown modality": 32, "Cannot modify a system metadata": 8,
+                 "Inexistent file": 13}
 
 
 def error_body(status: int, message: str, request: Any, details: str = "") -> dict[str, Any]:

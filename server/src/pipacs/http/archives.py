@@ -1,8 +1,14 @@
-"""ZIP archives of resources, streamed while they are written; DICOMDIR media; archive jobs."""
+"""ZIP archives of resources, streamed while they are written; DICOMDIR media; archive jobs.
+
+An archive never leaves out a file silently. Every instance's file is checked before the
+first byte is sent, so a missing or unreadable one is a clear error (500, "Inexistent file",
+naming the instance). A file that fails only once streaming has started (damaged, or removed
+meanwhile) cuts the transfer: the client sees it end early, never a ZIP that looks whole.
+"""
 
 from __future__ import annotations
 
-import functools
+import errno
 import logging
 import os
 import re
@@ -20,8 +26,8 @@ from .. import browse
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, STUDY
 from ..index import Resource
-from ..jobs import Job, JobFailed
-from .app import HttpError
+from ..jobs import Job, JobFailed, disk_full
+from .app import HttpError, StreamAborted
 from .common import LEVEL_ROUTE, PLURALS, body_json, flag, resource, resources_of_body
 from .jobs import run
 
@@ -29,6 +35,66 @@ logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 _UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
+INEXISTENT_FILE = "Inexistent file"  # Orthanc's error 13
+
+
+class UnreadableFile(Exception):
+    """The file of an instance to archive is missing or cannot be read."""
+
+    def __init__(self, public_id: str, reason: str):
+        self.public_id = public_id
+        self.details = f"the file of instance {public_id} cannot be read: {reason}"
+        super().__init__(self.details)
+
+    def http_error(self) -> HttpError:
+        return HttpError(500, INEXISTENT_FILE, self.details)
+
+    def job_error(self) -> JobFailed:
+        return JobFailed(INEXISTENT_FILE, 500, self.details)
+
+
+def _reason(e: OSError) -> str:
+    return str(e) if e.filename or not e.strerror else str(e.strerror)
+
+
+def _gone(context: ServerContext, public_id: str) -> bool:
+    """Deleted since the archive was listed: its file went with it (not an error)."""
+    return context.index.get(public_id, INSTANCE) is None
+
+
+def check_files(context: ServerContext, instances: list[Resource]) -> None:
+    """Raise UnreadableFile for the first instance whose file is missing or does not open:
+    an archive is refused before its first byte rather than sent without a file."""
+    for inst in instances:
+        att = context.index.attachment(inst.id)
+        try:
+            if att is None:
+                raise FileNotFoundError(errno.ENOENT, "indexed without its DICOM file "
+                                        "(StoreDicom was false)")
+            try:
+                open(context.storage.current_path(att.uuid), "rb").close()
+            except FileNotFoundError:  # settled between the look-up and the open
+                open(context.storage.path(att.uuid), "rb").close()
+        except OSError as e:
+            if not _gone(context, inst.public_id):
+                raise UnreadableFile(inst.public_id, _reason(e)) from e
+
+
+def _reader(context: ServerContext, public_id: str) -> Callable[[], bytes | None]:
+    """Reads the instance's file for the archive; None when the instance has been deleted
+    meanwhile; UnreadableFile when its file is missing, unreadable or damaged."""
+
+    def read() -> bytes | None:
+        try:
+            return context.read_instance(public_id)
+        except KeyError:
+            return None
+        except OSError as e:
+            if _gone(context, public_id):
+                return None
+            raise UnreadableFile(public_id, _reason(e)) from e
+
+    return read
 
 
 class _Sink:
@@ -55,16 +121,17 @@ class _Sink:
         return data
 
 
-def stream_zip(entries: Iterable[tuple[str, Callable[[], bytes]]]) -> Iterator[bytes]:
-    """ZIP bytes as they are produced; one file is held in memory at a time."""
+def stream_zip(entries: Iterable[tuple[str, Callable[[], bytes | None]]]) -> Iterator[bytes]:
+    """ZIP bytes as they are produced; one file is held in memory at a time. An entry whose
+    reader answers None is left out (deleted meanwhile); one whose reader raises ends the
+    stream with that error, before the ZIP's central directory (never a ZIP that looks
+    whole without the file)."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED, allowZip64=True,  # type: ignore[call-overload]
                          compresslevel=1) as zf:
         for name, read in entries:
-            try:
-                data = read()
-            except (OSError, KeyError) as e:
-                logger.error("archive: skipping %s: %s", name, e)
+            data = read()
+            if data is None:
                 continue
             info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
             info.compress_type = zipfile.ZIP_DEFLATED
@@ -75,7 +142,7 @@ def stream_zip(entries: Iterable[tuple[str, Callable[[], bytes]]]) -> Iterator[b
                     if sink.position and len(sink.chunks) > 8:
                         yield sink.take()
             yield sink.take()
-    yield sink.take()
+    yield sink.take()  # the central directory (an error above leaves it unsent)
 
 
 def _clean(text: str) -> str:
@@ -103,8 +170,8 @@ def instances_of(context: ServerContext, items: list[Resource]) -> list[Resource
     return out
 
 
-def archive_entries(context: ServerContext, items: list[Resource]
-                    ) -> Iterator[tuple[str, Callable[[], bytes]]]:
+def archive_entries(context: ServerContext, instances: list[Resource]
+                    ) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
     """(path in the ZIP, reader) for each instance: Patient/Study/Series/XX000000.dcm."""
     idx = context.index
     parents: dict[int, Resource | None] = {}
@@ -131,7 +198,7 @@ def archive_entries(context: ServerContext, items: list[Resource]
             names[res.id] = name
         return names[res.id]
 
-    for inst in instances_of(context, items):
+    for inst in instances:
         series = get(inst.parent)
         study = get(series.parent) if series else None
         patient = get(study.parent) if study else None
@@ -144,45 +211,66 @@ def archive_entries(context: ServerContext, items: list[Resource]
         counters[series.id] = n + 1
         modality = _clean(series.tags.get("Modality", ""))[:2].upper() or "IM"
         name = f"{p}/{s}/{se}/{modality}{n:06d}.dcm"
-        yield name, functools.partial(context.read_instance, inst.public_id)
+        yield name, _reader(context, inst.public_id)
 
 
 class _MediaFolder:
-    """A folder with a DICOMDIR and the instances, written by pydicom's FileSet."""
+    """A folder with a DICOMDIR and the instances, written by pydicom's FileSet in the
+    temporary folder. A full disk raises ENOSPC naming that folder."""
 
-    def __init__(self, context: ServerContext, items: list[Resource]):
+    def __init__(self, context: ServerContext, instances: list[Resource],
+                 check: Callable[[], None] | None = None):
         from pydicom.fileset import FileSet
 
-        self.tmp = Path(tempfile.mkdtemp(prefix="pipacs-media-"))
+        self.tmp = Path(_temporary(lambda: tempfile.mkdtemp(prefix="pipacs-media-")))
         staged = self.tmp / "in"
-        staged.mkdir()
         self.out = self.tmp / "out"
-        fs = FileSet()
-        fs.ID = "PIPACS"
+        fs = None
         try:
-            for i, inst in enumerate(instances_of(context, items)):
-                path = staged / f"{i}.dcm"
-                path.write_bytes(context.read_instance(inst.public_id))
-                fs.add(str(path))
-            fs.write(str(self.out))
-        except Exception:
+            try:
+                staged.mkdir()
+                fs = FileSet()
+                fs.ID = "PIPACS"
+                for i, inst in enumerate(instances):
+                    if check is not None:
+                        check()
+                    data = _reader(context, inst.public_id)()
+                    if data is None:
+                        continue
+                    path = staged / f"{i}.dcm"
+                    path.write_bytes(data)
+                    fs.add(str(path))
+                fs.write(str(self.out))
+            finally:
+                _drop_stage(fs)
+        except BaseException as e:
             self.cleanup()
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, e.strerror, str(self.tmp.parent)) from e
             raise
 
-    def entries(self) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    def entries(self) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
         files = sorted(p for p in self.out.rglob("*") if p.is_file())
         for p in sorted(files, key=lambda p: (p.name != "DICOMDIR", str(p))):
             yield str(p.relative_to(self.out)), p.read_bytes
+
+    def stream(self) -> Iterator[bytes]:
+        """The folder as a ZIP; removed once sent, or when the client leaves."""
+        try:
+            yield from stream_zip(self.entries())
+        finally:
+            self.cleanup()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def stream_media(context: ServerContext, items: list[Resource]) -> Iterator[bytes]:
-    folder = _MediaFolder(context, items)
-    try:
-        yield from stream_zip(folder.entries())
-    finally:
+def _drop_stage(fs: Any) -> None:
+    """Remove the folder pydicom's FileSet stages in (a TemporaryDirectory of its own,
+    removed only when the FileSet is garbage-collected: it would stay on a full disk)."""
+    stage = getattr(fs, "_stage", None)
+    folder = stage.get("t") if isinstance(stage, dict) else None
+    if isinstance(folder, tempfile.TemporaryDirectory):
         folder.cleanup()
 
 
@@ -205,30 +293,53 @@ class ArchiveFile:
 
 
 def archive_job(context: ServerContext, items: list[Resource], media: bool) -> Job:
+    """Write the archive (or media) to a temporary file, served once the job succeeded.
+    A missing or unreadable file fails the job ("Inexistent file", naming the instance);
+    a full temporary folder fails it as a full disk (507)."""
+
     def work(job: Job) -> dict[str, Any]:
-        fd, name = tempfile.mkstemp(prefix="pipacs-archive-", suffix=".zip")
+        instances = instances_of(context, items)
+        total = len(instances)
+        try:
+            check_files(context, instances)
+        except UnreadableFile as e:
+            raise e.job_error() from None
+        fd, name = _temporary(lambda: tempfile.mkstemp(prefix="pipacs-archive-", suffix=".zip"))
         out = ArchiveFile(Path(name))
-        total = len(instances_of(context, items))
         try:
             with os.fdopen(fd, "wb") as f:
-                def counted() -> Iterator[tuple[str, Callable[[], bytes]]]:
-                    for n, entry in enumerate(archive_entries(context, items)):
+                def counted() -> Iterator[tuple[str, Callable[[], bytes | None]]]:
+                    for n, entry in enumerate(archive_entries(context, instances)):
                         job.check_cancelled()
                         job.set_progress(n, total)
                         yield entry
 
-                chunks = stream_media(context, items) if media else stream_zip(counted())
+                if media:
+                    chunks = _MediaFolder(context, instances, job.check_cancelled).stream()
+                else:
+                    chunks = stream_zip(counted())
                 for chunk in chunks:
-                    f.write(chunk)
-        except Exception as e:
+                    try:
+                        f.write(chunk)
+                    except OSError as e:
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise OSError(e.errno, e.strerror, name) from e
+                        raise
+        except UnreadableFile as e:
             out.cleanup()
-            if isinstance(e, OSError):
-                raise JobFailed("Cannot write the archive", 500, str(e)) from e
+            raise e.job_error() from None
+        except OSError as e:
+            out.cleanup()
+            if disk_full(context, e) is not None:
+                raise  # the job engine answers a full disk
+            raise JobFailed("Cannot write the archive", 500, str(e)) from e
+        except BaseException:
+            out.cleanup()
             raise
         job.output = out
         size = out.path.stat().st_size
         uncompressed = 0
-        for inst in instances_of(context, items):
+        for inst in instances:
             att = context.index.attachment(inst.id)
             uncompressed += att.size if att else 0
         return {"ArchiveSize": str(size), "ArchiveSizeMB": size // (1024 * 1024),
@@ -239,14 +350,72 @@ def archive_job(context: ServerContext, items: list[Resource], media: bool) -> J
     return Job("Media" if media else "Archive", work)
 
 
+def _temporary(make: Callable[[], Any]) -> Any:
+    """`make` a temporary file or folder; a full disk is an ENOSPC naming the folder."""
+    try:
+        return make()
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, e.strerror, tempfile.gettempdir()) from e
+        raise
+
+
+def _guarded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """The chunks of an answer, with what a failure means: before the first chunk is
+    handed out (see _started) an error answer; after it, the transfer is cut."""
+    started = False
+    try:
+        for chunk in chunks:
+            yield chunk
+            started = True
+    except GeneratorExit:  # the client has gone
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # a DICOMDIR's temporary folder goes now
+        raise
+    except (UnreadableFile, OSError) as e:
+        details = e.details if isinstance(e, UnreadableFile) else str(e)
+        if not started:
+            if isinstance(e, UnreadableFile):
+                logger.error("%s: %s: refused", what, details)
+                raise e.http_error() from None
+            raise  # create_app's error mapping answers it (507 for a full disk)
+        logger.error("%s: %s: the transfer is cut short", what, details)
+        raise StreamAborted(details) from None
+
+
+def _started(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """The answer's chunks: `first`, made before the answer started, then the rest."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()  # the client has gone before the rest was asked for
+
+
 def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     def send(items: list[Resource], media: bool, filename: str) -> Iterator[bytes]:
+        """Stream the ZIP. Every file is checked first, and the first chunk is made here,
+        so that what fails before the first byte is an error answer with its status."""
+        what = f"archive {bottle.request.method} {bottle.request.path}"
+        instances = instances_of(context, items)
+        try:
+            check_files(context, instances)
+            if media:
+                chunks = _MediaFolder(context, instances).stream()
+            else:
+                chunks = stream_zip(archive_entries(context, instances))
+        except UnreadableFile as e:
+            logger.error("%s: %s: refused", what, e.details)
+            raise e.http_error() from None
+        guarded = _guarded(chunks, what)
+        first = next(guarded, b"")
         bottle.response.content_type = "application/zip"
         bottle.response.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-        if media:
-            return stream_media(context, items)
-        return stream_zip(archive_entries(context, items))
+        return _started(first, guarded)
 
     def answer(items: list[Resource], media: bool, body: dict[str, Any], filename: str) -> Any:
         asynchronous = flag(body, "Asynchronous", False) or not flag(body, "Synchronous", True)
