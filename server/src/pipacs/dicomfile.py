@@ -195,9 +195,9 @@ def meta_summary(raw: bytes) -> tuple[str, str, int] | None:
         if length == 0xFFFFFFFF or pos + length > end:
             return None
         if element == 0x0010:
-            ts = raw[pos:pos + length].decode("latin-1").strip("\x00 ")
+            ts = raw[pos:pos + length].decode("latin-1").strip("\x00").strip()
         elif element == 0x0002:
-            sop_class = raw[pos:pos + length].decode("latin-1").strip("\x00 ")
+            sop_class = raw[pos:pos + length].decode("latin-1").strip("\x00").strip()
         pos += length
     if pos == 132 or not ts:
         return None
