@@ -24,8 +24,14 @@ sample is put in one layer by its innermost frame that says something:
 Printed: the threads with their share of samples, the layers for the association and DUL
 threads (wall time, then the same without waiting), and the top functions by own samples.
 
+``--mode gil`` samples only the thread holding the GIL (``py-spy --gil``): where the Python
+time goes, which with several associations is what limits throughput (only one thread runs
+Python at a time). ``--mode cpu`` samples nothing and prints the server's user and system
+CPU per file and how busy the machine was.
+
 Usage: ``.venv/bin/python bench/profile_ingest.py [--files 2000] [--associations 1]
-[--large] [--rate 200] [--keep]``; needs py-spy (requirements.txt) and root or ptrace rights.
+[--large] [--rate 200] [--mode wall|gil|cpu] [--tmp DIR] [--keep]``; needs py-spy
+(requirements.txt) and root or ptrace rights.
 """
 
 from __future__ import annotations
@@ -197,6 +203,63 @@ def report(threads: dict[str, list[tuple[list[str], int]]]) -> None:
                          "pipacs functions, inclusive (their callees counted)")
 
 
+def report_gil(threads: dict[str, list[tuple[list[str], int]]]) -> None:
+    """Samples taken with py-spy --gil: only the thread holding the GIL, so they add up to
+    the Python (and GIL-holding C) time that the server's threads cannot run in parallel."""
+    samples = [(stack, c) for found in threads.values() for stack, c in found]
+    total = sum(c for _, c in samples) or 1
+    layers: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    for stack, c in samples:
+        layers[layer(stack)] += c
+        for f in {frame_parts(f)[:2] for f in stack}:
+            inclusive[f"{f[0]} ({_short(f[1])})"] += c
+    rows = [[name, f"{c}", f"{100 * c / total:.1f} %"] for name, c in layers.most_common()]
+    benchlib.print_table(["layer (innermost informative frame)", "samples", "of GIL time"],
+                         rows, f"Who holds the GIL ({total} samples)")
+    skip = ("threading.py", "Thread.run", "_bootstrap")
+    rows = [[name, f"{c}", f"{100 * c / total:.1f} %"] for name, c in inclusive.most_common(80)
+            if not any(k in name for k in skip)][:30]
+    benchlib.print_table(["function, callees included", "samples", "of GIL time"], rows,
+                         "Functions holding the GIL")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process, every thread included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def machine_seconds() -> tuple[float, float]:
+    """(all, idle + iowait) CPU seconds of the machine since boot, every CPU summed."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return sum(fields) / tick, (fields[3] + fields[4]) / tick
+
+
+def measure_cpu(srv: ingest.Server, files: list[Path], chunks: list[list[Path]]) -> int:
+    """Send without sampling; print the server's CPU per file and how busy the machine was.
+    With the GIL, a server near one CPU-second per second is CPU-bound whatever the cores."""
+    assert srv.proc is not None
+    u0, s0 = cpu_seconds(srv.proc.pid)
+    m0 = machine_seconds()
+    seconds, errors = ingest.send(srv.dicom_port, chunks)
+    u1, s1 = cpu_seconds(srv.proc.pid)
+    m1 = machine_seconds()
+    n, _ = srv.wait_count(len(files))
+    user, system = (u1 - u0) * 1000 / len(files), (s1 - s0) * 1000 / len(files)
+    cores = os.cpu_count() or 1
+    busy = 100 * (1 - (m1[1] - m0[1]) / (m1[0] - m0[0])) * cores
+    print(f"stored {n} of {len(files)} in {seconds:.2f} s = {len(files) / seconds:.0f} files/s"
+          + (f"; errors {errors}" if errors else ""))
+    print(f"server CPU per file: user {user:.2f} ms + system {system:.2f} ms = "
+          f"{user + system:.2f} ms; {100 * (u1 - u0 + s1 - s0) / seconds:.0f} % of one CPU")
+    print(f"machine: {busy:.0f} % of one CPU busy ({cores} CPUs, storescu included); "
+          f"load average {benchlib.loadavg()}")
+    return 0 if n == len(files) else 1
+
+
 def _short(path: str) -> str:
     for marker in ("/site-packages/", "/src/", "/lib/python3"):
         if marker in path:
@@ -211,16 +274,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="send --files large files (512x512 CT, about 0.5 MB) instead")
     ap.add_argument("--associations", type=int, default=1, help="parallel storescu (default 1)")
     ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    ap.add_argument("--mode", choices=["wall", "gil", "cpu"], default="wall",
+                    help="wall: every thread's wall time (default); gil: only the thread "
+                    "holding the GIL (where the Python time goes); cpu: no sampling, the "
+                    "server's CPU per file")
     ap.add_argument("--raw", type=Path, help="analyse this py-spy raw file instead of running")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--tmp", type=Path, default=None, help="where to make the temp folder")
     args = ap.parse_args(argv)
     if args.raw:
         report(parse_raw(args.raw))
         return 0
-    if not PY_SPY.exists():
+    if not PY_SPY.exists() and args.mode != "cpu":
         print(f"{PY_SPY} not found: pip install -r requirements.txt")
         return 2
-    root = Path(tempfile.mkdtemp(prefix="bench-profile-"))
+    root = Path(tempfile.mkdtemp(prefix="bench-profile-", dir=args.tmp))
     srv = ingest.Server("pipacs", root / "pipacs")
     try:
         if args.large:
@@ -230,10 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         chunks = ingest.split_by_patient(files, args.associations)
         srv.start()
         assert srv.proc is not None
+        if args.mode == "cpu":
+            return measure_cpu(srv, files, chunks)
         raw = root / "pyspy.txt"
+        how = ["--gil"] if args.mode == "gil" else ["--idle", "--nonblocking"]
         spy = subprocess.Popen(
             [str(PY_SPY), "record", "--pid", str(srv.proc.pid), "--rate", str(args.rate),
-             "--idle", "--threads", "--nonblocking", "--format", "raw", "--output", str(raw)],
+             *how, "--threads", "--format", "raw", "--output", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.5)  # attached and sampling
         print(f"{len(files)} files over {len(chunks)} association(s), py-spy at {args.rate} Hz; "
@@ -247,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         if not raw.exists():
             print("py-spy wrote nothing:\n" + err.decode(errors="replace")[-2000:])
             return 1
-        report(parse_raw(raw))
+        if args.mode == "gil":
+            report_gil(parse_raw(raw))
+        else:
+            report(parse_raw(raw))
         print(f"\nload average after: {benchlib.loadavg()}")
     finally:
         benchlib.stop_and_clean([srv], root, args.keep)
