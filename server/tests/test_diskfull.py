@@ -223,7 +223,7 @@ def test_storage_full(kind: str, small_disk: Any, make_pipacs: Any,
     assert store_status(p, *ct2[:3]) == [STORAGE_FULL] * 3
     status, body = post_instance(p, ct2[3].read_bytes())
     assert status == 507, body
-    assert body["HttpStatus"] == 507 and body["OrthancStatus"] == 14
+    assert body["HttpStatus"] == 507 and body["OrthancStatus"] == 19
     assert "no space left" in body["Details"] and str(storage) in body["Details"], body
     status, body = post_instance(p, zip_of(ct2[4], ct2[5]))
     assert status == 507 and str(storage) in body["Details"], body
@@ -310,7 +310,7 @@ def until_refused(attempt: Callable[[int], tuple[int, bytes]], what: str,
 
 def assert_full(body: dict[str, Any], where: Path) -> None:
     """Orthanc's answer to a write on a full disk, naming the disk."""
-    assert body["HttpStatus"] == 507 and body["OrthancStatus"] == 14, body
+    assert body["HttpStatus"] == 507 and body["OrthancStatus"] == 19, body
     assert body["Message"] == "The file storage is full", body
     assert "no space left" in body["Details"] and str(where) in body["Details"], body
 
@@ -402,7 +402,7 @@ def test_other_writes_on_a_full_disk(kind: str, small_disk: Any, make_pipacs: An
             break
         before.update(stored(p))  # it fitted: one more study
     assert job["State"] == "Failure", job
-    assert job["ErrorCode"] == 14 and job["ErrorDescription"] == "The file storage is full", job
+    assert job["ErrorCode"] == 19 and job["ErrorDescription"] == "The file storage is full", job
     assert "no space left" in job["ErrorDetails"] and str(index) in job["ErrorDetails"], job
     assert_up(p)
     check_consistent(p, before)

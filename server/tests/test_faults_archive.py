@@ -226,7 +226,7 @@ def test_temporary_space_full(small_disk: Any, make_pipacs: Any,  # noqa: F811
     for kind in ("archive", "media"):
         status, _, raw, _ = fetch(p, "POST", f"/studies/{study}/{kind}", {"Asynchronous": True})
         job = job_result(p, json.loads(raw)["ID"])
-        assert job["State"] == "Failure" and job["ErrorCode"] == 14, job
+        assert job["State"] == "Failure" and job["ErrorCode"] == 19, job
         assert job["ErrorDescription"] == "The file storage is full", job
         assert str(disk.root) in job["ErrorDetails"], job
 

@@ -19,7 +19,7 @@ from .storage import StorageFullError
 logger = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCESS, FAILURE, PAUSED = "Pending", "Running", "Success", "Failure", "Paused"
-# Orthanc's description of its error 14 (FullStorage): a job or a request refused by a full disk.
+# Orthanc's description of its error 19 (FullStorage): a job or a request refused by a full disk.
 STORAGE_FULL = "The file storage is full"
 
 
@@ -101,7 +101,7 @@ class Job:
             "Content": self.content,
             "CreationTime": _timestamp(self.created),
             "EffectiveRuntime": round(runtime, 3),
-            "ErrorCode": 0 if error is None else (14 if error.status == 507 else -1),
+            "ErrorCode": 0 if error is None else (19 if error.status == 507 else -1),
             "ErrorDescription": "Success" if error is None else error.message,
             "ErrorDetails": "" if error is None else error.details,
             "ID": self.id,
@@ -124,7 +124,7 @@ class JobEngine:
         self._lock = threading.Lock()
         self._counter = 0
         self._stopping = False
-        # What a full disk refused (see disk_full), or None: such a job fails with error 14.
+        # What a full disk refused (see disk_full), or None: such a job fails with error 19.
         self.disk_full: Callable[[BaseException], str | None] = lambda e: None
         self._workers = [threading.Thread(target=self._run, name=f"job-{i}", daemon=True)
                          for i in range(max(1, concurrent))]

@@ -180,7 +180,7 @@ ORTHANC_CODES = {"Bad file format": 15, "Parameter out of range": 3, "Inexistent
                  "Error in the network protocol": 9, "Unknown DICOM tag": 27,
                  "Incompatible image format": 23, "Not implemented": 2,
                  "Unknown modality": 32, "Cannot modify a system metadata": 8,
-                 "Inexistent file": 13}
+                 "Inexistent file": 13, "The file storage is full": 19}
 
 
 def error_body(status: int, message: str, request: Any, details: str = "") -> dict[str, Any]:
@@ -191,7 +191,7 @@ def error_body(status: int, message: str, request: Any, details: str = "") -> di
         "Method": request.method,
         "OrthancError": message,
         "OrthancStatus": ORTHANC_CODES.get(message) or {
-            400: 8, 401: 8, 403: 8, 404: 17, 415: 8, 507: 14}.get(status, -1),
+            400: 8, 401: 8, 403: 8, 404: 17, 415: 8, 507: 19}.get(status, -1),
         "Uri": request.path,
     }
     if details:
