@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from pipacs.matching import QueryError, exact_value, make_matcher
+from pipacs.matching import FoldedPrefix, QueryError, exact_value, fold, make_matcher
 
 
 def matches(keyword: str, query: str, value: str, **kw: bool) -> bool:
@@ -76,7 +78,7 @@ def test_malformed_dates_are_named() -> None:
         ("StudyInstanceUID", "1.2.3", "1.2.3"),
         ("StudyDate", "20200615", "20200615"),
         ("Modality", "CT", "CT"),
-        ("PatientName", "DOE^JOHN", None),  # folded: compared case-insensitively
+        ("ReferringPhysicianName", "DOE^JOHN", None),  # folded: compared case-insensitively
         ("AccessionNumber", "A1*", None),
         ("Modality", "CT\\MR", None),
         ("StudyDate", "20200101-20201231", None),
@@ -92,3 +94,59 @@ def test_exact_values_are_the_ones_the_matcher_compares_as_they_are(
         assert matches(keyword, query, exact)
         assert not matches(keyword, query, exact + "X")
     assert exact_value("PatientName", "DOE^JOHN", case_sensitive_pn=True) == "DOE^JOHN"
+
+
+@pytest.mark.parametrize(
+    ("query", "prefix", "prefix_cs"),
+    [
+        ("DOE*", "DOE", "DOE"),
+        ("doe^j*", "DOE^J", "DOE^J"),
+        ("do?e*", "DO", "DO"),
+        ("Müller*", "MULLER", "MULLER"),
+        ("straß*", "STRASS", "STRASS"),
+        (" doe^john ", "DOE^JOHN", "doe^john"),  # compared whole (folded or not)
+        ("\uff24\uff2f\uff25*", "DOE", "DOE"),  # full-width letters fold to ASCII
+        ("A\uff0aB*", "A", "A*B"),  # a full-width star is a wildcard once folded, not before
+        ("A\uff0aB", "A*B", "A\uff0aB"),  # ... but without a wildcard in the query it is compared
+        ("*DOE", None, None),  # a wildcard first: every name is read
+        ("?OE*", None, None),
+        ("\u0301*", None, None),  # only an accent before the wildcard: nothing is left
+        ("DOE*\\SMITH*", None, None),  # lists are not narrowed
+        ("*", None, None),
+    ],
+)
+def test_patient_name_prefixes_are_the_start_of_every_match_folded(
+    query: str, prefix: str | None, prefix_cs: str | None
+) -> None:
+    names = ["Doe^John", "DOE^JOHN", "doe^john", "Döe^Jürgen", "DOE", "Müller^Hans", "MULLER",
+             "Straße", "STRASSE", "A*B", "A\uff0aB", "AXB", "ÁB", "\u0301", "Smith", "",
+             "\uff24\uff2f\uff25^W"]
+    for cs, want in ((False, prefix), (True, prefix_cs)):
+        got = exact_value("PatientName", query, case_sensitive_pn=cs)
+        if want is None:
+            assert got is None, (query, cs)
+            continue
+        if cs and "*" not in query and "?" not in query:
+            assert got == want and not isinstance(got, FoldedPrefix)  # compared as it is
+            start = fold(got)  # the index compares the folded names too
+        else:
+            assert isinstance(got, FoldedPrefix) and got == want, (query, cs, got)
+            start = got
+        for name in names:  # the index may narrow with it: every match starts with it
+            if matches("PatientName", query, name, case_sensitive_pn=cs):
+                assert fold(name).startswith(start), (query, cs, name)
+
+
+def test_fold_keeps_prefixes() -> None:
+    # The index narrows case-sensitive patterns on fold(prefix): fold(a + b) must start
+    # with fold(a). Letters, accents (combining marks reorder in NFKD), compatibility
+    # characters, ligatures and case mappings that grow (ß, ŉ, ﬃ).
+    rng = random.Random(4)
+    pool = [chr(c) for c in range(0x20, 0x250)] + [
+        "\u0301", "\u0308", "\u0327", "\u031b", "\u0345", "\u05b0", "ß", "ŉ", "ﬃ", "ǅ",
+        "ΐ", "ǰ", "\uff24\uff2f\uff25", "\uff0a", "﹖", "ﾊﾟ", "가", "日本", "\U0010ffff", "\u1e9e",
+    ]
+    for _ in range(20000):
+        a = "".join(rng.choice(pool) for _ in range(rng.randrange(4)))
+        b = "".join(rng.choice(pool) for _ in range(rng.randrange(4)))
+        assert fold(a + b) == fold(a) + fold(b), (a, b)

@@ -7,8 +7,6 @@ import unicodedata
 from collections.abc import Callable
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 Matcher = Callable[[str], bool]
 
 RANGE_VRS = {"DA", "TM", "DT"}
@@ -22,6 +20,9 @@ class QueryError(ValueError):
 
 @lru_cache(maxsize=1024)
 def vr_of(keyword: str) -> str:
+    # imported here: the index imports `fold`, and `pipacs --schema` should not load pydicom
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
     tag = tag_for_keyword(keyword)
     if tag is None:
         return ""
@@ -32,7 +33,12 @@ def vr_of(keyword: str) -> str:
 
 
 def fold(s: str) -> str:
-    """Case- and accent-insensitive form, as Orthanc compares names."""
+    """Case- and accent-insensitive form, as Orthanc compares names.
+
+    It keeps prefixes: fold(a + b) == fold(a) + fold(b). NFKD decomposes character by
+    character and reorders only combining marks, which are dropped; upper() maps character
+    by character. So a name starting with P has a folded form starting with fold(P).
+    """
     decomposed = unicodedata.normalize("NFKD", s)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
 
@@ -104,18 +110,45 @@ def make_matcher(keyword: str, value: str, *, case_sensitive_pn: bool = False) -
     return lambda v: fold(v) == folded
 
 
+class FoldedPrefix(str):
+    """What `exact_value` gives for a PatientName that is not compared as it is: the start
+    that the folded form (`fold`) of every matching name has. The index keeps patients'
+    folded names in an indexed column and narrows on it with a range."""
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The characters before the first wildcard."""
+    return re.split(r"[*?]", pattern, maxsplit=1)[0]
+
+
 def exact_value(keyword: str, value: str, *, case_sensitive_pn: bool = False) -> str | None:
     """The value a tag must equal when `make_matcher` would compare it as it is (no
     wildcard, list, range, time normalising or case folding), else None. The index can then
-    narrow with an equality before the matcher runs."""
+    narrow with an equality before the matcher runs.
+
+    For a PatientName compared folded or with a wildcard after some literal characters
+    (doe^john, DOE*, do?e^j*): a FoldedPrefix, which the index narrows on with a range. A
+    pattern that starts with a wildcard (*DOE, ?OE*) has none: every name is read.
+    """
     value = value.strip()
     if value in ("", "*") or "\\" in value:
         return None
     vr = vr_of(keyword)
+    wildcard = "*" in value or "?" in value
+    if keyword == "PatientName" and (wildcard or not case_sensitive_pn):
+        if case_sensitive_pn:
+            # the name starts with the pattern's literal prefix, so its folded form starts
+            # with the folded prefix (see `fold`)
+            prefix = fold(_literal_prefix(value))
+        else:
+            # `make_matcher` folds the pattern, then reads its wildcards (if the query had
+            # any before folding; else it compares the folded forms whole)
+            prefix = _literal_prefix(fold(value)) if wildcard else fold(value)
+        return FoldedPrefix(prefix) if prefix else None
     if vr == "TM" or (vr == "PN" and not case_sensitive_pn):
         return None
     if vr in RANGE_VRS and "-" in value:
         return None
-    if vr not in NO_WILDCARD_VRS and ("*" in value or "?" in value):
+    if vr not in NO_WILDCARD_VRS and wildcard:
         return None
     return value
