@@ -172,6 +172,8 @@ def queries(t: Target) -> list[Query]:
         Query("QIDO /studies?PatientID (2)", qido(f"/studies?PatientID={q(t.patient_id)}")),
         Query("QIDO /studies?AccessionNumber (1)",
               qido(f"/studies?AccessionNumber={q(t.accession)}")),
+        Query("QIDO /studies?PatientName prefix* (2)",
+              qido(f"/studies?PatientName={q(t.patient_name_prefix)}")),
         Query("QIDO /studies/{uid}/series (2)", qido(f"/studies/{t.study_uid}/series")),
         Query("QIDO /studies/{uid}/series/{uid}/instances (5)",
               qido(f"/studies/{t.study_uid}/series/{t.series_uid}/instances")),
