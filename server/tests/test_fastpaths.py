@@ -6,6 +6,8 @@ import io
 
 import pydicom
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
@@ -122,3 +124,103 @@ def test_pdata_pdu_matches_pynetdicom(context_id: int, size: int) -> None:
     pdu = P_DATA_TF()
     pdu.from_primitive(primitive)
     assert encode_pdata(context_id, pdv) == pdu.encode()
+
+
+def _store_rq_command(**fields: object) -> bytes:
+    """A C-STORE-RQ command set as pynetdicom encodes it."""
+    from pynetdicom.dimse_messages import C_STORE_RQ
+
+    req = C_STORE()
+    req.MessageID = fields.get("MessageID", 7)
+    req.AffectedSOPClassUID = fields.get("AffectedSOPClassUID", "1.2.840.10008.5.1.4.1.1.2")
+    req.AffectedSOPInstanceUID = fields.get("AffectedSOPInstanceUID", "1.2.3.4.5")
+    req.Priority = fields.get("Priority", 2)
+    if "MoveOriginatorApplicationEntityTitle" in fields:
+        req.MoveOriginatorApplicationEntityTitle = fields["MoveOriginatorApplicationEntityTitle"]
+        req.MoveOriginatorMessageID = 3
+    req.DataSet = io.BytesIO(b"\x08\x00\x16\x00\x02\x00\x00\x00ab")
+    msg = C_STORE_RQ()
+    msg.primitive_to_message(req)
+    pdvs = msg.encode_msg(1, 0)
+    return b"".join(p.presentation_data_value_list[0][1][1:] for p in pdvs
+                    if p.presentation_data_value_list[0][1][0] & 1)
+
+
+def _pynetdicom_primitive(command: bytes) -> C_STORE:
+    """What pynetdicom itself makes of a command set: pydicom's decode, its own
+    message_to_primitive (called unbound, so pipacs' hook is not in the way)."""
+    from pynetdicom import dimse_messages
+    from pynetdicom.dsutils import decode
+
+    msg = dimse_messages.DIMSEMessage()
+    msg.command_set = decode(io.BytesIO(command), True, True)
+    msg.__class__ = dimse_messages._MESSAGE_TYPES[msg.command_set.CommandField][1]
+    msg.data_set = io.BytesIO(b"data")
+    msg.context_id = 1
+    return _ORIGINAL_TO_PRIMITIVE(msg)
+
+
+def _original_to_primitive():  # type: ignore[no-untyped-def]
+    from pynetdicom import dimse_messages
+
+    fn = dimse_messages.DIMSEMessage.message_to_primitive
+    # the hook keeps pynetdicom's method in its closure
+    cells = [c.cell_contents for c in (fn.__closure__ or ())]
+    originals = [c for c in cells if getattr(c, "__qualname__", "").startswith("DIMSEMessage.")]
+    return originals[0] if originals else fn
+
+
+import pipacs.dicom.scp  # noqa: E402,F401 - installs the hooks
+from pipacs.dicom.fastcmd import decode_store_command, store_primitive  # noqa: E402
+
+_ORIGINAL_TO_PRIMITIVE = _original_to_primitive()
+_FIELDS = ("MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+           "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")
+
+
+def _same_primitive(ours: C_STORE, theirs: C_STORE) -> None:
+    for name in _FIELDS:
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert type(ours.AffectedSOPClassUID) is type(theirs.AffectedSOPClassUID)
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"MessageID": 0, "Priority": 0},
+    {"MessageID": 65535, "Priority": 1, "AffectedSOPInstanceUID": "2.25." + "9" * 59},
+    {"AffectedSOPInstanceUID": "1.2.3.45"},  # odd length: padded with a NUL
+    {"AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.1.4"},
+])
+def test_store_command_decoded_as_pynetdicom_does(fields: dict[str, object]) -> None:
+    command = _store_rq_command(**fields)
+    cmd = decode_store_command(command)
+    assert cmd is not None, "a plain C-STORE-RQ takes the fast path"
+    _same_primitive(store_primitive(cmd, io.BytesIO(b"data")), _pynetdicom_primitive(command))
+
+
+@pytest.mark.parametrize("fields", [
+    {"MoveOriginatorApplicationEntityTitle": "MOVER"},  # a C-MOVE sub-operation
+    {"AffectedSOPInstanceUID": "1.2.03.4"},  # not conformant: pynetdicom decides
+])
+def test_other_command_sets_are_left_to_pynetdicom(fields: dict[str, object]) -> None:
+    assert decode_store_command(_store_rq_command(**fields)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_mutated_command_sets_decode_as_pynetdicom_or_not_at_all(data: st.DataObject) -> None:
+    raw = bytearray(_store_rq_command(MessageID=data.draw(st.integers(0, 65535))))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del raw[data.draw(st.integers(0, len(raw))):]
+    cmd = decode_store_command(bytes(raw))
+    if cmd is None:
+        return
+    try:
+        theirs = _pynetdicom_primitive(bytes(raw))
+    except ValueError as e:  # a value its setters refuse (Priority 75): ours refuse it too
+        with pytest.raises(type(e)):
+            store_primitive(cmd, io.BytesIO(b"data"))
+        return
+    _same_primitive(store_primitive(cmd, io.BytesIO(b"data")), theirs)

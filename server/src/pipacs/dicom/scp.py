@@ -24,13 +24,14 @@ from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
-from . import fastrsp, rawsend, reactor
+from . import fastcmd, fastrsp, rawsend, reactor
 from .fastrsp import Answer
 from .rawsend import RawDataset
 
 rawsend.install()
 reactor.install()
 fastrsp.install()
+fastcmd.install()
 
 logger = logging.getLogger(__name__)
 
