@@ -296,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             files = datagen.make_small(root / "data", patients=max(1, args.files // 40), seed=1)
         chunks = ingest.split_by_patient(files, args.associations)
+        if len(chunks) < args.associations:  # the large set is one patient: deal files out
+            chunks = [files[i::args.associations] for i in range(args.associations)]
         srv.start()
         assert srv.proc is not None
         if args.mode == "cpu":
