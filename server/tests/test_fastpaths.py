@@ -13,7 +13,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from pipacs.dicom.fastrsp import encode_store_response
-from pipacs.dicom.reactor import encode_pdata
+from pipacs.dicom.reactor import encode_pdata, pdata_values
 from pipacs.dicomfile import IMPLEMENTATION_CLASS_UID, part10_header
 
 
@@ -224,3 +224,41 @@ def test_mutated_command_sets_decode_as_pynetdicom_or_not_at_all(data: st.DataOb
             store_primitive(cmd, io.BytesIO(b"data"))
         return
     _same_primitive(store_primitive(cmd, io.BytesIO(b"data")), theirs)
+
+
+def _pynetdicom_items(pdu: bytes) -> list[tuple[int, bytes]]:
+    from pynetdicom.pdu import P_DATA_TF
+
+    decoded = P_DATA_TF()
+    decoded.decode(pdu)
+    return list(decoded.to_primitive().presentation_data_value_list)
+
+
+@pytest.mark.parametrize("values", [
+    [(1, b"\x03" + b"x" * 100)],
+    [(1, b"\x01cmd"), (1, b"\x03end"), (5, b"\x00" + bytes(range(256)) * 64)],
+    [(255, b"\x02")],
+])
+def test_received_pdata_values_match_pynetdicom(values: list[tuple[int, bytes]]) -> None:
+    """The receive path's P-DATA-TF items: views of the PDU, equal to pynetdicom's copies."""
+    body = b"".join(encode_pdata(c, v)[6:] for c, v in values)
+    pdu = b"\x04\x00" + len(body).to_bytes(4, "big") + body
+    ours = pdata_values(memoryview(body))
+    assert ours is not None
+    assert [(c, bytes(v)) for c, v in ours] == _pynetdicom_items(pdu) == values
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_mutated_pdata_bodies_decode_as_pynetdicom_or_not_at_all(data: st.DataObject) -> None:
+    values = [(1, b"\x01abc"), (3, b"\x02" + b"z" * 40)]
+    body = bytearray(b"".join(encode_pdata(c, v)[6:] for c, v in values))
+    for _ in range(data.draw(st.integers(1, 3))):
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del body[data.draw(st.integers(0, len(body))):]
+    ours = pdata_values(memoryview(bytes(body)))
+    if ours is None:
+        return
+    pdu = b"\x04\x00" + len(body).to_bytes(4, "big") + bytes(body)
+    assert [(c, bytes(v)) for c, v in ours] == _pynetdicom_items(pdu)
