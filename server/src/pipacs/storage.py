@@ -119,8 +119,9 @@ class StorageArea:
                     try:
                         side_work()
                     finally:
-                        futures.wait([synced])
-                    synced.result()
+                        failed = synced.exception()  # waits for the fsync, whatever happened
+                    if failed is not None:
+                        raise failed
                 else:
                     side_work()
                     if self.sync:
