@@ -732,8 +732,9 @@ def _run(args: argparse.Namespace) -> int:
             for kind in order:
                 workdir = root / f"run{run + 1}-{kind}"
                 all_results[kind].append(measure(kind, workdir, data, args.find_runs))
-                if not args.keep:
-                    shutil.rmtree(workdir, ignore_errors=True)
+                # Stored files stay until the end: on a journal-less ext4, files deleted in
+                # the last 5-30 s make creating new ones slower (see bench/README.md), which
+                # would tax whichever server runs next.
         studies = {
             "find1_studies": data.small_studies + data.large_studies,
             "find2_studies": 2 * data.small_studies + data.large_studies + data.large2_studies,
