@@ -18,6 +18,7 @@ Tests compare the primitives with pynetdicom's own for generated and mutated com
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from io import BytesIO
@@ -117,14 +118,8 @@ def _fast_allowed() -> bool:
     return _config.LOG_HANDLER_LEVEL == "none" and not _config.STORE_RECV_CHUNKED_DATASET
 
 
-_installed = False
-
-
+@functools.cache  # once per process
 def install() -> None:
-    global _installed
-    if _installed:
-        return
-    _installed = True
     original_decode = dimse_messages.decode
     original_to_primitive = dimse_messages.DIMSEMessage.message_to_primitive
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -162,14 +162,8 @@ class Answer:
 
 # ---------------------------------------------------------------- hooks
 
-_installed = False
-
-
+@cache  # once per process
 def install() -> None:
-    global _installed
-    if _installed:
-        return
-    _installed = True
     original_send = dimse.DIMSEServiceProvider.send_msg
     original_encode = service_class.encode
 

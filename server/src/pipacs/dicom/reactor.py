@@ -30,6 +30,7 @@ action runs (a lock taken around each action), so PDUs keep their order.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import select
@@ -279,14 +280,8 @@ def send_now(provider: Any, data: bytes) -> bool:
     return True
 
 
-_installed = False
-
-
+@functools.cache  # once per process
 def install() -> None:
-    global _installed
-    if _installed:
-        return
-    _installed = True
     original_init = dul.DULServiceProvider.__init__
     original_run = dul.DULServiceProvider.run_reactor
 
