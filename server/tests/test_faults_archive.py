@@ -240,3 +240,34 @@ def test_temporary_space_full(small_disk: Any, make_pipacs: Any,  # noqa: F811
     status, _, raw, complete = fetch(p, "GET", f"/studies/{study}/media")
     assert status == 200 and complete
     assert "DICOMDIR" in zipfile.ZipFile(io.BytesIO(raw)).namelist()
+
+
+@pytest.mark.parametrize("media", [False, True])
+def test_job_archive_whose_file_has_gone(make_pipacs: Any, small_data: list[Path],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         media: bool) -> None:
+    """The ZIP an archive job wrote to the temporary folder is removed before it is fetched
+    (a tmp cleaner, a reboot of /tmp): a 404 "Inexistent item" naming the job and one log
+    line, not an unhandled exception."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    p = make_pipacs()
+    assert store_status(p, *small_data[:5]) == [0] * 5
+    (study,) = p.get("/studies")
+    kind = "media" if media else "archive"
+    status, _, raw, _ = fetch(p, "POST", f"/studies/{study}/{kind}", {"Asynchronous": True})
+    job_id = json.loads(raw)["ID"]
+    assert job_result(p, job_id)["State"] == "Success"
+    (archive,) = tmp.iterdir()
+    archive.unlink()
+
+    since = len(p.log())
+    status, _, raw, complete = fetch(p, "GET", f"/jobs/{job_id}/archive")
+    assert status == 404 and complete, (status, raw[:300])
+    answer = json.loads(raw)
+    assert answer["Message"] == "Inexistent item" and answer["OrthancStatus"] == 7, answer
+    assert job_id in answer["Details"], answer
+    assert len(error_lines(new_log(p, since), job_id)) == 1, p.log()[since:]
+    assert "Traceback" not in p.log(), p.log()
+    p.echo()

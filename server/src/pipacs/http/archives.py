@@ -280,10 +280,23 @@ class ArchiveFile:
     def __init__(self, path: Path):
         self.path = path
 
-    def stream(self) -> Iterator[bytes]:
-        with self.path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
+    def open(self) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks) of the file, opened now: a file that has gone (a cleaner of the
+        temporary folder) raises OSError here, before the answer starts. Once open, the
+        file is read to the end even if it is removed meanwhile."""
+        f = self.path.open("rb")
+        try:
+            size = os.fstat(f.fileno()).st_size
+        except BaseException:
+            f.close()
+            raise
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(CHUNK):
+                    yield chunk
+
+        return size, chunks()
 
     def cleanup(self) -> None:
         try:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import bottle
 
 from ..context import ServerContext
 from ..jobs import FAILURE, PAUSED, PENDING, Job, JobFailed, engine_of
-from .app import HttpError, json_response
+from .app import HttpError, StreamAborted, json_response
 from .common import flag, query_flag
+
+logger = logging.getLogger(__name__)
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
@@ -63,13 +67,41 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def output(job_id: str, key: str) -> Any:
         j = _job(job_id)
         out = j.output
-        if key != "archive" or out is None or not hasattr(out, "stream"):
+        if key != "archive" or out is None or not hasattr(out, "open"):
             raise HttpError(404, "Unknown resource", f"job {job_id} has no output {key!r}")
         if j.state != "Success":
             raise HttpError(404, "Unknown resource", "the job has not finished")
+        try:
+            size, chunks = out.open()
+        except OSError as e:
+            # Its temporary file has gone (a cleaner of the temporary folder, a reboot):
+            # Orthanc answers an output it no longer has with "Inexistent item".
+            gone = isinstance(e, FileNotFoundError)
+            details = (f"the archive of job {job_id} is no longer available"
+                       if gone else f"the archive of job {job_id} cannot be read")
+            details += f" ({e.strerror or e}: {out.path})"
+            logger.error("GET %s: %s", bottle.request.path, details)
+            if gone:
+                raise HttpError(404, "Inexistent item", details) from None
+            raise HttpError(500, "Internal error", details) from None
         bottle.response.content_type = "application/zip"
+        bottle.response.content_length = size
         bottle.response.set_header("Content-Disposition", f'attachment; filename="{j.id}.zip"')
-        return out.stream()
+        return _guarded(chunks, job_id)
+
+
+def _guarded(chunks: Iterator[bytes], job_id: str) -> Iterator[bytes]:
+    """A job's output once its answer has started: a read that fails cuts the transfer."""
+    try:
+        yield from chunks
+    except OSError as e:
+        logger.error("GET /jobs/%s/archive: reading the archive failed (%s): the transfer "
+                     "is cut short", job_id, e)
+        raise StreamAborted(str(e)) from None
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def run(context: ServerContext, body: dict[str, Any], job: Job, *,
