@@ -41,9 +41,10 @@ INEXISTENT_FILE = "Inexistent file"  # Orthanc's error 13
 class UnreadableFile(Exception):
     """The file of an instance to archive is missing or cannot be read."""
 
-    def __init__(self, public_id: str, reason: str):
+    def __init__(self, public_id: str, reason: str, sop_uid: str = ""):
         self.public_id = public_id
-        self.details = f"the file of instance {public_id} cannot be read: {reason}"
+        name = f"{public_id} (SOPInstanceUID {sop_uid})" if sop_uid else public_id
+        self.details = f"the file of instance {name} cannot be read: {reason}"
         super().__init__(self.details)
 
     def http_error(self) -> HttpError:
@@ -67,34 +68,42 @@ def check_files(context: ServerContext, instances: list[Resource]) -> None:
     an archive is refused before its first byte rather than sent without a file."""
     for inst in instances:
         att = context.index.attachment(inst.id)
+        check_file(context, inst.public_id, att.uuid if att else "")
+
+
+def check_file(context: ServerContext, public_id: str, file_uuid: str,
+               sop_uid: str = "") -> None:
+    """Raise UnreadableFile when the instance's file (`file_uuid`, "" for none) is missing
+    or does not open, unless the instance has been deleted meanwhile."""
+    try:
+        if not file_uuid:
+            raise FileNotFoundError(errno.ENOENT, "indexed without its DICOM file "
+                                    "(StoreDicom was false)")
         try:
-            if att is None:
-                raise FileNotFoundError(errno.ENOENT, "indexed without its DICOM file "
-                                        "(StoreDicom was false)")
-            try:
-                open(context.storage.current_path(att.uuid), "rb").close()
-            except FileNotFoundError:  # settled between the look-up and the open
-                open(context.storage.path(att.uuid), "rb").close()
-        except OSError as e:
-            if not _gone(context, inst.public_id):
-                raise UnreadableFile(inst.public_id, _reason(e)) from e
+            open(context.storage.current_path(file_uuid), "rb").close()
+        except FileNotFoundError:  # settled between the look-up and the open
+            open(context.storage.path(file_uuid), "rb").close()
+    except OSError as e:
+        if not _gone(context, public_id):
+            raise UnreadableFile(public_id, _reason(e), sop_uid) from e
+
+
+def read_file(context: ServerContext, public_id: str, sop_uid: str = "") -> bytes | None:
+    """The instance's file; None when the instance has been deleted meanwhile;
+    UnreadableFile when its file is missing, unreadable or damaged."""
+    try:
+        return context.read_instance(public_id)
+    except KeyError:
+        return None
+    except OSError as e:
+        if _gone(context, public_id):
+            return None
+        raise UnreadableFile(public_id, _reason(e), sop_uid) from e
 
 
 def _reader(context: ServerContext, public_id: str) -> Callable[[], bytes | None]:
-    """Reads the instance's file for the archive; None when the instance has been deleted
-    meanwhile; UnreadableFile when its file is missing, unreadable or damaged."""
-
-    def read() -> bytes | None:
-        try:
-            return context.read_instance(public_id)
-        except KeyError:
-            return None
-        except OSError as e:
-            if _gone(context, public_id):
-                return None
-            raise UnreadableFile(public_id, _reason(e)) from e
-
-    return read
+    """Reads the instance's file for the archive (see read_file)."""
+    return lambda: read_file(context, public_id)
 
 
 class _Sink:
@@ -397,6 +406,15 @@ def _guarded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
         raise StreamAborted(details) from None
 
 
+def start_stream(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """A streamed answer, its first chunk made now: what fails before it is an error answer
+    (UnreadableFile: 500 "Inexistent file"; a full disk: 507); what fails after it cuts the
+    transfer (StreamAborted). `what` names the request in the one log line."""
+    guarded = _guarded(chunks, what)
+    first = next(guarded, b"")
+    return _started(first, guarded)
+
+
 def _started(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     """The answer's chunks: `first`, made before the answer started, then the rest."""
     try:
@@ -424,11 +442,10 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         except UnreadableFile as e:
             logger.error("%s: %s: refused", what, e.details)
             raise e.http_error() from None
-        guarded = _guarded(chunks, what)
-        first = next(guarded, b"")
+        answer = start_stream(chunks, what)
         bottle.response.content_type = "application/zip"
         bottle.response.set_header("Content-Disposition", f'attachment; filename="{filename}"')
-        return _started(first, guarded)
+        return answer
 
     def answer(items: list[Resource], media: bool, body: dict[str, Any], filename: str) -> Any:
         asynchronous = flag(body, "Asynchronous", False) or not flag(body, "Synchronous", True)

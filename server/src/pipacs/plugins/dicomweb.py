@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from .. import dicomfile, render
 from ..context import Origin, ServerContext, StoreRefused
 from ..http.app import HttpError
+from ..http.archives import UnreadableFile, check_file, read_file, start_stream
 from ..http.common import remote_user
 from ..ids import INSTANCE, SERIES, STUDY
 from . import dicomweb_multipart as mp
@@ -197,11 +198,23 @@ class DicomWeb:
         except (KeyError, OSError, ValueError, EOFError, AttributeError, TypeError):
             return {}
 
-    def _dataset(self, inst: InstanceRow) -> Dataset:
+    def _read(self, inst: InstanceRow) -> bytes:
+        """The instance's file. One that is missing, unreadable or damaged is a 500
+        "Inexistent file" naming the instance, logged once; a deleted instance a 404."""
         try:
-            return dicomfile.read_full(self.context.read_instance(inst.public_id))
-        except (KeyError, FileNotFoundError):
-            raise HttpError(404, "Unknown resource", "the instance has no stored file") from None
+            data = read_file(self.context, inst.public_id, inst.sop_uid)
+        except UnreadableFile as e:
+            logger.error("%s %s: %s: refused", bottle.request.method, bottle.request.path,
+                         e.details)
+            raise e.http_error() from None
+        if data is None:
+            raise HttpError(404, "Unknown resource", "the instance has been deleted")
+        return data
+
+    def _dataset(self, inst: InstanceRow) -> Dataset:
+        data = self._read(inst)
+        try:
+            return dicomfile.read_full(data)
         except (ValueError, EOFError, AttributeError, TypeError) as e:
             raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}"
                             ) from None
@@ -228,25 +241,35 @@ class DicomWeb:
     # ------------------------------------------------------------ WADO-RS
 
     def retrieve(self, study: str, series: str | None = None, sop: str | None = None) -> Any:
+        """The instances as multipart/related, streamed. Every file is checked first: a
+        missing or unreadable one is a 500 "Inexistent file" naming the instance, before
+        the first byte; one failing once streaming has started cuts the transfer, never a
+        well-formed answer without it. An instance deleted meanwhile is left out."""
         rows = self._instances(study, series, sop)
         self._negotiate_dicom(rows)
-        boundary = mp.new_boundary()
-        bottle.response.content_type = mp.content_type("application/dicom", boundary)
+        what = f"WADO-RS {bottle.request.method} {bottle.request.path}"
         context = self.context
+        try:
+            for inst in rows:
+                check_file(context, inst.public_id, inst.file_uuid, inst.sop_uid)
+        except UnreadableFile as e:
+            logger.error("%s: %s: refused", what, e.details)
+            raise e.http_error() from None
 
         def parts() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             for inst in rows:
-                try:
-                    data = context.read_instance(inst.public_id)
-                except (KeyError, OSError) as e:
-                    logger.warning("WADO-RS: %s skipped (%s)", inst.sop_uid, e)
+                data = read_file(context, inst.public_id, inst.sop_uid)
+                if data is None:
                     continue
                 ctype = "application/dicom"
                 if inst.transfer_syntax:
                     ctype += f"; transfer-syntax={inst.transfer_syntax}"
                 yield ctype, data, {}
 
-        return mp.stream(parts(), boundary)
+        boundary = mp.new_boundary()
+        answer = start_stream(mp.stream(parts(), boundary), what)
+        bottle.response.content_type = mp.content_type("application/dicom", boundary)
+        return answer
 
     @staticmethod
     def _negotiate_dicom(rows: list[InstanceRow]) -> None:
@@ -442,10 +465,7 @@ class DicomWeb:
                   for c in q.get("contentType", "image/jpeg").split(",") if c.strip()]
         for ctype in wanted:
             if ctype in ("application/dicom", "*/*"):
-                try:
-                    data = self.context.read_instance(inst.public_id)
-                except (KeyError, FileNotFoundError):
-                    raise HttpError(404, "Unknown resource", "no stored file") from None
+                data = self._read(inst)
                 bottle.response.content_type = "application/dicom"
                 return data
             if ctype in ("image/jpeg", "image/png", "image/*"):
