@@ -208,6 +208,13 @@ class Settings:
     index_directory: str = _opt(
         "IndexDirectory", "", "Folder for the SQLite index (default: StorageDirectory)", path=True
     )
+    temporary_directory: str = _opt(
+        "TemporaryDirectory",
+        "",
+        "Folder for temporary files: archive jobs, DICOMDIR media (default: the system's, "
+        "often a RAM tmpfs)",
+        path=True,
+    )
     storage_compression: bool = _opt("StorageCompression", False, "Compress stored files with zlib")
     maximum_storage_size: int = _opt(
         "MaximumStorageSize", 0, "Maximum storage size in MB (0: no limit)", check=_non_negative
@@ -695,6 +702,25 @@ def _resolve(p: str, base: Path) -> str:
     return str(q if q.is_absolute() else (base / q))
 
 
+def _folder_problem(folder: Path) -> str | None:
+    """Why pipacs could not write in `folder` (making it when missing), or None. Checking
+    makes nothing: the folder is made when first used."""
+    if folder.exists():
+        if not folder.is_dir():
+            return "is not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return "is not writable"
+        return None
+    parent = folder.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be made: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be made: {parent} is not writable"
+    return None
+
+
 def build_settings(data: dict[str, Any], base: Path) -> tuple[Settings, list[str]]:
     """Turn raw configuration data into Settings; return it and the notices to log.
 
@@ -741,6 +767,10 @@ def build_settings(data: dict[str, Any], base: Path) -> tuple[Settings, list[str
             else:
                 setattr(settings, f.name, _resolve(v, base))
 
+    if settings.temporary_directory:
+        problem = _folder_problem(Path(settings.temporary_directory))
+        if problem:
+            errors.append(f"TemporaryDirectory: {settings.temporary_directory} {problem}")
     for name, value in settings.dicom_modalities.items():
         m = _parse_modality(name, value, errors)
         if m:

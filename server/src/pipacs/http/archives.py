@@ -231,7 +231,8 @@ class _MediaFolder:
                  check: Callable[[], None] | None = None):
         from pydicom.fileset import FileSet
 
-        self.tmp = Path(_temporary(lambda: tempfile.mkdtemp(prefix="pipacs-media-")))
+        self.tmp = Path(_temporary(context,
+                                   lambda d: tempfile.mkdtemp(prefix="pipacs-media-", dir=d)))
         staged = self.tmp / "in"
         self.out = self.tmp / "out"
         fs = None
@@ -239,6 +240,7 @@ class _MediaFolder:
             try:
                 staged.mkdir()
                 fs = FileSet()
+                _restage(fs, self.tmp)
                 fs.ID = "PIPACS"
                 for i, inst in enumerate(instances):
                     if check is not None:
@@ -272,6 +274,20 @@ class _MediaFolder:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _restage(fs: Any, folder: Path) -> None:
+    """Make pydicom's FileSet stage its copies in `folder` (TemporaryDirectory), not in a
+    TemporaryDirectory of its own in the system's temporary folder."""
+    stage = getattr(fs, "_stage", None)
+    if not isinstance(stage, dict) or "path" not in stage:
+        return  # another pydicom: it stages where it likes
+    old = stage.get("t")
+    if not isinstance(old, tempfile.TemporaryDirectory):
+        return
+    new = tempfile.TemporaryDirectory(prefix="stage-", dir=folder)
+    stage["t"], stage["path"] = new, Path(new.name)
+    old.cleanup()
 
 
 def _drop_stage(fs: Any) -> None:
@@ -326,7 +342,8 @@ def archive_job(context: ServerContext, items: list[Resource], media: bool) -> J
             check_files(context, instances)
         except UnreadableFile as e:
             raise e.job_error() from None
-        fd, name = _temporary(lambda: tempfile.mkstemp(prefix="pipacs-archive-", suffix=".zip"))
+        fd, name = _temporary(context, lambda d: tempfile.mkstemp(prefix="pipacs-archive-",
+                                                                  suffix=".zip", dir=d))
         out = ArchiveFile(Path(name))
         try:
             with os.fdopen(fd, "wb") as f:
@@ -372,13 +389,25 @@ def archive_job(context: ServerContext, items: list[Resource], media: bool) -> J
     return Job("Media" if media else "Archive", work)
 
 
-def _temporary(make: Callable[[], Any]) -> Any:
-    """`make` a temporary file or folder; a full disk is an ENOSPC naming the folder."""
+def temporary_folder(context: ServerContext) -> str:
+    """Where temporary files go: TemporaryDirectory (made when missing), else the system's
+    temporary folder (TMPDIR; on Debian 13 a RAM tmpfs)."""
+    folder = context.settings.temporary_directory
+    if not folder:
+        return tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _temporary(context: ServerContext, make: Callable[[str], Any]) -> Any:
+    """`make` a temporary file or folder in temporary_folder; a full disk is an ENOSPC
+    naming the folder."""
+    folder = context.settings.temporary_directory or tempfile.gettempdir()
     try:
-        return make()
+        return make(temporary_folder(context))
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(e.errno, e.strerror, tempfile.gettempdir()) from e
+            raise OSError(e.errno, e.strerror, folder) from e
         raise
 
 
