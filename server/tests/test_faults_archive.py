@@ -125,7 +125,7 @@ def test_bad_file_refused_before_streaming(server: Any, fault: str, method: str,
     since = len(p.log())
     body = json.loads(json.dumps(body).replace("{study}", ids["study"]))
     status, _, raw, complete = fetch(p, method, route.format(**ids), body)
-    assert status == 500 and complete, (status, raw[:200])
+    assert status == (404 if fault == "missing" else 500) and complete, (status, raw[:200])
     answer = json.loads(raw)
     assert answer["Message"] == "Inexistent file" and answer["OrthancStatus"] == 13, answer
     assert victim in answer["Details"], answer
@@ -149,6 +149,7 @@ def test_bad_file_fails_the_archive_job(server: Any, media: bool) -> None:
     job = job_result(p, job_id)
     assert job["State"] == "Failure", job
     assert job["ErrorDescription"] == "Inexistent file" and victim in job["ErrorDetails"], job
+    assert job["ErrorCode"] == 13, job
     assert fetch(p, "GET", f"/jobs/{job_id}/archive")[0] == 404
     assert len(error_lines(new_log(p, since), victim)) == 1
     assert "Traceback" not in p.log(), p.log()

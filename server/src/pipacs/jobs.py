@@ -44,6 +44,10 @@ def disk_full(context: Any, e: BaseException) -> str | None:
     return None
 
 
+# Orthanc's error codes of the failures jobs report (its ErrorCode field)
+_ERROR_CODES = {STORAGE_FULL: 19, "Inexistent file": 13}
+
+
 class JobFailed(Exception):
     """A job's work failed; `status` is the HTTP status a synchronous caller gets."""
 
@@ -101,7 +105,7 @@ class Job:
             "Content": self.content,
             "CreationTime": _timestamp(self.created),
             "EffectiveRuntime": round(runtime, 3),
-            "ErrorCode": 0 if error is None else (19 if error.status == 507 else -1),
+            "ErrorCode": 0 if error is None else _ERROR_CODES.get(error.message, -1),
             "ErrorDescription": "Success" if error is None else error.message,
             "ErrorDetails": "" if error is None else error.details,
             "ID": self.id,

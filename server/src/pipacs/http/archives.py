@@ -1,9 +1,11 @@
 """ZIP archives of resources, streamed while they are written; DICOMDIR media; archive jobs.
 
 An archive never leaves out a file silently. Every instance's file is checked before the
-first byte is sent, so a missing or unreadable one is a clear error (500, "Inexistent file",
-naming the instance). A file that fails only once streaming has started (damaged, or removed
-meanwhile) cuts the transfer: the client sees it end early, never a ZIP that looks whole.
+first byte is sent, so a missing or unreadable one is a clear error ("Inexistent file" naming
+the instance: 404 for a missing file, as Orthanc and GET /instances/{id}/file answer, 500
+for one that is there but cannot be read). A file that fails only once streaming has started
+(damaged, or removed meanwhile) cuts the transfer: the client sees it end early, never a ZIP
+that looks whole.
 """
 
 from __future__ import annotations
@@ -41,17 +43,20 @@ INEXISTENT_FILE = "Inexistent file"  # Orthanc's error 13
 class UnreadableFile(Exception):
     """The file of an instance to archive is missing or cannot be read."""
 
-    def __init__(self, public_id: str, reason: str, sop_uid: str = ""):
+    def __init__(self, public_id: str, reason: str, sop_uid: str = "", missing: bool = False):
         self.public_id = public_id
+        # Orthanc answers a missing file with a 404 (its InexistentFile), as GET
+        # /instances/{id}/file does here; a file that is there but unreadable is a 500.
+        self.status = 404 if missing else 500
         name = f"{public_id} (SOPInstanceUID {sop_uid})" if sop_uid else public_id
         self.details = f"the file of instance {name} cannot be read: {reason}"
         super().__init__(self.details)
 
     def http_error(self) -> HttpError:
-        return HttpError(500, INEXISTENT_FILE, self.details)
+        return HttpError(self.status, INEXISTENT_FILE, self.details)
 
     def job_error(self) -> JobFailed:
-        return JobFailed(INEXISTENT_FILE, 500, self.details)
+        return JobFailed(INEXISTENT_FILE, self.status, self.details)
 
 
 def _reason(e: OSError) -> str:
@@ -85,7 +90,8 @@ def check_file(context: ServerContext, public_id: str, file_uuid: str,
             open(context.storage.path(file_uuid), "rb").close()
     except OSError as e:
         if not _gone(context, public_id):
-            raise UnreadableFile(public_id, _reason(e), sop_uid) from e
+            missing = isinstance(e, FileNotFoundError)
+            raise UnreadableFile(public_id, _reason(e), sop_uid, missing) from e
 
 
 def read_file(context: ServerContext, public_id: str, sop_uid: str = "") -> bytes | None:
@@ -98,7 +104,8 @@ def read_file(context: ServerContext, public_id: str, sop_uid: str = "") -> byte
     except OSError as e:
         if _gone(context, public_id):
             return None
-        raise UnreadableFile(public_id, _reason(e), sop_uid) from e
+        missing = isinstance(e, FileNotFoundError)
+        raise UnreadableFile(public_id, _reason(e), sop_uid, missing) from e
 
 
 def _reader(context: ServerContext, public_id: str) -> Callable[[], bytes | None]:
@@ -437,7 +444,7 @@ def _guarded(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
 
 def start_stream(chunks: Iterator[bytes], what: str) -> Iterator[bytes]:
     """A streamed answer, its first chunk made now: what fails before it is an error answer
-    (UnreadableFile: 500 "Inexistent file"; a full disk: 507); what fails after it cuts the
+    (UnreadableFile: 404 or 500 "Inexistent file"; a full disk: 507); what fails after it cuts the
     transfer (StreamAborted). `what` names the request in the one log line."""
     guarded = _guarded(chunks, what)
     first = next(guarded, b"")

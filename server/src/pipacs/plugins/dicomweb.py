@@ -199,7 +199,7 @@ class DicomWeb:
             return {}
 
     def _read(self, inst: InstanceRow) -> bytes:
-        """The instance's file. One that is missing, unreadable or damaged is a 500
+        """The instance's file. One that is missing (404), unreadable or damaged (500) is an
         "Inexistent file" naming the instance, logged once; a deleted instance a 404."""
         try:
             data = read_file(self.context, inst.public_id, inst.sop_uid)
@@ -242,8 +242,8 @@ class DicomWeb:
 
     def retrieve(self, study: str, series: str | None = None, sop: str | None = None) -> Any:
         """The instances as multipart/related, streamed. Every file is checked first: a
-        missing or unreadable one is a 500 "Inexistent file" naming the instance, before
-        the first byte; one failing once streaming has started cuts the transfer, never a
+        missing (404) or unreadable (500) one is an "Inexistent file" naming the instance,
+        before the first byte; one failing once streaming has started cuts the transfer, never a
         well-formed answer without it. An instance deleted meanwhile is left out."""
         rows = self._instances(study, series, sop)
         self._negotiate_dicom(rows)
