@@ -88,6 +88,16 @@ def break_file(path: Path, fault: str) -> None:
         path.mkdir()
 
 
+def damage_compressed(p: PipacsProcess, *instances: str) -> None:
+    """Damage compressed stored files so that only reading them shows it (zlib's checksum
+    fails; open() still works)."""
+    for instance in instances:
+        f = stored_file(p, instance)
+        data = bytearray(f.read_bytes())
+        data[12:40] = b"\x00" * 28
+        f.write_bytes(bytes(data))
+
+
 def not_a_zip(data: bytes) -> bool:
     try:
         zipfile.ZipFile(io.BytesIO(data)).testzip()
@@ -165,11 +175,7 @@ def test_file_damaged_after_streaming_started_cuts_the_transfer(
     (study,) = p.get("/studies")
     path = f"/studies/{study}/archive"
     order = zip_order(p, path)
-    for victim in (order[-1], order[0]):
-        f = stored_file(p, victim)
-        data = bytearray(f.read_bytes())
-        data[12:40] = b"\x00" * 28  # zlib's checksum fails
-        f.write_bytes(bytes(data))
+    damage_compressed(p, order[-1], order[0])
 
     since = len(p.log())
     status, _, raw, complete = fetch(p, "GET", path)
