@@ -275,6 +275,10 @@ class Index:
     # from its beginning (a passive checkpoint under steady writes never catches up).
     WAL_RESTART_BYTES = 16 << 20
     RESTART_WAIT_MS = 200
+    # A checkpoint writes pages into the database and fsyncs twice: on an SD card it waits
+    # for this many commits (about SQLite's own 1000 pages) or this long after the first.
+    CHECKPOINT_COMMITS = 64
+    CHECKPOINT_SECONDS = 30.0
     BUSY_TIMEOUT_MS = 30_000
 
     def __init__(
@@ -294,6 +298,8 @@ class Index:
         self._local = threading.local()
         self._write_lock = threading.RLock()
         self._writer: sqlite3.Connection | None = None
+        self._uncheckpointed = 0  # commits since the last checkpoint
+        self._checkpointed_at = time.monotonic()
         self._pending: collections.deque[_Pending] = collections.deque()
         self._id_cache: dict[str, int] = {}
         self._connections: list[sqlite3.Connection] = []  # every one opened, to close them
@@ -367,6 +373,7 @@ class Index:
             except BaseException:
                 self._rollback(c)
                 raise
+            self._uncheckpointed += 1
 
     def _rollback(self, c: sqlite3.Connection) -> None:
         # A failed COMMIT (a full disk) may or may not have rolled back already.
@@ -421,6 +428,7 @@ class Index:
             except BaseException:
                 self._rollback(c)
                 raise
+            self._uncheckpointed += 1
         except BaseException as e:  # nothing of the batch was committed
             for item in batch:
                 if item.error is None:
@@ -458,16 +466,24 @@ class Index:
                 os.close(dfd)
             self._synced_wal = inode
 
-    def checkpoint(self) -> None:
-        """Copy the WAL's commits into the database file (commits leave this to us).
+    def checkpoint(self, force: bool = False) -> None:
+        """Copy the WAL's commits into the database file (commits leave this to us), once
+        CHECKPOINT_COMMITS commits or CHECKPOINT_SECONDS have passed (or when `force`d).
 
         Passive: writers go on meanwhile. When the WAL has grown past WAL_RESTART_BYTES
         (writes never paused long enough for a passive checkpoint to finish, and the WAL
         only starts over after one that did), writers wait while it is checkpointed whole,
         so that the next commit starts the WAL from its beginning.
         """
+        pending = self._uncheckpointed
+        if not force and pending < self.CHECKPOINT_COMMITS and not (
+            pending and time.monotonic() - self._checkpointed_at >= self.CHECKPOINT_SECONDS
+        ):
+            return
         if not os.path.exists(f"{self.path}-wal"):
             return
+        self._uncheckpointed -= pending
+        self._checkpointed_at = time.monotonic()
         c = self.conn
         _busy, frames, done = c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if done < frames and frames * (self._page_size + 24) >= self.WAL_RESTART_BYTES:
