@@ -410,9 +410,7 @@ class Index:
         if not batch:
             return
         try:
-            c = self._writer_conn()
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with self.write() as c:  # the write lock is held already (it is reentrant)
                 for item in batch:
                     c.execute("SAVEPOINT one")
                     try:
@@ -424,11 +422,6 @@ class Index:
                         c.execute("ROLLBACK TO one")
                         self._id_cache.clear()
                     c.execute("RELEASE one")
-                c.execute("COMMIT")
-            except BaseException:
-                self._rollback(c)
-                raise
-            self._uncheckpointed += 1
         except BaseException as e:  # nothing of the batch was committed
             for item in batch:
                 if item.error is None:
