@@ -181,15 +181,10 @@ def install() -> None:
             pdvs += _fragments(data, max_pdu, b"\x00", b"\x02")
         if reactor.send_now(self.dul, b"".join(reactor.encode_pdata(context_id, p) for p in pdvs)):
             return
-        for pdv in _fragments(command, max_pdu, b"\x01", b"\x03"):
+        for pdv in pdvs:
             pdata = P_DATA()
             pdata.presentation_data_value_list.append((context_id, pdv))
             self.dul.send_pdu(pdata)
-        if data:
-            for pdv in _fragments(data, max_pdu, b"\x00", b"\x02"):
-                pdata = P_DATA()
-                pdata.presentation_data_value_list.append((context_id, pdv))
-                self.dul.send_pdu(pdata)
 
     def encode(
         ds: Any, is_implicit_vr: bool, is_little_endian: bool, deflated: bool = False
