@@ -77,6 +77,11 @@ class StorageArea:
     def path(self, file_uuid: str) -> Path:
         return self.root / file_uuid[0:2] / file_uuid[2:4] / file_uuid
 
+    def _folder(self, file_uuid: str) -> str:
+        """The fan-out folder of a file, as a string (`path` without pathlib, for the store
+        path)."""
+        return f"{self._root_s}/{file_uuid[0:2]}/{file_uuid[2:4]}"
+
     def current_path(self, file_uuid: str) -> Path:
         """Where the file is now: staged in .incoming, or in place."""
         with self._lock:
@@ -94,7 +99,7 @@ class StorageArea:
             compression = COMPRESSION_NONE
         name = f"{file_uuid}.{zlib.crc32(stored):08x}"
         staged = f"{self._incoming_s}/{name}"
-        folder = f"{self._root_s}/{file_uuid[0:2]}/{file_uuid[2:4]}"
+        folder = self._folder(file_uuid)
         digests: list[str] = []
 
         def side_work() -> None:
@@ -177,7 +182,7 @@ class StorageArea:
             return list(self._staged)
 
     def _move_into_place(self, name: str, file_uuid: str) -> None:
-        folder = f"{self._root_s}/{file_uuid[0:2]}/{file_uuid[2:4]}"
+        folder = self._folder(file_uuid)
         self._make_folder(folder)
         try:
             os.rename(f"{self._incoming_s}/{name}", f"{folder}/{file_uuid}")
