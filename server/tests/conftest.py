@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO / "bench"))
 import datagen  # noqa: E402
 
 PIPACS = [sys.executable, "-m", "pipacs"]
+# An OrthancPi's configuration (our own file with the keys and values of a real one).
+ORTHANCPI_CONFIG = Path(__file__).resolve().parent / "fixtures" / "orthancpi-configuration.json"
 # Debian's dcmtk waits on Nagle's algorithm unless told not to.
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ORTHANCPI_CONFIG
 from pipacs import config
 from pipacs.config import ConfigError, apply_environment, build_settings, load, strip_comments
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "orthancpi-configuration.json"
+SEED = ORTHANCPI_CONFIG
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conftest import dcmtk
+from conftest import ORTHANCPI_CONFIG, dcmtk
 from pipacs.dicomfile import split_meta
 from pipacs.ids import resource_ids
 
@@ -373,7 +373,7 @@ def test_sigterm_keeps_every_acknowledged_instance(make_pipacs, small_data) -> N
 
 def test_seed_configuration_starts_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The OrthancPi seed config starts pipacs as is (in a namespace with only loopback)."""
-    seed = Path(__file__).resolve().parents[3] / "shared" / "seed" / "orthancpi-configuration.json"
+    seed = ORTHANCPI_CONFIG
     if not seed.exists():
         pytest.fail(f"the seed configuration is missing: {seed}")
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from PIL import Image, ImageStat
 
-from conftest import PipacsProcess, free_port
+from conftest import ORTHANCPI_CONFIG, PipacsProcess, free_port
 from pipacs.config import strip_comments
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seed" / "orthancpi-configuration.json"
+SEED = ORTHANCPI_CONFIG
 VIEWER = {"Plugins": ["libOrthancWebViewer.so"]}
 
 
