@@ -15,6 +15,39 @@ from . import config as config_mod
 logger = logging.getLogger("pipacs")
 
 
+# The options, in the order --help lists them: (flag, metavar of its value or None for a
+# switch, help).
+_OPTIONS = (
+    ("--version", None, "print the version and exit"),
+    (
+        "--config",
+        "FILE",
+        "write a commented default configuration to FILE ('-' for standard output) and exit",
+    ),
+    ("--check", None, "validate CONFIGURATION and exit (non-zero when a key is wrong)"),
+    ("--verbose", None, "log information messages"),
+    ("--trace", None, "log everything, DICOM traffic too"),
+    ("--logdir", "DIR", "also write the log to a file in DIR"),
+    ("--upgrade", None, "migrate an index made by an older pipacs to this version's schema"),
+    (
+        "--reindex",
+        None,
+        "rebuild the index from the storage area (the old index is kept aside) and exit",
+    ),
+    (
+        "--schema",
+        None,
+        "print, as JSON, the index's schema version and this release's, and whether "
+        "starting with --upgrade would migrate it; then exit",
+    ),
+    (
+        "--backup-index",
+        "FILE",
+        "copy the index to FILE (consistent, even while pipacs runs) and exit",
+    ),
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pipacs",
@@ -22,41 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         "CONFIGURATION is an Orthanc-style JSON file or a folder of them.",
     )
     p.add_argument("configuration", nargs="?", metavar="CONFIGURATION")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument(
-        "--config",
-        metavar="FILE",
-        help="write a commented default configuration to FILE ('-' for standard output) and exit",
-    )
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="validate CONFIGURATION and exit (non-zero when a key is wrong)",
-    )
-    p.add_argument("--verbose", action="store_true", help="log information messages")
-    p.add_argument("--trace", action="store_true", help="log everything, DICOM traffic too")
-    p.add_argument("--logdir", metavar="DIR", help="also write the log to a file in DIR")
-    p.add_argument(
-        "--upgrade",
-        action="store_true",
-        help="migrate an index made by an older pipacs to this version's schema",
-    )
-    p.add_argument(
-        "--reindex",
-        action="store_true",
-        help="rebuild the index from the storage area (the old index is kept aside) and exit",
-    )
-    p.add_argument(
-        "--schema",
-        action="store_true",
-        help="print, as JSON, the index's schema version and this release's, and whether "
-        "starting with --upgrade would migrate it; then exit",
-    )
-    p.add_argument(
-        "--backup-index",
-        metavar="FILE",
-        help="copy the index to FILE (consistent, even while pipacs runs) and exit",
-    )
+    for flag, metavar, text in _OPTIONS:
+        if metavar is None:
+            p.add_argument(flag, action="store_true", help=text)
+        else:
+            p.add_argument(flag, metavar=metavar, help=text)
     return p
 
 
