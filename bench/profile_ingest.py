@@ -15,8 +15,8 @@ sample is put in one layer by its innermost frame that says something:
 * ``fsync`` (a storage or index line calling ``os.fsync``/``fdatasync``/make_durable),
 * ``CRC`` (``zlib.crc32``), ``file write/rename`` (other storage.py lines),
 * ``SQLite`` (a line of index.py: the call into sqlite3),
-* ``tag parsing`` (dicomfile.py), ``our fast paths`` (dicom/fastrsp.py, reactor.py,
-  rawsend.py), ``C-STORE handler`` (dicom/scp.py, context.py),
+* ``tag parsing`` (dicomfile.py, tagscan.py, part10.py), ``our fast paths`` (dicom/fastrsp.py,
+  reactor.py, rawsend.py), ``C-STORE handler`` (dicom/scp.py, context.py),
 * ``pynetdicom PDU/DIMSE`` (pynetdicom's own code, not waiting), ``pydicom``,
 * ``waiting`` (select, queue get, sleep, lock or event wait, socket recv),
 * ``other``.
@@ -109,7 +109,7 @@ def layer(stack: list[str]) -> str:
                 return "file write/rename"
             if name == "index.py":
                 return "SQLite"
-            if name == "dicomfile.py" or name == "ids.py":
+            if name in ("dicomfile.py", "tagscan.py", "part10.py", "ids.py"):
                 return "tag parsing"
             if name in ("dicom/fastrsp.py", "dicom/reactor.py", "dicom/rawsend.py"):
                 return "our fast paths"
