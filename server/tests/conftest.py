@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,32 @@ def dcmtk(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Com
             f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def http_request(
+    url: str,
+    method: str = "GET",
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, Message, bytes]:
+    """(status, headers, body) of one request: error statuses are answers, not exceptions;
+    header names ignore case."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return int(r.status), r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.headers, e.read()
+
+
+def store_status(p: PipacsProcess, *paths: Path) -> list[int]:
+    """The C-STORE statuses dcmtk's storescu received, one per file, in order."""
+    proc = dcmtk("storescu", "-d", "-nh", "-aet", "STORESCU", "-aec", p.aet, "127.0.0.1",
+                 str(p.dicom_port), *map(str, paths), check=False)
+    found = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", proc.stdout + proc.stderr)
+    assert len(found) == len(paths), proc.stdout + proc.stderr
+    return [int(s, 16) for s in found]
 
 
 @dataclass
@@ -152,12 +180,18 @@ class PipacsProcess:
 
     def status(self, method: str, path: str, body: bytes | None = None) -> int:
         """The HTTP status of a request (errors included, no exception)."""
-        req = urllib.request.Request(self.url + path, data=body, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
+        return self.request(method, path, body, timeout=10)[0]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, Message, bytes]:
+        """(status, headers, body) of a request to this server, errors included."""
+        return http_request(self.url + path, method, body, headers, timeout)
 
     def echo(self) -> None:
         dcmtk("echoscu", "-aec", self.aet, "127.0.0.1", str(self.dicom_port))

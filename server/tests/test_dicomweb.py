@@ -17,6 +17,7 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 
 from conftest import PipacsProcess, base_config
+from conftest import http_request as http
 from pipacs.ids import resource_ids
 
 
@@ -48,16 +49,6 @@ def uids(small_data: list[Path], n: int = 40) -> list[tuple[str, str, str]]:
 
 def value(dataset: dict[str, Any], tag: str) -> Any:
     return dataset[tag]["Value"][0]
-
-
-def http(url: str, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 # ---------------------------------------------------------------- QIDO-RS

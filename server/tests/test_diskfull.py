@@ -12,12 +12,9 @@ import errno
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PipacsProcess, dcmtk
+from conftest import PipacsProcess, dcmtk, store_status
 
 STORAGE_FULL = 0xA700  # Out of resources
 
@@ -109,23 +106,10 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[..., SmallDisk]]:
 # ---------------------------------------------------------------- talking to pipacs
 
 
-def store_status(p: PipacsProcess, *paths: Path) -> list[int]:
-    """The C-STORE statuses dcmtk's storescu received, one per file, in order."""
-    proc = dcmtk("storescu", "-d", "-nh", "-aet", "STORESCU", "-aec", p.aet, "127.0.0.1",
-                 str(p.dicom_port), *map(str, paths), check=False)
-    found = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", proc.stdout + proc.stderr)
-    assert len(found) == len(paths), proc.stdout + proc.stderr
-    return [int(s, 16) for s in found]
-
-
 def http(p: PipacsProcess, method: str, path: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(p.url + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
+    status, _, data = p.request(method, path, body, headers)
+    return status, data
 
 
 def post_instance(p: PipacsProcess, data: bytes) -> tuple[int, dict[str, Any]]:

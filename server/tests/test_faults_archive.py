@@ -177,24 +177,33 @@ def test_file_damaged_after_streaming_started_cuts_the_transfer(
     order = zip_order(p, path)
     damage_compressed(p, order[-1], order[0])
 
+    headers, raw = error_first_then_cut(p, path, order, small_data)
+    assert headers["Content-Type"] == "application/zip"
+    assert len(raw) > 0 and not_a_zip(raw)
+    p.echo()
+    assert p.get("/system")["Name"] == "TestPi"
+
+
+def error_first_then_cut(p: PipacsProcess, path: str, order: list[str],
+                         small_data: list[Path]) -> tuple[dict[str, str], bytes]:
+    """GET `path`, whose first and last files (`order`) are damaged: a 500 naming the first,
+    logged once; with the first repaired, an answer that starts, then is cut at the last,
+    logged once. Returns the cut answer's headers and bytes."""
     since = len(p.log())
     status, _, raw, complete = fetch(p, "GET", path)
-    assert status == 500 and complete, (status, raw[:200])
+    assert status == 500 and complete, (status, raw[:300])
     assert order[0] in json.loads(raw)["Details"]
     assert len(error_lines(new_log(p, since), order[0])) == 1
 
-    stored_file(p, order[0]).write_bytes(  # the first one repaired: streaming starts
-        zlib_stored(small_data, order[0]))
+    stored_file(p, order[0]).write_bytes(zlib_stored(small_data, order[0]))
     since = len(p.log())
     status, headers, raw, complete = fetch(p, "GET", path)
-    assert status == 200 and headers["Content-Type"] == "application/zip"
+    assert status == 200, (status, raw[:300])
     assert not complete, "a transfer that lost a file must not end as if it were whole"
-    assert len(raw) > 0 and not_a_zip(raw)
     lines = new_log(p, since)
     assert len(error_lines(lines, order[-1])) == 1, lines
     assert "Traceback" not in p.log(), p.log()
-    p.echo()
-    assert p.get("/system")["Name"] == "TestPi"
+    return headers, raw
 
 
 def zlib_stored(small_data: list[Path], instance: str) -> bytes:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,12 +155,8 @@ def mutate(data: st.DataObject, raw: bytes, rounds: int = 6) -> bytes:
 
 def post(p: PipacsProcess, path: str, body: bytes, headers: dict[str, str] | None = None
          ) -> tuple[int, bytes]:
-    req = urllib.request.Request(p.url + path, data=body, method="POST", headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
+    status, _, data = p.request("POST", path, body, headers, timeout=60)
+    return status, data
 
 
 def check_answer(status: int, body: bytes, allowed: set[int]) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import PipacsProcess, dcmtk
+from conftest import store_status
 
 RECORDER = """
 import json, pathlib
@@ -53,25 +52,6 @@ def incoming_http_request_filter(method, uri, ip, username, headers):
 """
 
 
-def store_status(p: PipacsProcess, path: Path) -> int:
-    """The C-STORE status storescu received for one file (read from its debug output)."""
-    proc = dcmtk(
-        "storescu",
-        "-d",
-        "-aet",
-        "STORESCU",
-        "-aec",
-        p.aet,
-        "127.0.0.1",
-        str(p.dicom_port),
-        str(path),
-        check=False,
-    )
-    found = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", proc.stdout + proc.stderr)
-    assert found, proc.stdout + proc.stderr
-    return int(found[-1], 16)
-
-
 def events(folder: Path) -> list[list[Any]]:
     path = folder / "events.jsonl"
     if not path.exists():
@@ -105,13 +85,13 @@ def test_hooks_filter_events_and_failures(
     assert len(p1) == len(p2) == 40
 
     # Refused patient: storescu hears 0xA700 ("out of resources", as Orthanc answers).
-    assert store_status(p, p2[0]) == 0xA700
+    assert store_status(p, p2[0]) == [0xA700]
     assert p.get("/patients") == []
 
     # The filter's own status: series 2 of patient 1 is refused with 0xA901, series 1 stored.
     se1 = [f for f in p1 if "/SE01/" in str(f)]
     se2 = [f for f in p1 if "/SE02/" in str(f)]
-    assert store_status(p, se2[0]) == 0xA901
+    assert store_status(p, se2[0]) == [0xA901]
     p.store(*se1[:3])
     assert len(p.get("/instances")) == 3
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 import datagen
-from conftest import PipacsProcess, dcmtk
+from conftest import PipacsProcess, store_status
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +22,6 @@ def patients(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
     for f in files:
         out.setdefault(f.parts[-4], []).append(f)
     return out
-
-
-def store_status(p: PipacsProcess, *paths: Path) -> list[int]:
-    """The C-STORE statuses storescu received, in order."""
-    proc = dcmtk(
-        "storescu",
-        "-d",
-        "-nh",
-        "-aet",
-        "STORESCU",
-        "-aec",
-        p.aet,
-        "127.0.0.1",
-        str(p.dicom_port),
-        *map(str, paths),
-        check=False,
-    )
-    found = re.findall(r"DIMSE Status\s*:\s*0x([0-9a-fA-F]{4})", proc.stdout + proc.stderr)
-    assert len(found) == len(paths), proc.stdout + proc.stderr
-    return [int(s, 16) for s in found]
 
 
 def patient_ids(p: PipacsProcess) -> dict[str, str]:

@@ -16,8 +16,6 @@ import select
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +31,7 @@ VIEWER = {"Plugins": ["libOrthancWebViewer.so"]}
 
 
 def get(p: PipacsProcess, path: str, headers: dict[str, str] | None = None) -> Any:
-    req = urllib.request.Request(p.url + path, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
+    return p.request("GET", path, headers=headers, timeout=10)
 
 
 # ---------------------------------------------------------------- without a browser

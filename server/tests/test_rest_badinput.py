@@ -88,12 +88,7 @@ def call(p: PipacsProcess, method: str, path: str, body: Any = None,
         data = body
     else:
         data = json.dumps(body).encode()
-    req = urllib.request.Request(p.url + path, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            status, raw = int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        status, raw = int(e.code), e.read()
+    status, _, raw = p.request(method, path, data, headers, timeout=60)
     try:
         return status, json.loads(raw)
     except ValueError:

@@ -6,9 +6,8 @@ import gzip
 import io
 import json
 import time
-import urllib.error
-import urllib.request
 import zipfile
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,15 @@ import pydicom
 import pyorthanc
 import pytest
 
+from conftest import http_request
 from pipacs.ids import resource_ids
 
 
 def request(url: str, method: str = "GET", data: bytes | str | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one request; error statuses are answers, not exceptions."""
-    body = data.encode() if isinstance(data, str) else data
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+            headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+    """(status, headers, body) of one request (a str body is sent UTF-8 encoded); error
+    statuses are answers, not exceptions."""
+    return http_request(url, method, data.encode() if isinstance(data, str) else data, headers)
 
 
 def client(p: Any) -> pyorthanc.Orthanc:

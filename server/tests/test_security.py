@@ -36,16 +36,14 @@ import re
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import DCMTK_ENV, PipacsProcess, base_config, free_port, need
+from conftest import http_request as request
 
 USER, PASSWORD = "teacher", "Corr3ct-h0rse-battery"
 WRONG_PASSWORDS = ["Wr0ng-staple-42", "", "Corr3ct-h0rse-batter"]
@@ -57,18 +55,6 @@ PUBLIC_ROUTES: set[tuple[str, str]] = set()
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def request(url: str, method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 30
-            ) -> tuple[int, Message, bytes]:
-    """(status, headers, body); error statuses are answers. Header names ignore case."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return int(r.status), r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.headers, e.read()
 
 
 # ---------------------------------------------------------------- every route needs credentials

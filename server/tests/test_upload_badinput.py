@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import json
 import struct
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -53,19 +51,9 @@ def nothing_lost(server: PipacsProcess, small_data: list[Path]) -> Iterator[None
     assert "Traceback" not in server.log(), server.log()
 
 
-def request(p: PipacsProcess, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(p.url + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return int(r.status), r.read()
-    except urllib.error.HTTPError as e:
-        return int(e.code), e.read()
-
-
 def post(p: PipacsProcess, path: str, body: bytes, headers: dict[str, str] | None = None
          ) -> tuple[int, Any]:
-    status, raw = request(p, "POST", path, body, headers)
+    status, _, raw = p.request("POST", path, body, headers, timeout=60)
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:
@@ -244,7 +232,7 @@ def test_bad_zip_archives(server: PipacsProcess, small_data: list[Path], tmp_pat
     assert status == 200 and len(body) == 4, body
     assert not evil.exists()
     for pid in {item["ID"] for item in body}:
-        assert request(server, "DELETE", f"/instances/{pid}")[0] == 200
+        assert server.request("DELETE", f"/instances/{pid}")[0] == 200
 
 
 def _lying_zip(good: bytes) -> bytes:
@@ -289,7 +277,7 @@ def test_zip_with_some_bad_members_stores_the_good_ones(server: PipacsProcess,
         "good.dcm": small_data[4].read_bytes(), "cut.dcm": bad["cut in the dataset"],
         "huge.dcm": bad["4 GB element in 1 KB"], "inner.zip": zipped({"x": b"y"})}))
     assert status == 200 and [b["Status"] for b in body] == ["Success"], body
-    assert request(server, "DELETE", f"/instances/{body[0]['ID']}")[0] == 200
+    assert server.request("DELETE", f"/instances/{body[0]['ID']}")[0] == 200
 
 
 # ---------------------------------------------------------------- STOW-RS
@@ -412,4 +400,4 @@ def test_malformed_datasets_over_c_store(server: PipacsProcess, small_data: list
         assoc.release()
     status, found = post(server, "/tools/lookup", b"2.25.424212")
     assert status == 200 and len(found) == 1, found
-    assert request(server, "DELETE", f"/instances/{found[0]['ID']}")[0] == 200
+    assert server.request("DELETE", f"/instances/{found[0]['ID']}")[0] == 200
