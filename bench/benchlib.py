@@ -110,15 +110,20 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._t0
 
 
+def remove_or_keep(root: Path, keep: bool) -> None:
+    """Remove a benchmark's temporary folder, or say where it was kept."""
+    if keep:
+        print(f"kept {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def stop_and_clean(servers: Iterable[Any], root: Path, keep: bool) -> None:
     """The end of every benchmark: stop its servers, then remove its temporary folder
     (or say where it was kept)."""
     for srv in servers:
         srv.stop()
-    if keep:
-        print(f"kept {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
+    remove_or_keep(root, keep)
 
 
 @contextlib.contextmanager

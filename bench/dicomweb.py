@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -165,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 row += f"  {results['pipacs'][key] / results['orthanc'][key]:14.2f}"
             print(row)
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        benchlib.remove_or_keep(tmp, args.keep)
     return 0
 
 

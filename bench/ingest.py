@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -354,8 +353,10 @@ def start_and_fill(servers: dict[str, Any], kind: str, srv: Any, files: Sequence
     servers[kind] = srv
     seconds, errors = send(srv.dicom_port, [files])
     n, _ = srv.wait_count(len(files))
-    print(f"  {kind}: {n} instances stored in {seconds:.1f} s"
-          + (f", errors: {errors}" if errors else ""))
+    print(
+        f"  {kind}: {n} instances stored in {seconds:.1f} s"
+        + (f", errors: {errors}" if errors else "")
+    )
     if n != len(files):
         raise RuntimeError(f"{kind} stored {n} of {len(files)} files")
 
@@ -630,40 +631,32 @@ def _all_keys(all_results: dict[str, list[dict[str, float]]]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Ingest benchmark: Orthanc vs pipacs on loopback.")
+
+    def number(flag: str, default: int, metavar: str, text: str | None = None) -> None:
+        ap.add_argument(flag, type=int, default=default, metavar=metavar, help=text)
+
     ap.add_argument("--only", choices=["orthanc", "pipacs", "storescp"], help="one server only")
     ap.add_argument("--with-storescp", action="store_true", help="add dcmtk storescp (floor)")
-    ap.add_argument(
-        "--small",
-        type=int,
-        default=2000,
-        metavar="N",
-        help="small files per small set, rounded to 40 per patient (default 2000)",
+    number(
+        "--small", 2000, "N", "small files per small set, rounded to 40 per patient (default 2000)"
     )
-    ap.add_argument("--large", type=int, default=500, metavar="N", help="large files (default 500)")
-    ap.add_argument("--large-studies", type=int, default=10, metavar="N")
-    ap.add_argument(
+    number("--large", 500, "N", "large files (default 500)")
+    number("--large-studies", 10, "N")
+    number(
         "--large4",
-        type=int,
-        default=500,
-        metavar="N",
-        help="large files of a second set sent over 4 associations (default 500, 0: skip)",
+        500,
+        "N",
+        "large files of a second set sent over 4 associations (default 500, 0: skip)",
     )
-    ap.add_argument("--runs", type=int, default=1, metavar="K", help="medians over K runs")
-    ap.add_argument(
-        "--find-runs",
-        type=int,
-        default=5,
-        metavar="K",
-        help="C-FIND calls per measure (median)",
-    )
+    number("--runs", 1, "K", "medians over K runs")
+    number("--find-runs", 5, "K", "C-FIND calls per measure (median)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
     ap.add_argument("--tmp", type=Path, default=None, help="where to make the temp dir")
-    ap.add_argument(
+    number(
         "--ext4-image",
-        type=int,
-        default=0,
-        metavar="GB",
-        help="run on a fresh ext4 of this size made with mke2fs' defaults (journal on, as "
+        0,
+        "GB",
+        "run on a fresh ext4 of this size made with mke2fs' defaults (journal on, as "
         "on a Pi's SD card), loop-mounted; needs root",
     )
     args = ap.parse_args(argv)
@@ -743,10 +736,7 @@ def _run(args: argparse.Namespace) -> int:
         report(all_results, args.runs, studies)
         print(f"\nload average after: {_loadavg()}")
     finally:
-        if args.keep:
-            print(f"\nkept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        benchlib.remove_or_keep(root, args.keep)
     return 0
 
 

@@ -32,30 +32,36 @@ SAMPLES = [
 def entry(index: int, name: str, pid: str, birth: str, sex: str, accession: str,
           modality: str, procedure: str, date: str, time: str) -> Dataset:
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.31"  # Modality Worklist FIND
-    meta.MediaStorageSOPInstanceUID = f"{UID_ROOT}.{index}.1"
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = f"{UID_ROOT}.0"
+    meta.update({
+        "MediaStorageSOPClassUID": "1.2.840.10008.5.1.4.31",  # Modality Worklist FIND
+        "MediaStorageSOPInstanceUID": f"{UID_ROOT}.{index}.1",
+        "TransferSyntaxUID": ExplicitVRLittleEndian,
+        "ImplementationClassUID": f"{UID_ROOT}.0",
+    })
+    step = Dataset()
+    step.update({
+        "Modality": modality,
+        "ScheduledStationAETitle": "PIPACS",
+        "ScheduledProcedureStepStartDate": date,
+        "ScheduledProcedureStepStartTime": time,
+        "ScheduledPerformingPhysicianName": "Teacher^Classroom",
+        "ScheduledProcedureStepDescription": procedure,
+        "ScheduledProcedureStepID": f"SPS{index:04d}",
+    })
     ds = Dataset()
     ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName = name
-    ds.PatientID = pid
-    ds.PatientBirthDate = birth
-    ds.PatientSex = sex
-    ds.AccessionNumber = accession
-    ds.RequestedProcedureID = f"RP{index:04d}"
-    ds.RequestedProcedureDescription = procedure
-    ds.StudyInstanceUID = f"{UID_ROOT}.{index}.2"
-    step = Dataset()
-    step.Modality = modality
-    step.ScheduledStationAETitle = "PIPACS"
-    step.ScheduledProcedureStepStartDate = date
-    step.ScheduledProcedureStepStartTime = time
-    step.ScheduledPerformingPhysicianName = "Teacher^Classroom"
-    step.ScheduledProcedureStepDescription = procedure
-    step.ScheduledProcedureStepID = f"SPS{index:04d}"
-    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ds.update({
+        "SpecificCharacterSet": "ISO_IR 100",
+        "PatientName": name,
+        "PatientID": pid,
+        "PatientBirthDate": birth,
+        "PatientSex": sex,
+        "AccessionNumber": accession,
+        "RequestedProcedureID": f"RP{index:04d}",
+        "RequestedProcedureDescription": procedure,
+        "StudyInstanceUID": f"{UID_ROOT}.{index}.2",
+        "ScheduledProcedureStepSequence": Sequence([step]),
+    })
     return ds
 
 
