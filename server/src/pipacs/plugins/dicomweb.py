@@ -485,14 +485,10 @@ class DicomWeb:
 
     def _wado_instance(self, study: str | None, series: str | None,
                        sop: str) -> list[InstanceRow]:
-        row = self.context.index.conn.execute(
-            "SELECT r1.uid, r2.uid FROM resources r3 JOIN resources r2 ON r2.id = r3.parent "
-            "JOIN resources r1 ON r1.id = r2.parent WHERE r3.level = 3 AND r3.uid = ? "
-            + ("AND r1.uid = ? " if study else "") + ("AND r2.uid = ?" if series else ""),
-            [sop, *(u for u in (study, series) if u)]).fetchone()
-        if row is None:
+        uids = self.context.index.instance_parent_uids(sop, study, series)
+        if uids is None:
             raise HttpError(404, "Unknown resource", "no instance with these UIDs")
-        return self._instances(row[0], row[1], sop)
+        return self._instances(uids[0], uids[1], sop)
 
 
 def _sop_item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, Any]:
