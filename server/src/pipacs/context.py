@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +14,15 @@ from . import __version__, dicomfile
 from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
+from .index import (
+    METADATA_NUMBERS,
+    DatabaseError,
+    Index,
+    IndexError_,
+    IndexLock,
+    now_iso,
+    says_full,
+)
 from .matching import exact_value, make_matcher
 from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
 
@@ -216,7 +223,7 @@ class ServerContext:
                     self._unsettled[:0] = left
         try:
             self.index.checkpoint()
-        except sqlite3.Error as e:  # a full index disk: the WAL keeps the commits meanwhile
+        except DatabaseError as e:  # a full index disk: the WAL keeps the commits meanwhile
             logger.debug("index checkpoint failed: %s", e)
         return len(batch) - len(left)
 
@@ -228,7 +235,7 @@ class ServerContext:
         except DicomParseError as e:
             logger.warning("staged file %s cannot be indexed: %s", file_uuid, e)
             return False
-        except sqlite3.Error as e:  # a full disk: keep the file, try at the next start
+        except DatabaseError as e:  # a full disk: keep the file, try at the next start
             logger.error("staged file %s cannot be indexed now: %s", file_uuid, e)
             return None
         return status == "Success"
@@ -331,9 +338,9 @@ class ServerContext:
 
     def index_is_full(self, e: BaseException) -> bool:
         """Whether an index error means its disk is full (SQLite names only some cases)."""
-        if not isinstance(e, sqlite3.Error):
+        if not isinstance(e, DatabaseError):
             return False
-        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e):
+        if says_full(e):
             return True
         return _low_on_space(self.settings.index_dir)
 
@@ -419,14 +426,14 @@ class ServerContext:
         Raises StorageFullError when even that is not enough."""
         try:
             uuids, deleted = self.index.delete(public_id)
-        except sqlite3.Error as e:
+        except DatabaseError as e:
             if not self.index_is_full(e):
                 raise
             if not self.reserve.release():
                 raise self._index_full(e) from e
             try:
                 uuids, deleted = self.index.delete(public_id)
-            except sqlite3.Error as e2:
+            except DatabaseError as e2:
                 if not self.index_is_full(e2):
                     raise
                 raise self._index_full(e2) from e2
@@ -555,7 +562,7 @@ class ServerContext:
             try:
                 self.check_stability()
                 full = False
-            except sqlite3.Error as e:
+            except DatabaseError as e:
                 if not self.index_is_full(e):
                     logger.exception("stability check failed")
                 elif not full:  # once, not every second
