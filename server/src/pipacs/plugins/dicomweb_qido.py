@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import Match, ServerContext
+from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import Matcher, QueryError, exact_value, make_matcher
+from ..queries import TAG_LEVEL as _TAG_LEVEL
+from ..queries import Match
 from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,6 @@ CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 MAX_LIMIT = 1_000_000
 ADDITIONAL_RESULTS = '299 pipacs "There are additional results that can be requested"'
 LEVEL_KEY = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_TAG_LEVEL = {kw: lv for lv in (INSTANCE, SERIES, STUDY, PATIENT) for kw in MAIN_TAGS[lv]}
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*\Z")
 
 
