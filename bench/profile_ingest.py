@@ -14,7 +14,7 @@ sample is put in one layer by its innermost frame that says something:
 
 * ``fsync`` (a storage or index line calling ``os.fsync``/``fdatasync``/make_durable),
 * ``CRC`` (``zlib.crc32``), ``file write/rename`` (other storage.py lines),
-* ``SQLite`` (a line of index.py: the call into sqlite3),
+* ``SQLite`` (a line of the index package: the call into sqlite3),
 * ``tag parsing`` (dicomfile.py, tagscan.py, part10.py), ``our fast paths`` (dicom/fastrsp.py,
   reactor.py, rawsend.py), ``C-STORE handler`` (dicom/scp.py, context.py),
 * ``pynetdicom PDU/DIMSE`` (pynetdicom's own code, not waiting), ``pydicom``,
@@ -107,7 +107,7 @@ def layer(stack: list[str]) -> str:
                 return "CRC"
             if name == "storage.py":
                 return "file write/rename"
-            if name == "index.py":
+            if name.startswith("index/"):
                 return "SQLite"
             if name in ("dicomfile.py", "tagscan.py", "part10.py", "ids.py"):
                 return "tag parsing"

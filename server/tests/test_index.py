@@ -154,7 +154,7 @@ def test_selective_queries_use_an_index(tmp_path: Path, small_data: list[Path]) 
         ctx.store(f.read_bytes(), Origin("Test"))
     idx = ctx.index
     statements: list[str] = []
-    idx.conn.set_trace_callback(statements.append)
+    idx._conn.set_trace_callback(statements.append)
     patient = idx.get_by_id(1)
     assert patient is not None and patient.level == PATIENT
     study = idx.children(patient.id)[0]
@@ -176,18 +176,18 @@ def test_selective_queries_use_an_index(tmp_path: Path, small_data: list[Path]) 
     for level, uid_in, equal, index in cases:
         statements.clear()
         assert list(idx.rows_with_ancestors(level, uid_in, equal))
-        plan = idx.conn.execute("EXPLAIN QUERY PLAN " + statements[-1]).fetchall()
+        plan = idx._conn.execute("EXPLAIN QUERY PLAN " + statements[-1]).fetchall()
         assert index in plan[0][3], plan  # the narrowing table drives the query
-    idx.conn.set_trace_callback(None)
+    idx._conn.set_trace_callback(None)
     # the stability check, every second, reads only what is not stable yet
-    plan = idx.conn.execute("EXPLAIN QUERY PLAN SELECT id FROM resources "
+    plan = idx._conn.execute("EXPLAIN QUERY PLAN SELECT id FROM resources "
                             "WHERE level < 3 AND stable = 0").fetchall()
     assert "resources_unstable" in plan[0][3], plan
-    plan = idx.conn.execute("EXPLAIN QUERY PLAN SELECT public_id FROM resources WHERE level=0 "
+    plan = idx._conn.execute("EXPLAIN QUERY PLAN SELECT public_id FROM resources WHERE level=0 "
                             "AND protected=0 AND public_id != '' ORDER BY updated").fetchall()
     assert "resources_recycling" in plan[0][3], plan  # recycling: the oldest patient first
     # only patients are in the recycling order, only what is not stable in that index
-    entries = {name: idx.conn.execute(f"SELECT count(*) FROM resources INDEXED BY {name} "
+    entries = {name: idx._conn.execute(f"SELECT count(*) FROM resources INDEXED BY {name} "
                                       f"WHERE {cond}").fetchone()[0]
                for name, cond in (("resources_recycling", "level = 0"),
                                   ("resources_unstable", "stable = 0 AND level < 3"))}
@@ -244,7 +244,7 @@ def check_name_queries(ctx: ServerContext) -> None:
     name finds; a pattern with a literal prefix reads the index of folded names."""
     idx = ctx.index
     statements: list[str] = []
-    idx.conn.set_trace_callback(statements.append)
+    idx._conn.set_trace_callback(statements.append)
     try:
         for level in (PATIENT, STUDY, SERIES, INSTANCE):
             every = list(idx.rows_with_ancestors(level))
@@ -259,14 +259,14 @@ def check_name_queries(ctx: ServerContext) -> None:
                             if m is None or m(tags[PATIENT].get("PatientName", ""))]
                     assert complete and [f.public_id for f in found] == scan, (
                         level, pattern, cs, sql)
-                    plan = idx.conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+                    plan = idx._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
                     if exact_value("PatientName", pattern, case_sensitive_pn=cs) is not None:
                         # the patients' folded names drive, whatever the level
                         assert "resources_folded_name" in plan[0][3], (level, pattern, plan)
                     else:  # a pattern that starts with a wildcard: every name is read
                         assert "resources_folded_name" not in str(plan), (level, pattern, plan)
     finally:
-        idx.conn.set_trace_callback(None)
+        idx._conn.set_trace_callback(None)
 
 
 def test_patient_name_prefixes_use_the_folded_name_index(tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def test_patient_name_prefixes_use_the_folded_name_index(tmp_path: Path) -> None
     assert len(ctx.find(STUDY, {"PatientName": "doe"}, case_sensitive_pn=True)[0]) == 2
     check_name_queries(ctx)
     # the column holds what the matcher compares, for patients only
-    rows = idx.conn.execute("SELECT level, tags, folded_name FROM resources").fetchall()
+    rows = idx._conn.execute("SELECT level, tags, folded_name FROM resources").fetchall()
     for level, tags, folded in rows:
         name = json.loads(tags).get("PatientName", "")
         assert folded == (fold(name) if level == PATIENT else None), (level, name, folded)
@@ -293,7 +293,7 @@ def test_patient_name_prefixes_use_the_folded_name_index(tmp_path: Path) -> None
 
     assert reindex(settings).indexed == 2 * len(TRICKY_NAMES)
     ctx = ServerContext(settings)
-    assert ctx.index.conn.execute(
+    assert ctx.index._conn.execute(
         "SELECT count(*) FROM resources WHERE level = 0 AND folded_name IS NOT NULL"
     ).fetchone()[0] == len(TRICKY_NAMES)
     check_name_queries(ctx)
@@ -302,7 +302,7 @@ def test_patient_name_prefixes_use_the_folded_name_index(tmp_path: Path) -> None
 
 def test_upgrade_folds_the_names_of_existing_patients(tmp_path: Path) -> None:
     old = Index(tmp_path, schema_version=3)  # an index made by the previous pipacs
-    with old.write() as c:
+    with old._write() as c:
         for i, name in enumerate(TRICKY_NAMES):
             tags = json.dumps({} if name is None else {"PatientName": name})
             c.execute("INSERT INTO resources(level, public_id, parent, uid, tags, created, "
@@ -315,7 +315,7 @@ def test_upgrade_folds_the_names_of_existing_patients(tmp_path: Path) -> None:
         Index(tmp_path)
     idx = Index(tmp_path, upgrade=True)
     assert idx.schema_version() == SCHEMA_VERSION == 4
-    for level, tags, folded in idx.conn.execute("SELECT level, tags, folded_name FROM resources"):
+    for level, tags, folded in idx._conn.execute("SELECT level, tags, folded_name FROM resources"):
         name = json.loads(tags).get("PatientName", "")
         assert folded == (fold(name) if level == PATIENT else None), (level, name, folded)
     for pattern in PN_PATTERNS:
@@ -434,7 +434,7 @@ def test_writes_queued_meanwhile_share_one_commit(tmp_path: Path) -> None:
 
     def submit(name: str, fail: bool = False) -> None:
         try:
-            assert idx.grouped(work(name, fail)) == name
+            assert idx._grouped(work(name, fail)) == name
         except BaseException as e:
             errors[name] = e
 
@@ -451,7 +451,7 @@ def test_writes_queued_meanwhile_share_one_commit(tmp_path: Path) -> None:
     runners = {ran_by[f"w{i}"] for i in range(5)}
     assert len(runners) == 1, "the five queued pieces ran in one transaction"
     assert set(errors) == {"w2"} and "w2 fails" in str(errors["w2"])
-    keys = {k for (k,) in idx.conn.execute("SELECT key FROM properties")}
+    keys = {k for (k,) in idx._conn.execute("SELECT key FROM properties")}
     assert {"first", "w0", "w1", "w3", "w4"} <= keys and "w2" not in keys
     idx.close()
 
@@ -465,9 +465,9 @@ def test_a_failed_commit_fails_every_piece_of_the_group(tmp_path: Path) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-        idx.grouped(breaks_the_transaction)
-    assert idx.conn.execute("SELECT 1 FROM properties WHERE key='lost'").fetchone() is None
-    assert idx.grouped(lambda c: c.execute("SELECT 1").fetchone()[0]) == 1  # usable again
+        idx._grouped(breaks_the_transaction)
+    assert idx._conn.execute("SELECT 1 FROM properties WHERE key='lost'").fetchone() is None
+    assert idx._grouped(lambda c: c.execute("SELECT 1").fetchone()[0]) == 1  # usable again
     idx.close()
 
 
@@ -491,7 +491,7 @@ def test_commits_leave_checkpoints_to_the_settle_thread(
     ctx.settle()  # make_durable, move the files into place, checkpoint (due now)
     assert ctx.index._uncheckpointed == 0
     ctx.store(small_data[40].read_bytes())  # starts the WAL over if the checkpoint was whole
-    _busy, frames, _done = ctx.index.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    _busy, frames, _done = ctx.index._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert frames < 39, f"only the last commit's frames are in the WAL ({frames})"
     assert ctx.index.counts()[INSTANCE] == 41
     ctx.stop()
@@ -514,7 +514,7 @@ def test_a_long_reader_does_not_hold_up_writers_at_checkpoint(
     for f in small_data[1:20]:
         ctx.store(f.read_bytes())
     ctx.settle()  # passive cannot pass the reader's snapshot; RESTART gives up after 200 ms
-    _busy, frames, done = idx.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    _busy, frames, done = idx._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert done < frames
     assert idx._writer_conn().execute("PRAGMA busy_timeout").fetchone()[0] == idx.BUSY_TIMEOUT_MS
     assert ctx.store(small_data[20].read_bytes()).status == "Success"  # writers go on
@@ -522,7 +522,7 @@ def test_a_long_reader_does_not_hold_up_writers_at_checkpoint(
     reader.close()
     ctx.settle()
     ctx.store(small_data[21].read_bytes())
-    _busy, after, _done = idx.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    _busy, after, _done = idx._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert after < frames / 5
     assert idx.counts()[INSTANCE] == 22
     ctx.stop()

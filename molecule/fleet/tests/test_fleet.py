@@ -106,10 +106,10 @@ def make_build(name: str, base: Path, version_: str, broken: bool = False) -> Pa
     init = dst / "src" / "pipacs" / "__init__.py"
     text = re.sub(r'__version__ = "[^"]+"', f'__version__ = "{version_}"', init.read_text())
     init.write_text(text)
-    index = dst / "src" / "pipacs" / "index.py"
+    index = dst / "src" / "pipacs" / "index" / "schema.py"
     marker = "\n]\nSCHEMA_VERSION = len(MIGRATIONS)"
     text = index.read_text()
-    assert marker in text, "index.py changed shape: update make_build"
+    assert marker in text, "index/schema.py changed shape: update make_build"
     table = "fleet_test_" + re.sub(r"\W", "_", version_)
     index.write_text(text.replace(marker, f'\n    "CREATE TABLE {table}(x INTEGER);",{marker}'))
     if broken:

@@ -7,7 +7,7 @@ from typing import Any
 from .context import ServerContext
 from .dicomfile import MAIN_TAGS
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, METADATA_TYPES, Resource, iso_of, now_iso
+from .index import METADATA_NUMBERS, METADATA_TYPES, Resource, iso_of
 from .storage import Attachment
 
 CHILD_KEYS = ("Studies", "Series", "Instances")
@@ -22,24 +22,12 @@ def main_tags(level: int, tags: dict[str, str]) -> dict[str, str]:
 
 
 def child_ids(context: ServerContext, rid: int) -> list[str]:
-    return [r[0] for r in context.index.conn.execute(
-        "SELECT public_id FROM resources WHERE parent=? ORDER BY id", (rid,))]
+    return context.index.child_ids(rid)
 
 
 def descendants(context: ServerContext, res: Resource, level: int) -> list[Resource]:
     """Resources at `level` under `res` (or `res` itself when it is at that level)."""
-    if level == res.level:
-        return [res]
-    sql = f"SELECT r{level}.id FROM resources r{level}"
-    for lv in range(level - 1, res.level - 1, -1):
-        sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
-    sql += f" WHERE r{res.level}.id = ? ORDER BY r{level}.id"
-    out = []
-    for (rid,) in context.index.conn.execute(sql, (res.id,)):
-        r = context.index.get_by_id(rid)
-        if r is not None:
-            out.append(r)
-    return out
+    return context.index.descendants(res, level)
 
 
 def ancestor(context: ServerContext, res: Resource, level: int) -> Resource | None:
@@ -74,12 +62,7 @@ def named_metadata(context: ServerContext, rid: int) -> dict[str, str]:
 
 
 def delete_metadata(context: ServerContext, res: Resource, number: int) -> bool:
-    with context.index.write() as c:
-        cur = c.execute("DELETE FROM metadata WHERE resource=? AND type=?", (res.id, number))
-        if cur.rowcount:
-            c.execute("INSERT INTO changes(type, level, public_id, date) VALUES(12,?,?,?)",
-                      (res.level, res.public_id, now_iso()))
-        return bool(cur.rowcount)
+    return context.index.delete_metadata(res.id, res.level, res.public_id, number)
 
 
 def resource_json(context: ServerContext, res: Resource) -> dict[str, Any]:
@@ -94,23 +77,10 @@ def resource_json(context: ServerContext, res: Resource) -> dict[str, Any]:
 def resources_json(context: ServerContext, items: list[Resource]) -> list[dict[str, Any]]:
     """resource_json of many resources, read with a few queries per 500 resources instead of
     several per resource (/instances?expand, /tools/find with Expand)."""
-    conn = context.index.conn
-    meta: dict[int, dict[int, str]] = {r.id: {} for r in items}
-    children: dict[int, list[str]] = {r.id: [] for r in items}
-    atts: dict[int, Attachment] = {}
-    for start in range(0, len(items), 500):
-        chunk = [r.id for r in items[start:start + 500]]
-        marks = ",".join("?" * len(chunk))
-        for rid, kind, value in conn.execute(
-                f"SELECT resource, type, value FROM metadata WHERE resource IN ({marks})", chunk):
-            meta[rid][kind] = value
-        for rid, pid in conn.execute(f"SELECT parent, public_id FROM resources WHERE parent IN "
-                                     f"({marks}) ORDER BY id", chunk):
-            children[rid].append(pid)
-        for rid, *row in conn.execute(
-                "SELECT resource, uuid, type, size, compressed_size, compression, md5, "
-                f"compressed_md5 FROM attachments WHERE type=1 AND resource IN ({marks})", chunk):
-            atts[rid] = Attachment(*row)
+    rids = [r.id for r in items]
+    meta = context.index.metadata_of(rids)
+    children = context.index.child_ids_of(rids)
+    atts = context.index.attachments_of(rids)
     parents: dict[int, Resource | None] = {}
     out = []
     for r in items:
@@ -127,16 +97,7 @@ def resources_json(context: ServerContext, items: list[Resource]) -> list[dict[s
 
 def resources_of(context: ServerContext, public_ids: list[str], level: int) -> list[Resource]:
     """The resources with these IDs at this level, in the given order (unknown ones left out)."""
-    idx = context.index
-    found: dict[str, Resource] = {}
-    for start in range(0, len(public_ids), 500):
-        chunk = public_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for row in idx.conn.execute(f"SELECT {idx._COLS} FROM resources WHERE level=? AND "
-                                    f"public_id IN ({marks})", [level, *chunk]):
-            res = idx._resource(row)
-            found[res.public_id] = res
-    return [found[p] for p in public_ids if p in found]
+    return context.index.get_many(public_ids, level)
 
 
 def _resource_json(res: Resource, meta: dict[int, str], parent: Resource | None,
@@ -180,12 +141,7 @@ def statistics(context: ServerContext, res: Resource) -> dict[str, Any]:
     names = {STUDY: "CountStudies", SERIES: "CountSeries", INSTANCE: "CountInstances"}
     for lv in levels:
         out[names[lv]] = context.index.count_descendants(res.id, res.level, lv)
-    sql = "SELECT COALESCE(SUM(a.size),0), COALESCE(SUM(a.compressed_size),0) FROM attachments a"
-    sql += " JOIN resources r3 ON a.resource = r3.id"
-    for lv in range(2, res.level - 1, -1):
-        sql += f" JOIN resources r{lv} ON r{lv}.id = r{lv + 1}.parent"
-    sql += f" WHERE r{res.level}.id = ?"
-    size, disk = context.index.conn.execute(sql, (res.id,)).fetchone()
+    size, disk = context.index.sizes_under(res)
     mb = 1024 * 1024
     for prefix in ("Dicom", ""):
         out[f"{prefix}DiskSize"] = str(disk)

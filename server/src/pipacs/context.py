@@ -4,37 +4,32 @@ from __future__ import annotations
 
 import errno
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, dicomfile
+from . import __version__, dicomfile, queries
 from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
-from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
-from .matching import exact_value, make_matcher
+from .index import (
+    METADATA_NUMBERS,
+    DatabaseError,
+    Index,
+    IndexError_,
+    IndexLock,
+    now_iso,
+    says_full,
+)
+from .queries import Match
 from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
 
 logger = logging.getLogger(__name__)
 
 # Less free space than this on the index's disk makes an SQLite I/O error a full disk.
 FULL_BELOW = 256 * 1024
-
-# Where each main tag lives (the lowest level that keeps it).
-TAG_LEVEL = {kw: lv for lv in (INSTANCE, SERIES, STUDY, PATIENT) for kw in MAIN_TAGS[lv]}
-COMPUTED_TAGS = {
-    "NumberOfPatientRelatedStudies": (PATIENT, STUDY),
-    "NumberOfPatientRelatedSeries": (PATIENT, SERIES),
-    "NumberOfPatientRelatedInstances": (PATIENT, INSTANCE),
-    "NumberOfStudyRelatedSeries": (STUDY, SERIES),
-    "NumberOfStudyRelatedInstances": (STUDY, INSTANCE),
-    "NumberOfSeriesRelatedInstances": (SERIES, INSTANCE),
-}
-
 
 class StoreRefused(Exception):
     """An instance was not stored; `reason` is one of the names below, `message` says why."""
@@ -61,21 +56,6 @@ class StoreResult:
             "Path": f"/instances/{self.ids[INSTANCE]}",
             "Status": self.status,
         }
-
-
-@dataclass
-class Match:
-    """A resource found by a query, with its ancestors (lists indexed by level)."""
-
-    level: int
-    tags: list[dict[str, str]]
-    public_ids: list[str]
-    rows: list[int]
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def public_id(self) -> str:
-        return self.public_ids[self.level]
 
 
 @dataclass
@@ -216,7 +196,7 @@ class ServerContext:
                     self._unsettled[:0] = left
         try:
             self.index.checkpoint()
-        except sqlite3.Error as e:  # a full index disk: the WAL keeps the commits meanwhile
+        except DatabaseError as e:  # a full index disk: the WAL keeps the commits meanwhile
             logger.debug("index checkpoint failed: %s", e)
         return len(batch) - len(left)
 
@@ -228,7 +208,7 @@ class ServerContext:
         except DicomParseError as e:
             logger.warning("staged file %s cannot be indexed: %s", file_uuid, e)
             return False
-        except sqlite3.Error as e:  # a full disk: keep the file, try at the next start
+        except DatabaseError as e:  # a full disk: keep the file, try at the next start
             logger.error("staged file %s cannot be indexed now: %s", file_uuid, e)
             return None
         return status == "Success"
@@ -331,9 +311,9 @@ class ServerContext:
 
     def index_is_full(self, e: BaseException) -> bool:
         """Whether an index error means its disk is full (SQLite names only some cases)."""
-        if not isinstance(e, sqlite3.Error):
+        if not isinstance(e, DatabaseError):
             return False
-        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e):
+        if says_full(e):
             return True
         return _low_on_space(self.settings.index_dir)
 
@@ -419,14 +399,14 @@ class ServerContext:
         Raises StorageFullError when even that is not enough."""
         try:
             uuids, deleted = self.index.delete(public_id)
-        except sqlite3.Error as e:
+        except DatabaseError as e:
             if not self.index_is_full(e):
                 raise
             if not self.reserve.release():
                 raise self._index_full(e) from e
             try:
                 uuids, deleted = self.index.delete(public_id)
-            except sqlite3.Error as e2:
+            except DatabaseError as e2:
                 if not self.index_is_full(e2):
                     raise
                 raise self._index_full(e2) from e2
@@ -436,7 +416,7 @@ class ServerContext:
             self._emit("deleted", {"resources": deleted})
         return deleted
 
-    # ------------------------------------------------------------ finding
+    # ------------------------------------------------------------ finding (see queries)
 
     def find(
         self,
@@ -451,83 +431,13 @@ class ServerContext:
         Raises matching.QueryError for a malformed constraint.
         """
         cs_pn = self.settings.case_sensitive_pn if case_sensitive_pn is None else case_sensitive_pn
-        plain = []
-        special = []
-        uid_in: dict[int, list[str]] = {}
-        equal: dict[int, dict[str, str]] = {}  # narrows in SQL; the matchers still decide
-        for kw, value in query.items():
-            m = make_matcher(kw, value, case_sensitive_pn=cs_pn)
-            if m is None:
-                continue
-            lv = TAG_LEVEL.get(kw)
-            if kw == "ImageOrientationPatient":
-                lv = min(level, INSTANCE)
-            if lv is not None and lv <= level:
-                plain.append((kw, lv, m))
-                if kw == dicomfile.LEVEL_UID[lv] and "*" not in value and "?" not in value:
-                    uid_in[lv] = [v.strip() for v in value.split("\\") if v.strip()]
-                elif (exact := exact_value(kw, value, case_sensitive_pn=cs_pn)) is not None:
-                    equal.setdefault(lv, {})[kw] = exact
-            else:
-                special.append((kw, m))
-        matches: list[Match] = []
-        for tags, pids, rids in self.index.rows_with_ancestors(level, uid_in, equal):
-            if not all(m(tags[lv].get(kw, "")) for kw, lv, m in plain):
-                continue
-            match = Match(level, tags, pids, rids)
-            if special and not all(m_(self.value_of(match, kw)) for kw, m_ in special):
-                continue
-            matches.append(match)
-            if limit and len(matches) > limit:
-                return matches[:limit], False
-        return matches, True
+        return queries.find(self.index, level, query, case_sensitive_pn=cs_pn, limit=limit,
+                            value_of=self.value_of)
 
     def value_of(self, match: Match, keyword: str) -> str:
         """The value of a tag for a found resource: main tags, computed tags, then the file."""
-        lv = TAG_LEVEL.get(keyword)
-        if lv is not None and lv <= match.level:
-            return match.tags[lv].get(keyword, "")
-        if keyword in match.extra:
-            return match.extra[keyword]
-        value = self._computed(match, keyword)
-        if value is None:
-            value = self._from_file(match, keyword)
-        match.extra[keyword] = value
-        return value
-
-    def _computed(self, match: Match, keyword: str) -> str | None:
-        rid = match.rows[match.level]
-        if keyword in COMPUTED_TAGS:
-            at, target = COMPUTED_TAGS[keyword]
-            if at != match.level:
-                return None
-            return str(self.index.count_descendants(rid, at, target))
-        if keyword == "ModalitiesInStudy" and match.level == STUDY:
-            return "\\".join(self.index.descendant_tag_values(rid, STUDY, SERIES, "Modality"))
-        if keyword in ("SOPClassUID", "SOPClassesInStudy") and match.level >= STUDY:
-            if match.level == INSTANCE and keyword == "SOPClassUID":
-                return self.index.metadata(rid).get(METADATA_NUMBERS["SopClassUid"], "")
-            classes = sorted({i[2] for i in self.index.instances_under(rid, match.level) if i[2]})
-            return "\\".join(classes)
-        if keyword == "RetrieveAETitle":
-            return self.settings.dicom_aet
-        if keyword == "InstanceAvailability":
-            return "ONLINE"
-        if keyword == "QueryRetrieveLevel":
-            return ("PATIENT", "STUDY", "SERIES", "IMAGE")[match.level]
-        return None
-
-    def _from_file(self, match: Match, keyword: str) -> str:
-        """Read a non-indexed tag from the first instance of the resource."""
-        instances = self.index.instances_under(match.rows[match.level], match.level)
-        if not instances:
-            return ""
-        try:
-            ds = dicomfile.read_full(self.read_instance(instances[0][0]))
-        except (OSError, KeyError, ValueError) as e:
-            logger.warning("cannot read %s for tag %s: %s", instances[0][0], keyword, e)
-            return ""
-        return dicomfile.values_of(ds, [keyword]).get(keyword, "")
+        return queries.value_of(self.index, match, keyword, aet=self.settings.dicom_aet,
+                                read_instance=self.read_instance)
 
     # ------------------------------------------------------------ peers
 
@@ -555,7 +465,7 @@ class ServerContext:
             try:
                 self.check_stability()
                 full = False
-            except sqlite3.Error as e:
+            except DatabaseError as e:
                 if not self.index_is_full(e):
                     logger.exception("stability check failed")
                 elif not full:  # once, not every second

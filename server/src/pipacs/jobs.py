@@ -6,7 +6,6 @@ import errno
 import functools
 import logging
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -14,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .index import DatabaseError, is_io_error, says_full
 from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
@@ -29,11 +29,8 @@ def disk_full(context: Any, e: BaseException) -> str | None:
     Full: SQLite's SQLITE_FULL ("database or disk is full"), an SQLite I/O error while the
     index's disk has no room, and the filesystem's ENOSPC or EDQUOT. Other SQLite errors
     (a locked or corrupt index) are not: they stay internal errors."""
-    if isinstance(e, sqlite3.Error):
-        code = getattr(e, "sqlite_errorcode", None)
-        if not (code == sqlite3.SQLITE_FULL or "database or disk is full" in str(e)
-                or (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR
-                    and context.index_is_full(e))):
+    if isinstance(e, DatabaseError):
+        if not (says_full(e) or (is_io_error(e) and context.index_is_full(e))):
             return None
         return f"no space left for the index in {context.settings.index_dir} ({e})"
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):

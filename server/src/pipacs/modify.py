@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import logging
-import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from pydicom.uid import generate_uid
 from . import __version__, dicomfile
 from .context import Origin, ServerContext, StoreRefused
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, STUDY
-from .index import METADATA_NUMBERS, Resource
+from .index import METADATA_NUMBERS, DatabaseError, Resource
 from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
@@ -344,7 +343,7 @@ def run(context: ServerContext, res: Resource, req: Request, instances: list[Res
                 if target is not None and sources[lv]:
                     context.index.set_metadata(target.id, lv, pid, meta_key, sources[lv])
                     marked.add(pid)
-    except (OSError, sqlite3.Error):
+    except (OSError, DatabaseError):
         _undo(context, made)
         raise
     if not req.keep_source and failed == 0:
@@ -363,7 +362,7 @@ def _undo(context: ServerContext, made: list[str]) -> None:
     for public_id in reversed(made):
         try:
             context.delete(public_id)
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, DatabaseError) as e:
             logger.error("cannot delete instance %s, stored by a modification that "
                          "could not finish: %s", public_id, e)
 

@@ -113,7 +113,7 @@ def _rebuild(settings: Settings, index_dir: Path, report: ReindexReport) -> None
                 quarantine.mkdir(exist_ok=True)
                 shutil.move(str(path), quarantine / path.name)
     finally:
-        index.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        index.truncate_wal()
         index.close()
 
 

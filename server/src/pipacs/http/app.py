@@ -9,13 +9,13 @@ import hmac
 import ipaddress
 import json
 import logging
-import sqlite3
 from typing import Any
 
 import bottle
 
 from .. import tls
 from ..context import ServerContext
+from ..index import DatabaseError
 from ..jobs import STORAGE_FULL, disk_full
 from . import system
 
@@ -119,7 +119,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
                 result = callback(*args, **kwargs)
             except HttpError as e:
                 return error(e)
-            except (sqlite3.Error, OSError) as e:
+            except (DatabaseError, OSError) as e:
                 # A full disk, wherever a route writes (the index's WAL, a worklist file, a
                 # temporary file): 507, no traceback. The index's write transaction has been
                 # rolled back (Index.write). Any other error stays a 500 with its traceback.

@@ -110,10 +110,6 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         return json_response(shared or {})
 
 
-# Only instances have a DICOM attachment, so the level needs no test: the query stays in
-# the public_id index (reading the resource row, with its tags, took 30-70 us).
-_FILE_SQL = ("SELECT a.uuid, a.compression, a.size FROM resources r JOIN attachments a "
-             "ON a.resource = r.id AND a.type = 1 WHERE r.public_id = ?")
 # Files up to this size are read whole and sent with the header in one packet; larger ones
 # are handed to the server as open files (wsgi.file_wrapper), never held in memory whole.
 INLINE_FILE_LIMIT = 64 * 1024
@@ -126,7 +122,7 @@ def open_instance(context: ServerContext, pid: str) -> Any:
     The hot path of GET /instances/{id}/file: one index query and no tags decoded. An open
     file stays readable even if the instance is deleted meanwhile.
     """
-    row = context.index.conn.execute(_FILE_SQL, (pid,)).fetchone()
+    row = context.index.instance_file(pid)
     if row is None:
         resource(context, INSTANCE, pid)  # 404 for an unknown instance
         raise HttpError(404, "Inexistent file", f"instance {pid} has no DICOM file")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sqlite3
 import ssl
 import threading
 import urllib.error
@@ -25,7 +24,7 @@ from ..dicom import qrscu
 from ..dicom.scu import Scu, ScuError
 from ..dicomfile import LEVEL_UID
 from ..ids import LEVEL_NAMES, PATIENT
-from ..index import Resource
+from ..index import DatabaseError, Resource
 from ..jobs import Job, JobFailed, disk_full
 from .app import HttpError, json_response
 from .archives import instances_of
@@ -109,7 +108,7 @@ def _log_exports(context: ServerContext, items: list[Resource], target: str) -> 
             for anc in reversed(chain):
                 uids.append(anc.tags.get(LEVEL_UID[anc.level], anc.uid))
             context.index.log_export(res.level, res.public_id, target, uids)
-        except (sqlite3.Error, OSError) as e:
+        except (DatabaseError, OSError) as e:
             why = disk_full(context, e) or f"{type(e).__name__}: {e}"
             logger.warning("sent to %s, but the export of %s could not be recorded: %s",
                            target, ", ".join(x.public_id for x in items[n:]), why)

@@ -48,12 +48,9 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def exports() -> str:
         since = query_int("since", 0)
         limit = min(query_int("limit", 100), 10000)
-        rows = context.index.conn.execute(
-            "SELECT seq, level, public_id, target, patient_id, study_uid, series_uid, sop_uid, "
-            "date FROM exports WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit + 1)).fetchall()
-        done = len(rows) <= limit
+        rows, done = context.index.exports(since, limit)
         items = []
-        for seq, level, pid, target, patient, study, series, sop, date in rows[:limit]:
+        for seq, level, pid, target, patient, study, series, sop, date in rows:
             item = {"Date": date, "ID": pid, "Path": f"/{LEVEL_PLURALS[level]}/{pid}",
                     "PatientID": patient, "RemoteModality": target,
                     "ResourceType": LEVEL_NAMES[level], "Seq": seq}

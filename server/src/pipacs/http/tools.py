@@ -81,10 +81,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if not value:
             raise HttpError(400, "Bad request", "the body must hold an identifier")
         found: list[dict[str, Any]] = []
-        conn = context.index.conn
         for level in range(PATIENT, INSTANCE + 1):
-            for (pid,) in conn.execute("SELECT public_id FROM resources WHERE level=? AND uid=?",
-                                       (level, value)):
+            for pid in context.index.public_ids_by_uid(level, value):
                 res = context.index.get(pid)
                 if res is not None:
                     found.append(browse.short_json(res))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import bottle
-import numpy as np
 from pydicom.dataset import Dataset
 
 from .. import dicomfile, render
@@ -24,6 +23,16 @@ from . import dicomweb_multipart as mp
 from .dicomweb_json import ROOT_MARK, hex_tag
 from .dicomweb_metadata import InstanceRow, MetadataStore, instance_by_row, instances
 from .dicomweb_qido import ADDITIONAL_RESULTS, BadQuery, Qido, parse_query, valid_uid
+from .dicomweb_render import (
+    FRAME_MEDIA,
+    THUMBNAIL_SIZE,
+    frame_list,
+    image_format,
+    int_arg,
+    render_frame,
+    viewport_arg,
+    window_arg,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +51,6 @@ FAILURE = {
 # An instance posted to /studies/{uid} of another study. PS3.18 names no reason of its own;
 # "the data set does not match" (A900) is the closest.
 STUDY_MISMATCH = 0xA900
-# The media type of a frame stored in each compressed transfer syntax.
-FRAME_MEDIA = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-}
-THUMBNAIL_SIZE = 128
 
 
 @dataclass
@@ -306,7 +299,7 @@ class DicomWeb:
         return text.replace(ROOT_MARK, self.base_url())
 
     def retrieve_frames(self, study: str, series: str, sop: str, frames: str) -> Any:
-        numbers = _frame_list(frames)
+        numbers = frame_list(frames)
         inst = self._instances(study, series, sop)[0]
         ds = self._dataset(inst)
         try:
@@ -352,12 +345,12 @@ class DicomWeb:
                  frames: str | None) -> bytes:
         rows = self._instances(study, series, sop)
         inst = rows[0]
-        frame = _frame_list(frames)[0] - 1 if frames else 0
+        frame = frame_list(frames)[0] - 1 if frames else 0
         q = bottle.request.query
-        fmt = _image_format(bottle.request.headers.get("Accept", ""))
-        quality = _int_arg(q.get("quality"), "quality", 90, 1, 100)
-        window = _window(q.get("window"))
-        viewport = _viewport(q.get("viewport"))
+        fmt = image_format(bottle.request.headers.get("Accept", ""))
+        quality = int_arg(q.get("quality"), "quality", 90, 1, 100)
+        window = window_arg(q.get("window"))
+        viewport = viewport_arg(q.get("viewport"))
         if kind == "thumbnail" and viewport is None:
             viewport = (THUMBNAIL_SIZE, THUMBNAIL_SIZE, None)
         ds = self._dataset(inst)
@@ -470,12 +463,12 @@ class DicomWeb:
                 return data
             if ctype in ("image/jpeg", "image/png", "image/*"):
                 fmt = "png" if ctype == "image/png" else "jpeg"
-                frame = _int_arg(q.get("frameNumber"), "frameNumber", 1, 1, 1 << 30) - 1
-                quality = _int_arg(q.get("imageQuality"), "imageQuality", 90, 1, 100)
-                rows_, cols = (_int_arg(q.get(k), k, 0, 0, 1 << 16) for k in ("rows", "columns"))
+                frame = int_arg(q.get("frameNumber"), "frameNumber", 1, 1, 1 << 30) - 1
+                quality = int_arg(q.get("imageQuality"), "imageQuality", 90, 1, 100)
+                rows_, cols = (int_arg(q.get(k), k, 0, 0, 1 << 16) for k in ("rows", "columns"))
                 window = None
                 if q.get("windowCenter") or q.get("windowWidth"):
-                    window = _window(f"{q.get('windowCenter', '')},{q.get('windowWidth', '')}")
+                    window = window_arg(f"{q.get('windowCenter', '')},{q.get('windowWidth', '')}")
                 viewport = (cols, rows_, None) if rows_ or cols else None
                 data = render_frame(self._dataset(inst), frame, fmt, quality, window, viewport)
                 bottle.response.content_type = f"image/{fmt}"
@@ -485,14 +478,10 @@ class DicomWeb:
 
     def _wado_instance(self, study: str | None, series: str | None,
                        sop: str) -> list[InstanceRow]:
-        row = self.context.index.conn.execute(
-            "SELECT r1.uid, r2.uid FROM resources r3 JOIN resources r2 ON r2.id = r3.parent "
-            "JOIN resources r1 ON r1.id = r2.parent WHERE r3.level = 3 AND r3.uid = ? "
-            + ("AND r1.uid = ? " if study else "") + ("AND r2.uid = ?" if series else ""),
-            [sop, *(u for u in (study, series) if u)]).fetchone()
-        if row is None:
+        uids = self.context.index.instance_parent_uids(sop, study, series)
+        if uids is None:
             raise HttpError(404, "Unknown resource", "no instance with these UIDs")
-        return self._instances(row[0], row[1], sop)
+        return self._instances(uids[0], uids[1], sop)
 
 
 def _sop_item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[str, Any]:
@@ -504,114 +493,3 @@ def _sop_item(sop_class: str, sop_uid: str, reason: int | None = None) -> dict[s
     if reason is not None:
         item[hex_tag(0x00081197)] = {"vr": "US", "Value": [reason]}
     return item
-
-
-def _frame_list(text: str | None) -> list[int]:
-    try:
-        numbers = [int(x) for x in (text or "").split(",") if x.strip()]
-    except ValueError:
-        numbers = []
-    if not numbers or len(numbers) > 10000 or any(n < 1 for n in numbers):
-        raise HttpError(400, "Bad request",
-                        f"frames must be a comma-separated list of numbers from 1, "
-                        f"not {(text or '')[:40]!r}")
-    return numbers
-
-
-def _int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HttpError(400, "Bad request", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise HttpError(400, "Bad request", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _image_format(accept: str) -> str:
-    """jpeg unless the client prefers PNG; 406 when it accepts neither."""
-    entries = mp.parse_accept(accept)
-    if not entries:
-        return "jpeg"
-    for a in entries:
-        if a.media in ("image/jpeg", "image/*", "*/*"):
-            return "jpeg"
-        if a.media == "image/png":
-            return "png"
-    raise HttpError(406, "Not acceptable", "rendered resources are image/jpeg or image/png")
-
-
-def _window(text: str | None) -> tuple[float, float, str] | None:
-    if not text:
-        return None
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        center, width = float(parts[0]), float(parts[1])
-    except (ValueError, IndexError):
-        raise HttpError(400, "Bad request", "window must be center,width[,function]") from None
-    function = parts[2].lower() if len(parts) > 2 and parts[2] else "linear"
-    if function not in ("linear", "linear_exact", "sigmoid"):
-        raise HttpError(400, "Bad request", "the window function must be linear, "
-                        "linear_exact or sigmoid")
-    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
-        raise HttpError(400, "Bad request", "the window needs a finite center and a width > 0")
-    return center, width, function
-
-
-def _viewport(text: str | None) -> tuple[int, int, tuple[int, int, int, int] | None] | None:
-    if not text:
-        return None
-    try:
-        parts = [int(float(p)) if p.strip() else 0 for p in text.split(",")]
-    except ValueError:
-        raise HttpError(400, "Bad request", "viewport must be vw,vh[,sx,sy,sw,sh]") from None
-    if len(parts) not in (2, 6) or parts[0] < 0 or parts[1] < 0 or max(parts[:2]) > 1 << 14:
-        raise HttpError(400, "Bad request", "viewport must be vw,vh[,sx,sy,sw,sh]")
-    return parts[0], parts[1], (parts[2], parts[3], parts[4], parts[5]) if len(parts) == 6 else None
-
-
-def render_frame(ds: Dataset, frame: int, fmt: str, quality: int,
-                 window: tuple[float, float, str] | None,
-                 viewport: tuple[int, int, tuple[int, int, int, int] | None] | None) -> bytes:
-    """One frame as JPEG or PNG: windowed (the file's window by default), cropped and fitted
-    into the viewport."""
-    try:
-        arr = render.decode(ds, frame)
-        if arr.ndim == 2:
-            values = render.rescale(ds, arr)
-            if window is None:
-                w = render.default_window(ds, values)
-                center, width, function = w.center, w.width, "linear"
-            else:
-                center, width, function = window
-            if function == "sigmoid":
-                out = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-            else:
-                lo = center - 0.5 - (width - 1) / 2 if function == "linear" else center - width / 2
-                out = (values - lo) * (255.0 / width)
-            img = np.clip(out, 0, 255).astype(np.uint8)
-            if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-                img = 255 - img
-        else:
-            img = arr.astype(np.uint8) if arr.dtype != np.uint8 else arr
-        if viewport is not None:
-            vw, vh, region = viewport
-            if region is not None:
-                sx, sy, sw, sh = region
-                cols, rows = img.shape[1], img.shape[0]
-                sw = sw or cols - sx
-                sh = sh or rows - sy
-                x0, x1 = sorted((sx, sx + sw))
-                y0, y1 = sorted((sy, sy + sh))
-                crop = img[max(0, y0):max(0, y1), max(0, x0):max(0, x1)]
-                if crop.size == 0:
-                    raise HttpError(400, "Bad request", "the viewport region is outside the image")
-                img = crop[:: -1 if sh < 0 else 1, :: -1 if sw < 0 else 1]
-            img = render.resize(np.ascontiguousarray(img), vw, vh, True)
-        return render.encode(img, fmt, quality)
-    except IndexError as e:
-        raise HttpError(404, "Inexistent item", str(e)) from None
-    except render.RenderError as e:
-        raise HttpError(400, "Incompatible image format", str(e)) from None

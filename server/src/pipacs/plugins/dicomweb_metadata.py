@@ -13,7 +13,6 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from .. import dicomfile
 from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
+from ..index import InstanceRow
 from .dicomweb_json import ROOT_MARK, dataset_json, tag_of, tags_json
 
 logger = logging.getLogger(__name__)
@@ -33,55 +33,15 @@ FORMAT = 1
 Entry = dict[str, tuple[str, str]]
 
 
-@dataclass
-class InstanceRow:
-    """One stored instance as DICOMweb names it."""
-
-    rid: int
-    public_id: str
-    study_uid: str
-    series_uid: str
-    sop_uid: str
-    file_uuid: str
-    transfer_syntax: str
-    sop_class: str
-    series_id: str = ""
-
-    @property
-    def path(self) -> str:
-        return f"studies/{self.study_uid}/series/{self.series_uid}/instances/{self.sop_uid}"
-
-
-_INSTANCE_SQL = (
-    "SELECT r3.id, r3.public_id, r1.uid, r2.uid, r3.uid, COALESCE(a.uuid, ''), "
-    "COALESCE((SELECT value FROM metadata WHERE resource = r3.id AND type = 9), ''), "
-    "COALESCE((SELECT value FROM metadata WHERE resource = r3.id AND type = 10), ''), "
-    "r2.public_id "
-    "FROM resources r1 JOIN resources r2 ON r2.parent = r1.id "
-    "JOIN resources r3 ON r3.parent = r2.id "
-    "LEFT JOIN attachments a ON a.resource = r3.id AND a.type = 1 "
-)
-
-
 def instances(
     context: ServerContext, study: str, series: str | None = None, sop: str | None = None
 ) -> list[InstanceRow]:
     """The instances under a study, series or instance named by UIDs, in storage order."""
-    where = ["r1.level = 1", "r1.uid = ?"]
-    args = [study]
-    if series is not None:
-        where.append("r2.uid = ?")
-        args.append(series)
-    if sop is not None:
-        where.append("r3.uid = ?")
-        args.append(sop)
-    sql = _INSTANCE_SQL + f"WHERE {' AND '.join(where)} ORDER BY r3.id"
-    return [InstanceRow(*row) for row in context.index.conn.execute(sql, args)]
+    return context.index.instance_rows(study, series, sop)
 
 
 def instance_by_row(context: ServerContext, rid: int) -> InstanceRow | None:
-    row = context.index.conn.execute(_INSTANCE_SQL + "WHERE r3.id = ?", (rid,)).fetchone()
-    return InstanceRow(*row) if row else None
+    return context.index.instance_row(rid)
 
 
 class MetadataStore:
@@ -181,8 +141,7 @@ class MetadataStore:
                 logger.debug("metadata of series %s not cached: %s", series_id, e)
 
     def _warm(self, series_id: str) -> None:
-        rows = [InstanceRow(*row) for row in self.context.index.conn.execute(
-            _INSTANCE_SQL + "WHERE r2.public_id = ? ORDER BY r3.id", (series_id,))]
+        rows = self.context.index.series_instance_rows(series_id)
         entry = self._load(series_id)
         fresh = {}
         for inst in rows:
@@ -226,9 +185,7 @@ class MetadataStore:
         path = self._path(series_id)
         if entry is None:
             return
-        now = [pid for (pid,) in self.context.index.conn.execute(
-            "SELECT r3.public_id FROM resources r2 JOIN resources r3 ON r3.parent = r2.id "
-            "WHERE r2.public_id = ? AND r2.level = 2 ORDER BY r3.id", (series_id,))]
+        now = self.context.index.series_instance_ids(series_id)
         items = [(pid, *entry[pid]) for pid in now if pid in entry]
         if not items:
             path.unlink(missing_ok=True)
@@ -333,16 +290,11 @@ class MetadataStore:
 
     def main_tags(self, inst: InstanceRow) -> str:
         """Metadata from the index alone (StudiesMetadata/SeriesMetadata "MainDicomTags")."""
-        row = self.context.index.conn.execute(
-            "SELECT r3.tags, r2.tags, r1.tags, r0.tags FROM resources r3 "
-            "JOIN resources r2 ON r2.id = r3.parent JOIN resources r1 ON r1.id = r2.parent "
-            "JOIN resources r0 ON r0.id = r1.parent WHERE r3.id = ?",
-            (inst.rid,),
-        ).fetchone()
+        levels = self.context.index.tags_with_ancestors(inst.rid)
         pairs: dict[int, str] = {}
-        if row is not None:
-            for lv, text in zip((INSTANCE, 2, STUDY, PATIENT), row, strict=True):
-                for kw, value in json.loads(text).items():
+        if levels is not None:
+            for lv in (INSTANCE, SERIES, STUDY, PATIENT):
+                for kw, value in levels[lv].items():
                     tag = tag_of(kw)
                     if tag is not None and kw in MAIN_TAGS[lv]:
                         pairs.setdefault(tag, value)

@@ -8,10 +8,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import Match, ServerContext
+from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import Matcher, QueryError, exact_value, make_matcher
+from ..queries import TAG_LEVEL as _TAG_LEVEL
+from ..queries import Match
 from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,6 @@ CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 MAX_LIMIT = 1_000_000
 ADDITIONAL_RESULTS = '299 pipacs "There are additional results that can be requested"'
 LEVEL_KEY = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-_TAG_LEVEL = {kw: lv for lv in (INSTANCE, SERIES, STUDY, PATIENT) for kw in MAIN_TAGS[lv]}
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*\Z")
 
 
@@ -231,7 +232,8 @@ class Qido:
         if kw in match.extra:
             return match.extra[kw]
         if kw == "SOPClassUID" and match.level == INSTANCE:
-            value = self._sop_classes([match.rows[INSTANCE]]).get(match.rows[INSTANCE], "")
+            rid = match.rows[INSTANCE]
+            value = self.context.index.sop_classes([rid]).get(rid, "")
             match.extra[kw] = value
             return value
         return self.context.value_of(match, kw)
@@ -302,46 +304,22 @@ class Qido:
         """Computed attributes of every result at once (one query per chunk of results)."""
         rids = [m.rows[level] for m in found]
         out: dict[int, dict[str, str]] = {r: {} for r in rids}
-        conn = self.context.index.conn
-        for chunk in _chunks(rids, 500):
-            marks = ",".join("?" * len(chunk))
-            if level == STUDY:
-                sql = (
-                    "SELECT st.id, count(DISTINCT se.id), count(i.id), "
-                    "group_concat(DISTINCT json_extract(se.tags, '$.Modality')) "
-                    "FROM resources st JOIN resources se ON se.parent = st.id "
-                    "LEFT JOIN resources i ON i.parent = se.id "
-                    f"WHERE st.id IN ({marks}) GROUP BY st.id"
+        index = self.context.index
+        if level == STUDY:
+            for rid, (nseries, ninst, mods) in index.study_summaries(rids).items():
+                out[rid].update(
+                    NumberOfStudyRelatedSeries=str(nseries),
+                    NumberOfStudyRelatedInstances=str(ninst),
+                    ModalitiesInStudy="\\".join(mods),
                 )
-                for rid, nseries, ninst, modalities in conn.execute(sql, chunk):
-                    mods = sorted({m for m in (modalities or "").split(",") if m})
-                    out[rid].update(
-                        NumberOfStudyRelatedSeries=str(nseries),
-                        NumberOfStudyRelatedInstances=str(ninst),
-                        ModalitiesInStudy="\\".join(mods),
-                    )
-            elif level == SERIES:
-                sql = (
-                    f"SELECT parent, count(*) FROM resources WHERE parent IN ({marks}) "
-                    "GROUP BY parent"
-                )
-                for rid, n in conn.execute(sql, chunk):
-                    out[rid]["NumberOfSeriesRelatedInstances"] = str(n)
-                for rid in chunk:
-                    out[rid].setdefault("NumberOfSeriesRelatedInstances", "0")
-            elif level == INSTANCE:
-                for rid, sop_class in self._sop_classes(chunk).items():
-                    out[rid]["SOPClassUID"] = sop_class
+        elif level == SERIES:
+            counts = index.child_counts(rids)
+            for rid in rids:
+                out[rid]["NumberOfSeriesRelatedInstances"] = str(counts.get(rid, 0))
+        elif level == INSTANCE:
+            for rid, sop_class in index.sop_classes(rids).items():
+                out[rid]["SOPClassUID"] = sop_class
         return out
-
-    def _sop_classes(self, rids: list[int]) -> dict[int, str]:
-        marks = ",".join("?" * len(rids))
-        return dict(
-            self.context.index.conn.execute(
-                f"SELECT resource, value FROM metadata WHERE type = 10 AND resource IN ({marks})",
-                rids,
-            )
-        )
 
 
 def element_vr(keyword: str) -> str:
@@ -360,8 +338,3 @@ def _any_value(m: Matcher) -> Matcher:
         return "\\" in value and any(m(v) for v in value.split("\\"))
 
     return match
-
-
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
