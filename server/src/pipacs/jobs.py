@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errorcodes import STORAGE_FULL, code_of
 from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCESS, FAILURE, PAUSED = "Pending", "Running", "Success", "Failure", "Paused"
-# Orthanc's description of its error 19 (FullStorage): a job or a request refused by a full disk.
-STORAGE_FULL = "The file storage is full"
 
 
 def disk_full(context: Any, e: BaseException) -> str | None:
@@ -42,10 +41,6 @@ def disk_full(context: Any, e: BaseException) -> str | None:
         where = f" writing {e.filename}" if e.filename else ""
         return f"no space left on the device{where} ({e.strerror or e})"
     return None
-
-
-# Orthanc's error codes of the failures jobs report (its ErrorCode field)
-_ERROR_CODES = {STORAGE_FULL: 19, "Inexistent file": 13}
 
 
 class JobFailed(Exception):
@@ -105,7 +100,7 @@ class Job:
             "Content": self.content,
             "CreationTime": _timestamp(self.created),
             "EffectiveRuntime": round(runtime, 3),
-            "ErrorCode": 0 if error is None else _ERROR_CODES.get(error.message, -1),
+            "ErrorCode": 0 if error is None else code_of(error.message),
             "ErrorDescription": "Success" if error is None else error.message,
             "ErrorDetails": "" if error is None else error.details,
             "ID": self.id,

@@ -10,8 +10,9 @@ import bottle
 
 from ..context import ServerContext
 from ..jobs import FAILURE, PAUSED, PENDING, Job, JobFailed, engine_of
-from .app import HttpError, StreamAborted, json_response
 from .common import flag, query_flag
+from .errors import HttpError, StreamAborted
+from .responses import json_response
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import sqlite3
@@ -19,23 +18,26 @@ import bottle
 from pydicom.dataset import Dataset
 
 from .. import tagsjson
+from ..archive import instances_of
 from ..config import Modality, Peer
 from ..context import ServerContext
 from ..dicom import qrscu
 from ..dicom.scu import Scu, ScuError
 from ..dicomfile import LEVEL_UID
+from ..errorcodes import NETWORK_PROTOCOL
 from ..ids import LEVEL_NAMES, PATIENT
 from ..index import Resource
 from ..jobs import Job, JobFailed, disk_full
-from .app import HttpError, json_response
-from .archives import instances_of
+from .auth import basic_header
 from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
+from .errors import HttpError
 from .jobs import run
+from .responses import json_response
 from .tools import known_keyword
 
 logger = logging.getLogger(__name__)
 
-NETWORK_ERROR = "Error in the network protocol"
+NETWORK_ERROR = NETWORK_PROTOCOL
 
 
 @dataclass
@@ -133,8 +135,7 @@ def _peer_request(context: ServerContext, peer: Peer, method: str, path: str,
     if content_type:
         req.add_header("Content-Type", content_type)
     if peer.username is not None:
-        token = base64.b64encode(f"{peer.username}:{peer.password or ''}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
+        req.add_header("Authorization", basic_header(peer.username, peer.password or ""))
     handlers: list[Any] = []
     if s.http_proxy:
         handlers.append(urllib.request.ProxyHandler({"http": s.http_proxy,

@@ -14,7 +14,7 @@ from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT
 from ..index import Resource
 from ..storage import StorageFullError
-from .app import HttpError, json_response
+from .auth import remote_user
 from .common import (
     LEVEL_ROUTE,
     LEVEL_WORDS,
@@ -22,10 +22,10 @@ from .common import (
     body_bytes,
     query_flag,
     query_int,
-    remote_user,
     resource,
-    text_response,
 )
+from .errors import HttpError
+from .responses import json_response, text_response
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ import bottle
 
 from ..context import ServerContext
 from ..ids import LEVEL_NAMES, LEVEL_PLURALS
+from .common import query_int
+from .errors import HttpError
+from .responses import json_response
 
 LOG_LEVELS = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
-    from .app import HttpError, json_response
-    from .common import query_int
-
     @app.get("/system")
     def system() -> str:
         return json_response(context.system_info())

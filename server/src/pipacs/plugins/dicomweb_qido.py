@@ -12,7 +12,7 @@ from ..context import Match, ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import Matcher, QueryError, exact_value, make_matcher
-from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of
+from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of, vr_of_tag
 
 logger = logging.getLogger(__name__)
 
@@ -346,8 +346,6 @@ class Qido:
 
 def element_vr(keyword: str) -> str:
     tag = tag_of(keyword)
-    from .dicomweb_json import vr_of_tag
-
     return vr_of_tag(tag) if tag is not None else ""
 
 

@@ -33,8 +33,10 @@ from typing import Any
 
 import bottle
 
+from .. import tls
 from ..context import Origin, ServerContext, StoreRefused
 from ..dicomfile import ParsedInstance
+from ..http.auth import remote_user
 from ..ids import INSTANCE, LEVEL_NAMES
 
 logger = logging.getLogger(__name__)
@@ -185,9 +187,6 @@ class Hooks:
 
     def http_filter(self) -> None:
         request = bottle.request
-        from .. import tls
-        from ..http.common import remote_user
-
         for function in self.functions("incoming_http_request_filter"):
             allowed = self.call(
                 function,
