@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import socket
 import sqlite3
 import threading
 import time
@@ -16,8 +18,12 @@ from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
 from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
 from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
+from .jobs import JobEngine, disk_full
 from .matching import exact_value, make_matcher
+from .reindex import index_stored_file
+from .services import PluginServices, ScuPool
 from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
+from .tls import TlsFront
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +143,14 @@ class ServerContext:
         self._stability: threading.Thread | None = None
         # Set by the entry point: asks the process to stop (restart=True: start again).
         self.shutdown_hook: Callable[[bool], None] | None = None
+        # What the context owns besides index and storage, stopped before them (see stop):
+        # the job engine (its workers start with the first job), the DICOM SCU and the TLS
+        # front (built by the Server with the DICOM and HTTP layers), the plugins' services.
+        self.jobs = JobEngine(settings.concurrent_jobs, settings.limit_jobs,
+                              functools.partial(disk_full, self))
+        self.scu: ScuPool | None = None
+        self.tls_front: TlsFront | None = None
+        self.plugins = PluginServices()
 
     def _open_index(self, upgrade: bool) -> Index:
         """Open the index; on a full disk, with the help of the space reserve."""
@@ -170,6 +184,14 @@ class ServerContext:
         self._settler.start()
 
     def stop(self) -> None:
+        """Stop in the reverse order of start: the Python hooks, the job engine (running jobs
+        are cancelled and waited for), the SCU's associations, then the context's own
+        threads; the index closes last, once nothing uses it any more."""
+        if self.plugins.python_hooks is not None:
+            self.plugins.python_hooks.stop()
+        self.jobs.stop()
+        if self.scu is not None:
+            self.scu.close()
         self._stop.set()
         self._settle_now.set()
         for t in (self._stability, self._settler):
@@ -221,8 +243,6 @@ class ServerContext:
         return len(batch) - len(left)
 
     def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool | None:
-        from .reindex import index_stored_file
-
         try:
             status = index_stored_file(self.index, self.settings, file_uuid, stored, time.time())
         except DicomParseError as e:
@@ -635,8 +655,6 @@ def _low_on_space(folder: str) -> bool:
 def _same_host(configured: str, peer: str) -> bool:
     if configured == peer:
         return True
-    import socket
-
     try:
         return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
     except OSError:

@@ -82,6 +82,6 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     quiet_aborts()
     for family in FAMILIES:
         family.install(app, context)
-    context.enabled_plugins = plugins.install_all(app, context)  # type: ignore[attr-defined]
+    context.plugins.enabled = plugins.install_all(app, context)
     welcome.install(app, context)  # after the plugins: it links what they serve
     return app

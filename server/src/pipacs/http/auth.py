@@ -89,7 +89,7 @@ def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     challenge = {"WWW-Authenticate": f'Basic realm="{s.name}"'}
 
     def check(env: dict[str, Any]) -> None:
-        if check_remote and not _is_loopback(tls.real_address(context, env)):
+        if check_remote and not _is_loopback(tls.real_address(context.tls_front, env)):
             raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
         if check_auth:
             header = env.get("HTTP_AUTHORIZATION", "")

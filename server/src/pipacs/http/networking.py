@@ -22,12 +22,13 @@ from ..archive import instances_of
 from ..config import Modality, Peer
 from ..context import ServerContext
 from ..dicom import qrscu
-from ..dicom.scu import Scu, ScuError
+from ..dicom.scu import ScuError
 from ..dicomfile import LEVEL_UID
 from ..errorcodes import NETWORK_PROTOCOL
 from ..ids import LEVEL_NAMES, PATIENT
 from ..index import Resource
 from ..jobs import Job, JobFailed, disk_full
+from ..services import ScuPool
 from .auth import basic_header
 from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
 from .errors import HttpError
@@ -82,17 +83,11 @@ class Queries:
                 raise HttpError(404, "Unknown resource", f"no query with ID {qid}")
 
 
-_scu_lock = threading.Lock()
-
-
-def scu_of(context: ServerContext) -> Scu:
-    """The context's DICOM SCU (association pool), made on first use."""
-    with _scu_lock:
-        scu = getattr(context, "_pipacs_scu", None)
-        if scu is None:
-            scu = Scu(context)
-            context._pipacs_scu = scu  # type: ignore[attr-defined]
-        return scu
+def scu_of(context: ServerContext) -> ScuPool:
+    """The context's DICOM SCU (association pool), built by the Server at start."""
+    if context.scu is None:
+        raise HttpError(500, NETWORK_ERROR, "the DICOM SCU is not running")
+    return context.scu
 
 
 def _log_exports(context: ServerContext, items: list[Resource], target: str) -> None:

@@ -67,7 +67,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/plugins")
     def plugins() -> str:
-        return json_response(sorted(getattr(context, "enabled_plugins", [])))
+        return json_response(sorted(context.plugins.enabled))
 
     @app.get("/tools/log-level")
     def get_log_level() -> str:

@@ -32,11 +32,11 @@ a.tile:active{{background:#335}} small{{display:block;color:#99a;font-size:.8em}
 
 def links(context: ServerContext) -> list[tuple[str, str, str]]:
     """(href, title, note) for each thing the server offers a person with a browser."""
-    enabled = getattr(context, "enabled_plugins", [])
+    enabled = context.plugins.enabled
     out = []
     if "web-viewer" in enabled:
         out.append(("viewer/", "Image viewer", "Browse the studies on this server"))
-    for uri in getattr(context, "served_folders", []):
+    for uri in context.plugins.served_folders:
         if uri != "/":
             out.append((uri.lstrip("/") + "/", uri, "Served folder"))
     if "dicom-web" in enabled:
@@ -65,7 +65,7 @@ def render(context: ServerContext) -> str:
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
-    if "/" in getattr(context, "served_folders", []):
+    if "/" in context.plugins.served_folders:
         return
 
     @app.get("/")

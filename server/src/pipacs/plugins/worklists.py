@@ -400,6 +400,6 @@ def install(app: bottle.Bottle | None, context: ServerContext) -> None:
         logger.warning(
             "Worklists.Database %s does not exist (yet): no worklist to serve", folder.folder
         )
-    context.worklist_provider = WorklistProvider(context, folder, options)  # type: ignore[attr-defined]
+    context.plugins.worklist_provider = WorklistProvider(context, folder, options)
     if app is not None:
         install_rest(app, folder)
