@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import __version__, dicomfile
+from . import dicomfile
 from .config import Modality, Settings
 from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
-from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
+from .ids import INSTANCE, PATIENT, SERIES, STUDY
 from .index import METADATA_NUMBERS, Index, IndexError_, IndexLock, now_iso
 from .jobs import JobEngine, disk_full
 from .matching import exact_value, make_matcher
@@ -57,16 +57,6 @@ class StoreResult:
     status: str  # "Success" | "AlreadyStored"
     ids: tuple[str, str, str, str]
     parsed: ParsedInstance
-
-    def orthanc_json(self) -> dict[str, Any]:
-        return {
-            "ID": self.ids[INSTANCE],
-            "ParentPatient": self.ids[PATIENT],
-            "ParentStudy": self.ids[STUDY],
-            "ParentSeries": self.ids[SERIES],
-            "Path": f"/instances/{self.ids[INSTANCE]}",
-            "Status": self.status,
-        }
 
 
 @dataclass
@@ -599,50 +589,6 @@ class ServerContext:
             for _, lv, pid in ready:
                 self._emit("stable", {"level": lv, "id": pid})
         return len(ready)
-
-    # ------------------------------------------------------------ system
-
-    def system_info(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "ApiVersion": 18,
-            "CheckRevisions": False,
-            "DatabaseBackendPlugin": None,
-            "DatabaseVersion": self.index.schema_version(),
-            "DicomAet": s.dicom_aet,
-            "DicomPort": s.dicom_port,
-            "HttpPort": s.http_port,
-            "IsHttpServerSecure": s.ssl_enabled
-            or not s.remote_access_allowed
-            or s.authentication_enabled,
-            "MainDicomTags": {LEVEL_NAMES[lv]: ";".join(MAIN_TAGS[lv]) for lv in range(4)},
-            "MaximumPatientCount": s.maximum_patient_count,
-            "MaximumStorageSize": s.maximum_storage_size,
-            "Name": s.name,
-            "OverwriteInstances": s.overwrite_instances,
-            "PluginsEnabled": bool(s.builtin_plugins),
-            "ReadOnly": False,
-            "StorageAreaPlugin": None,
-            "StorageCompression": s.storage_compression,
-            "UserMetadata": dict(s.user_metadata),
-            "Version": __version__,
-            "PipacsVersion": __version__,
-            "HasLabels": False,
-        }
-
-    def statistics(self) -> dict[str, Any]:
-        counts = self.index.counts()
-        compressed, size = self.index.total_sizes()
-        return {
-            "CountPatients": counts[PATIENT],
-            "CountStudies": counts[STUDY],
-            "CountSeries": counts[SERIES],
-            "CountInstances": counts[INSTANCE],
-            "TotalDiskSize": str(compressed),
-            "TotalDiskSizeMB": compressed // (1024 * 1024),
-            "TotalUncompressedSize": str(size),
-            "TotalUncompressedSizeMB": size // (1024 * 1024),
-        }
 
 
 def _low_on_space(folder: str) -> bool:

@@ -10,8 +10,8 @@ from typing import Any
 import bottle
 
 from .. import browse
-from ..context import Origin, ServerContext, StoreRefused
-from ..ids import INSTANCE, PATIENT
+from ..context import Origin, ServerContext, StoreRefused, StoreResult
+from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import Resource
 from ..storage import StorageFullError
 from .auth import remote_user
@@ -206,7 +206,19 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             result = context.store(raw, origin)
         except StoreRefused as e:
             raise store_error(e) from None
-        return json_response(result.orthanc_json())
+        return json_response(store_json(result))
+
+
+def store_json(result: StoreResult) -> dict[str, Any]:
+    """The answer to POST /instances for one stored instance."""
+    return {
+        "ID": result.ids[INSTANCE],
+        "ParentPatient": result.ids[PATIENT],
+        "ParentStudy": result.ids[STUDY],
+        "ParentSeries": result.ids[SERIES],
+        "Path": f"/instances/{result.ids[INSTANCE]}",
+        "Status": result.status,
+    }
 
 
 def store_error(e: StoreRefused) -> HttpError:
@@ -252,7 +264,7 @@ def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict
                 failures.append(f"{info.filename}: nested ZIP archives are not opened")
                 continue
             try:
-                out.append(context.store(data, origin).orthanc_json())
+                out.append(store_json(context.store(data, origin)))
             except StoreRefused as e:
                 if e.reason == "Full":
                     raise store_error(e) from None

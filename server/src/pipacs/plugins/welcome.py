@@ -11,6 +11,7 @@ import html
 import bottle
 
 from ..context import ServerContext
+from ..ids import INSTANCE, PATIENT, STUDY
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -49,10 +50,9 @@ def links(context: ServerContext) -> list[tuple[str, str, str]]:
 
 
 def render(context: ServerContext) -> str:
-    stats = context.statistics()
+    counts = context.index.counts()
     summary = (
-        f"{stats['CountPatients']} patients, {stats['CountStudies']} studies, "
-        f"{stats['CountInstances']} images"
+        f"{counts[PATIENT]} patients, {counts[STUDY]} studies, {counts[INSTANCE]} images"
     )
     items = "\n".join(
         f'<a class="tile" href="{html.escape(href)}">{html.escape(title)}'
