@@ -1,5 +1,7 @@
-"""What the server context owns besides its index and storage: the plugins' services, and
-the interfaces of the collaborators the DICOM layer builds (typed here: no import circle)."""
+"""The server context's collaborators: the plugins' services and the SCU's interface.
+
+The DICOM layer builds the SCU and imports the context, so the context knows the SCU by
+the interface below (no import circle)."""
 
 from __future__ import annotations
 
