@@ -98,7 +98,7 @@ def app_routes(config: dict[str, Any], folder: Path) -> tuple[list[tuple[str, st
     try:
         app = create_app(context)
         return ([(r.method, r.rule) for r in app.routes],
-                list(context.enabled_plugins))  # type: ignore[attr-defined]
+                list(context.plugins.enabled))
     finally:
         context.stop()
 

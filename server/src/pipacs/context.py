@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import __version__, dicomfile, queries
+from . import dicomfile, queries
 from .config import Modality, Settings
-from .dicomfile import MAIN_TAGS, DicomParseError, ParsedInstance
-from .ids import INSTANCE, LEVEL_NAMES, PATIENT, SERIES, STUDY
+from .dicomfile import DicomParseError, ParsedInstance
+from .ids import INSTANCE, PATIENT
 from .index import (
     METADATA_NUMBERS,
     DatabaseError,
@@ -23,8 +25,12 @@ from .index import (
     now_iso,
     says_full,
 )
+from .jobs import JobEngine, disk_full
 from .queries import Match
+from .reindex import index_stored_file
+from .services import PluginServices, ScuPool
 from .storage import Attachment, SpaceReserve, StorageArea, StorageFullError, free_bytes
+from .tls import TlsFront
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +52,6 @@ class StoreResult:
     status: str  # "Success" | "AlreadyStored"
     ids: tuple[str, str, str, str]
     parsed: ParsedInstance
-
-    def orthanc_json(self) -> dict[str, Any]:
-        return {
-            "ID": self.ids[INSTANCE],
-            "ParentPatient": self.ids[PATIENT],
-            "ParentStudy": self.ids[STUDY],
-            "ParentSeries": self.ids[SERIES],
-            "Path": f"/instances/{self.ids[INSTANCE]}",
-            "Status": self.status,
-        }
 
 
 @dataclass
@@ -117,6 +113,14 @@ class ServerContext:
         self._stability: threading.Thread | None = None
         # Set by the entry point: asks the process to stop (restart=True: start again).
         self.shutdown_hook: Callable[[bool], None] | None = None
+        # What the context owns besides index and storage, stopped before them (see stop):
+        # the job engine (its workers start with the first job), the DICOM SCU and the TLS
+        # front (built by the Server with the DICOM and HTTP layers), the plugins' services.
+        self.jobs = JobEngine(settings.concurrent_jobs, settings.limit_jobs,
+                              functools.partial(disk_full, self))
+        self.scu: ScuPool | None = None
+        self.tls_front: TlsFront | None = None
+        self.plugins = PluginServices()
 
     def _open_index(self, upgrade: bool) -> Index:
         """Open the index; on a full disk, with the help of the space reserve."""
@@ -150,6 +154,14 @@ class ServerContext:
         self._settler.start()
 
     def stop(self) -> None:
+        """Stop in the reverse order of start: the Python hooks, the job engine (running jobs
+        are cancelled and waited for), the SCU's associations, then the context's own
+        threads; the index closes last, once nothing uses it any more."""
+        if self.plugins.python_hooks is not None:
+            self.plugins.python_hooks.stop()
+        self.jobs.stop()
+        if self.scu is not None:
+            self.scu.close()
         self._stop.set()
         self._settle_now.set()
         for t in (self._stability, self._settler):
@@ -201,8 +213,6 @@ class ServerContext:
         return len(batch) - len(left)
 
     def _reindex_staged(self, file_uuid: str, stored: bytes) -> bool | None:
-        from .reindex import index_stored_file
-
         try:
             status = index_stored_file(self.index, self.settings, file_uuid, stored, time.time())
         except DicomParseError as e:
@@ -490,50 +500,6 @@ class ServerContext:
                 self._emit("stable", {"level": lv, "id": pid})
         return len(ready)
 
-    # ------------------------------------------------------------ system
-
-    def system_info(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "ApiVersion": 18,
-            "CheckRevisions": False,
-            "DatabaseBackendPlugin": None,
-            "DatabaseVersion": self.index.schema_version(),
-            "DicomAet": s.dicom_aet,
-            "DicomPort": s.dicom_port,
-            "HttpPort": s.http_port,
-            "IsHttpServerSecure": s.ssl_enabled
-            or not s.remote_access_allowed
-            or s.authentication_enabled,
-            "MainDicomTags": {LEVEL_NAMES[lv]: ";".join(MAIN_TAGS[lv]) for lv in range(4)},
-            "MaximumPatientCount": s.maximum_patient_count,
-            "MaximumStorageSize": s.maximum_storage_size,
-            "Name": s.name,
-            "OverwriteInstances": s.overwrite_instances,
-            "PluginsEnabled": bool(s.builtin_plugins),
-            "ReadOnly": False,
-            "StorageAreaPlugin": None,
-            "StorageCompression": s.storage_compression,
-            "UserMetadata": dict(s.user_metadata),
-            "Version": __version__,
-            "PipacsVersion": __version__,
-            "HasLabels": False,
-        }
-
-    def statistics(self) -> dict[str, Any]:
-        counts = self.index.counts()
-        compressed, size = self.index.total_sizes()
-        return {
-            "CountPatients": counts[PATIENT],
-            "CountStudies": counts[STUDY],
-            "CountSeries": counts[SERIES],
-            "CountInstances": counts[INSTANCE],
-            "TotalDiskSize": str(compressed),
-            "TotalDiskSizeMB": compressed // (1024 * 1024),
-            "TotalUncompressedSize": str(size),
-            "TotalUncompressedSizeMB": size // (1024 * 1024),
-        }
-
 
 def _low_on_space(folder: str) -> bool:
     try:
@@ -545,8 +511,6 @@ def _low_on_space(folder: str) -> bool:
 def _same_host(configured: str, peer: str) -> bool:
     if configured == peer:
         return True
-    import socket
-
     try:
         return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
     except OSError:

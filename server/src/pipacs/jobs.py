@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import queue
 import threading
@@ -13,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errorcodes import INTERNAL_ERROR, STORAGE_FULL
 from .index import DatabaseError, is_io_error, says_full
 from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCESS, FAILURE, PAUSED = "Pending", "Running", "Success", "Failure", "Paused"
-# Orthanc's description of its error 19 (FullStorage): a job or a request refused by a full disk.
-STORAGE_FULL = "The file storage is full"
+CANCELLED = "Canceled by the user"
 
 
 def disk_full(context: Any, e: BaseException) -> str | None:
@@ -41,10 +40,6 @@ def disk_full(context: Any, e: BaseException) -> str | None:
     return None
 
 
-# Orthanc's error codes of the failures jobs report (its ErrorCode field)
-_ERROR_CODES = {STORAGE_FULL: 19, "Inexistent file": 13}
-
-
 class JobFailed(Exception):
     """A job's work failed; `status` is the HTTP status a synchronous caller gets."""
 
@@ -57,12 +52,6 @@ class JobFailed(Exception):
 
 class JobCancelled(Exception):
     pass
-
-
-def _timestamp(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}"
 
 
 @dataclass
@@ -92,32 +81,12 @@ class Job:
     def set_progress(self, done: int, total: int) -> None:
         self.progress = 100.0 * done / total if total else 100.0
 
-    def orthanc_json(self) -> dict[str, Any]:
-        runtime = 0.0
-        if self.started is not None:
-            runtime = (self.completed or time.time()) - self.started
-        error = self.error
-        return {
-            "CompletionTime": _timestamp(self.completed),
-            "Content": self.content,
-            "CreationTime": _timestamp(self.created),
-            "EffectiveRuntime": round(runtime, 3),
-            "ErrorCode": 0 if error is None else _ERROR_CODES.get(error.message, -1),
-            "ErrorDescription": "Success" if error is None else error.message,
-            "ErrorDetails": "" if error is None else error.details,
-            "ID": self.id,
-            "Priority": self.priority,
-            "Progress": int(self.progress),
-            "State": self.state,
-            "Timestamp": _timestamp(time.time()),
-            "Type": self.type,
-        }
-
 
 class JobEngine:
     """ConcurrentJobs worker threads; LimitJobs finished jobs are kept (0: all of them)."""
 
-    def __init__(self, concurrent: int = 2, keep: int = 10):
+    def __init__(self, concurrent: int = 2, keep: int = 10,
+                 disk_full: Callable[[BaseException], str | None] = lambda e: None):
         self.keep = keep
         self._queue: queue.PriorityQueue[tuple[int, int, str]] = queue.PriorityQueue()
         self._jobs: dict[str, Job] = {}
@@ -126,17 +95,30 @@ class JobEngine:
         self._counter = 0
         self._stopping = False
         # What a full disk refused (see disk_full), or None: such a job fails with error 19.
-        self.disk_full: Callable[[BaseException], str | None] = lambda e: None
-        self._workers = [threading.Thread(target=self._run, name=f"job-{i}", daemon=True)
-                         for i in range(max(1, concurrent))]
-        for t in self._workers:
-            t.start()
+        self.disk_full = disk_full
+        self._concurrent = max(1, concurrent)
+        self._workers: list[threading.Thread] = []  # started with the first job
+
+    def _queue_job(self, job: Job, counter: int | None = None) -> None:
+        """Queue `job` (under the lock), starting the workers on first use."""
+        if not self._workers:
+            self._workers = [threading.Thread(target=self._run, name=f"job-{i}", daemon=True)
+                             for i in range(self._concurrent)]
+            for t in self._workers:
+                t.start()
+        if counter is None:
+            self._counter += 1
+            counter = self._counter
+        self._queue.put((-job.priority, counter, job.id))
 
     def submit(self, job: Job) -> Job:
         with self._lock:
             self._jobs[job.id] = job
-            self._counter += 1
-            self._queue.put((-job.priority, self._counter, job.id))
+            stopping = self._stopping
+            if not stopping:
+                self._queue_job(job)
+        if stopping:
+            self._finish(job, FAILURE, JobFailed("the server is stopping", 503))
         return job
 
     def run_sync(self, job: Job) -> dict[str, Any]:
@@ -161,8 +143,22 @@ class JobEngine:
             return False
         job.cancel_requested = True
         if job.state in (PENDING, PAUSED):
-            self._finish(job, FAILURE, JobFailed("Canceled by the user", 500))
+            self._finish(job, FAILURE, JobFailed(CANCELLED, 500))
         return True
+
+    def pause(self, job_id: str) -> None:
+        """A pending job waits (its workers pass it by) until resumed."""
+        job = self.get(job_id)
+        if job is not None and job.state == PENDING:
+            job.state = PAUSED
+
+    def resume(self, job_id: str) -> None:
+        """A paused job is pending again, ahead of the jobs of its priority."""
+        job = self.get(job_id)
+        if job is not None and job.state == PAUSED:
+            job.state = PENDING
+            with self._lock:
+                self._queue_job(job, counter=0)
 
     def resubmit(self, job_id: str) -> bool:
         job = self.get(job_id)
@@ -175,14 +171,29 @@ class JobEngine:
         with self._lock:
             if job.id in self._finished:
                 self._finished.remove(job.id)
-            self._counter += 1
-            self._queue.put((-job.priority, self._counter, job.id))
+            self._queue_job(job)
         return True
 
+    # How long stop() waits for running jobs to see their cancellation and end.
+    STOP_TIMEOUT = 5.0
+
     def stop(self) -> None:
-        self._stopping = True
-        for _ in self._workers:
+        """Stop the workers: running jobs are cancelled (they stop at their next check) and
+        waited for, pending ones are left; a job submitted from now on fails at once."""
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers)
+            running = [j for j in self._jobs.values() if j.state == RUNNING]
+        for job in running:
+            job.cancel_requested = True
+        for _ in workers:
             self._queue.put((-(1 << 30), 0, ""))
+        deadline = time.monotonic() + self.STOP_TIMEOUT
+        for t in workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        busy = sum(t.is_alive() for t in workers)
+        if busy:
+            logger.warning("%d job(s) still running at shutdown", busy)
 
     def _run(self) -> None:
         while True:
@@ -197,7 +208,7 @@ class JobEngine:
             try:
                 job.content = job.work(job)
             except JobCancelled:
-                self._finish(job, FAILURE, JobFailed("Canceled by the user", 500))
+                self._finish(job, FAILURE, JobFailed(CANCELLED, 500))
             except JobFailed as e:
                 logger.error("job %s (%s) failed: %s %s", job.id, job.type, e.message, e.details)
                 self._finish(job, FAILURE, e)
@@ -205,7 +216,7 @@ class JobEngine:
                 full = self.disk_full(e)
                 if full is None:
                     logger.exception("job %s (%s) failed", job.id, job.type)
-                    self._finish(job, FAILURE, JobFailed("Internal error", 500, str(e)))
+                    self._finish(job, FAILURE, JobFailed(INTERNAL_ERROR, 500, str(e)))
                 else:  # an expected failure: no traceback
                     logger.error("job %s (%s) failed: %s", job.id, job.type, full)
                     self._finish(job, FAILURE, JobFailed(STORAGE_FULL, 507, full))
@@ -233,18 +244,3 @@ def _discard_output(job: Job) -> None:
             cleanup()
         except OSError:
             pass
-
-
-_engine_lock = threading.Lock()
-
-
-def engine_of(context: Any) -> JobEngine:
-    """The context's job engine, made on first use (one per server)."""
-    with _engine_lock:
-        engine = getattr(context, "_pipacs_jobs", None)
-        if engine is None:
-            s = context.settings
-            engine = JobEngine(s.concurrent_jobs, s.limit_jobs)
-            engine.disk_full = functools.partial(disk_full, context)
-            context._pipacs_jobs = engine
-        return engine

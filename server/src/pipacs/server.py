@@ -33,8 +33,11 @@ class Server:
     def start(self) -> None:
         s = self.settings
         self.context.start()
+        from .dicom.scp import DicomServer
+        from .dicom.scu import Scu
+
+        self.context.scu = Scu(self.context)  # the REST API's C-ECHO and C-STORE
         if s.dicom_server_enabled:
-            from .dicom.scp import DicomServer
 
             self.dicom = DicomServer(self.context)
             self.dicom.start()
@@ -43,7 +46,7 @@ class Server:
         else:
             from . import plugins
 
-            self.context.enabled_plugins = plugins.install_all(None, self.context)  # type: ignore[attr-defined]
+            self.context.plugins.enabled = plugins.install_all(None, self.context)
 
     def _start_http(self) -> None:
         from waitress.server import create_server
@@ -81,7 +84,7 @@ class Server:
                 remote_allowed=s.remote_access_allowed,
                 timeout=s.http_request_timeout,
             )
-            self.context.tls_front = self.tls  # type: ignore[attr-defined]
+            self.context.tls_front = self.tls
             self.tls.start()
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()

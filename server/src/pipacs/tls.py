@@ -123,10 +123,9 @@ class TlsFront:
                 tls.sendall(data)
 
 
-def real_address(context: Any, environ: dict[str, Any]) -> str:
+def real_address(front: TlsFront | None, environ: dict[str, Any]) -> str:
     """The HTTP client's address, seen through the TLS front when there is one."""
     remote = str(environ.get("REMOTE_ADDR", ""))
-    front = getattr(context, "tls_front", None)
     if front is not None and _loopback(remote):
         try:
             found = front.real_address(int(environ.get("REMOTE_PORT", 0)))

@@ -412,7 +412,7 @@ def ctx_worklist_find(
     event: evt.Event, ctx: ServerContext, identifier: Dataset
 ) -> Iterator[tuple[int, Dataset | None]]:
     """Modality worklist queries are answered by the worklists plugin when it is enabled."""
-    provider = getattr(ctx, "worklist_provider", None)
+    provider = ctx.plugins.worklist_provider
     if provider is None:
         logger.warning("C-FIND on the worklist model, but the worklists plugin is off")
         yield IDENTIFIER_MISMATCH, None

@@ -10,7 +10,7 @@ import bottle
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import Resource
-from .app import HttpError
+from .errors import HttpError
 
 PLURALS = {"patients": PATIENT, "studies": STUDY, "series": SERIES, "instances": INSTANCE}
 LEVEL_WORDS = {"patient": PATIENT, "study": STUDY, "series": SERIES, "instance": INSTANCE,
@@ -128,20 +128,3 @@ def resources_of_body(context: ServerContext, value: Any) -> list[Resource]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise HttpError(400, "Bad request", "expected a resource ID or a list of resource IDs")
     return [any_resource(context, v.strip()) for v in value]
-
-
-def remote_user() -> str:
-    import base64
-
-    header = bottle.request.headers.get("Authorization", "")
-    if header.startswith("Basic "):
-        try:
-            return base64.b64decode(header[6:]).decode("utf-8").partition(":")[0]
-        except (ValueError, UnicodeDecodeError):
-            return ""
-    return ""
-
-
-def text_response(text: str) -> str:
-    bottle.response.content_type = "text/plain"
-    return text

@@ -12,8 +12,9 @@ from .. import browse, dicomfile, render, tagsjson
 from ..context import ServerContext
 from ..ids import INSTANCE
 from ..storage import COMPRESSION_NONE, decode_stored
-from .app import HttpError, json_response
 from .common import LEVEL_ROUTE, PLURALS, query_int, resource
+from .errors import HttpError
+from .responses import json_response
 
 IMAGE_KINDS = "preview|rendered|image-uint8|image-uint16|raw"
 

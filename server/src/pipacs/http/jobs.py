@@ -3,21 +3,53 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import bottle
 
 from ..context import ServerContext
-from ..jobs import FAILURE, PAUSED, PENDING, Job, JobFailed, engine_of
-from .app import HttpError, StreamAborted, json_response
+from ..errorcodes import code_of
+from ..jobs import FAILURE, Job, JobFailed
 from .common import flag, query_flag
+from .errors import HttpError, StreamAborted
+from .responses import json_response
 
 logger = logging.getLogger(__name__)
 
 
+def _timestamp(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}"
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A job as Orthanc's /jobs/{id} answers it."""
+    runtime = 0.0
+    if job.started is not None:
+        runtime = (job.completed or time.time()) - job.started
+    error = job.error
+    return {
+        "CompletionTime": _timestamp(job.completed),
+        "Content": job.content,
+        "CreationTime": _timestamp(job.created),
+        "EffectiveRuntime": round(runtime, 3),
+        "ErrorCode": 0 if error is None else code_of(error.message),
+        "ErrorDescription": "Success" if error is None else error.message,
+        "ErrorDetails": "" if error is None else error.details,
+        "ID": job.id,
+        "Priority": job.priority,
+        "Progress": int(job.progress),
+        "State": job.state,
+        "Timestamp": _timestamp(time.time()),
+        "Type": job.type,
+    }
+
+
 def install(app: bottle.Bottle, context: ServerContext) -> None:
-    engine = engine_of(context)
+    engine = context.jobs
 
     def _job(job_id: str) -> Job:
         job = engine.get(job_id)
@@ -29,12 +61,12 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def jobs() -> str:
         items = engine.all()
         if query_flag("expand"):
-            return json_response([j.orthanc_json() for j in items])
+            return json_response([job_json(j) for j in items])
         return json_response([j.id for j in items])
 
     @app.get("/jobs/<job_id>")
     def job(job_id: str) -> str:
-        return json_response(_job(job_id).orthanc_json())
+        return json_response(job_json(_job(job_id)))
 
     @app.post("/jobs/<job_id>/cancel")
     def cancel(job_id: str) -> str:
@@ -44,17 +76,14 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post("/jobs/<job_id>/pause")
     def pause(job_id: str) -> str:
-        j = _job(job_id)
-        if j.state == PENDING:
-            j.state = PAUSED
+        _job(job_id)
+        engine.pause(job_id)
         return json_response({})
 
     @app.post("/jobs/<job_id>/resume")
     def resume(job_id: str) -> str:
-        j = _job(job_id)
-        if j.state == PAUSED:
-            j.state = PENDING
-            engine._queue.put((-j.priority, 0, j.id))
+        _job(job_id)
+        engine.resume(job_id)
         return json_response({})
 
     @app.post("/jobs/<job_id>/resubmit")
@@ -116,7 +145,7 @@ def run(context: ServerContext, body: dict[str, Any], job: Job, *,
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise HttpError(400, "Bad request", "Priority must be an integer")
     job.priority = priority
-    engine = engine_of(context)
+    engine = context.jobs
     if not synchronous:
         engine.submit(job)
         return json_response({"ID": job.id, "Path": f"/jobs/{job.id}"})

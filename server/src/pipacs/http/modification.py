@@ -10,8 +10,8 @@ from .. import browse, modify
 from ..context import ServerContext
 from ..ids import INSTANCE
 from ..jobs import Job, JobFailed
-from .app import HttpError
 from .common import LEVEL_ROUTE, PLURALS, body_json, resource
+from .errors import HttpError
 from .jobs import run
 
 

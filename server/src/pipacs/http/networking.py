@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import ssl
@@ -18,23 +17,27 @@ import bottle
 from pydicom.dataset import Dataset
 
 from .. import tagsjson
+from ..archive import instances_of
 from ..config import Modality, Peer
 from ..context import ServerContext
 from ..dicom import qrscu
-from ..dicom.scu import Scu, ScuError
+from ..dicom.scu import ScuError
 from ..dicomfile import LEVEL_UID
+from ..errorcodes import NETWORK_PROTOCOL
 from ..ids import LEVEL_NAMES, PATIENT
 from ..index import DatabaseError, Resource
 from ..jobs import Job, JobFailed, disk_full
-from .app import HttpError, json_response
-from .archives import instances_of
+from ..services import ScuPool
+from .auth import basic_header
 from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
+from .errors import HttpError
 from .jobs import run
+from .responses import json_response
 from .tools import known_keyword
 
 logger = logging.getLogger(__name__)
 
-NETWORK_ERROR = "Error in the network protocol"
+NETWORK_ERROR = NETWORK_PROTOCOL
 
 
 @dataclass
@@ -79,17 +82,11 @@ class Queries:
                 raise HttpError(404, "Unknown resource", f"no query with ID {qid}")
 
 
-_scu_lock = threading.Lock()
-
-
-def scu_of(context: ServerContext) -> Scu:
-    """The context's DICOM SCU (association pool), made on first use."""
-    with _scu_lock:
-        scu = getattr(context, "_pipacs_scu", None)
-        if scu is None:
-            scu = Scu(context)
-            context._pipacs_scu = scu  # type: ignore[attr-defined]
-        return scu
+def scu_of(context: ServerContext) -> ScuPool:
+    """The context's DICOM SCU (association pool), built by the Server at start."""
+    if context.scu is None:
+        raise HttpError(500, NETWORK_ERROR, "the DICOM SCU is not running")
+    return context.scu
 
 
 def _log_exports(context: ServerContext, items: list[Resource], target: str) -> None:
@@ -132,8 +129,7 @@ def _peer_request(context: ServerContext, peer: Peer, method: str, path: str,
     if content_type:
         req.add_header("Content-Type", content_type)
     if peer.username is not None:
-        token = base64.b64encode(f"{peer.username}:{peer.password or ''}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
+        req.add_header("Authorization", basic_header(peer.username, peer.password or ""))
     handlers: list[Any] = []
     if s.http_proxy:
         handlers.append(urllib.request.ProxyHandler({"http": s.http_proxy,

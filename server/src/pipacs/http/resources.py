@@ -10,11 +10,11 @@ from typing import Any
 import bottle
 
 from .. import browse
-from ..context import Origin, ServerContext, StoreRefused
-from ..ids import INSTANCE, PATIENT
+from ..context import Origin, ServerContext, StoreRefused, StoreResult
+from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import Resource
 from ..storage import StorageFullError
-from .app import HttpError, json_response
+from .auth import remote_user
 from .common import (
     LEVEL_ROUTE,
     LEVEL_WORDS,
@@ -22,10 +22,10 @@ from .common import (
     body_bytes,
     query_flag,
     query_int,
-    remote_user,
     resource,
-    text_response,
 )
+from .errors import HttpError
+from .responses import json_response, text_response
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,19 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             result = context.store(raw, origin)
         except StoreRefused as e:
             raise store_error(e) from None
-        return json_response(result.orthanc_json())
+        return json_response(store_json(result))
+
+
+def store_json(result: StoreResult) -> dict[str, Any]:
+    """The answer to POST /instances for one stored instance."""
+    return {
+        "ID": result.ids[INSTANCE],
+        "ParentPatient": result.ids[PATIENT],
+        "ParentStudy": result.ids[STUDY],
+        "ParentSeries": result.ids[SERIES],
+        "Path": f"/instances/{result.ids[INSTANCE]}",
+        "Status": result.status,
+    }
 
 
 def store_error(e: StoreRefused) -> HttpError:
@@ -252,7 +264,7 @@ def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict
                 failures.append(f"{info.filename}: nested ZIP archives are not opened")
                 continue
             try:
-                out.append(context.store(data, origin).orthanc_json())
+                out.append(store_json(context.store(data, origin)))
             except StoreRefused as e:
                 if e.reason == "Full":
                     raise store_error(e) from None

@@ -4,26 +4,75 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import bottle
 
+from .. import __version__
 from ..context import ServerContext
-from ..ids import LEVEL_NAMES, LEVEL_PLURALS
+from ..dicomfile import MAIN_TAGS
+from ..ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
+from .common import query_int
+from .errors import HttpError
+from .responses import json_response
 
 LOG_LEVELS = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
 
 
-def install(app: bottle.Bottle, context: ServerContext) -> None:
-    from .app import HttpError, json_response
-    from .common import query_int
+def system_json(context: ServerContext) -> dict[str, Any]:
+    """GET /system, as Orthanc answers it."""
+    s = context.settings
+    return {
+        "ApiVersion": 18,
+        "CheckRevisions": False,
+        "DatabaseBackendPlugin": None,
+        "DatabaseVersion": context.index.schema_version(),
+        "DicomAet": s.dicom_aet,
+        "DicomPort": s.dicom_port,
+        "HttpPort": s.http_port,
+        "IsHttpServerSecure": s.ssl_enabled
+        or not s.remote_access_allowed
+        or s.authentication_enabled,
+        "MainDicomTags": {LEVEL_NAMES[lv]: ";".join(MAIN_TAGS[lv]) for lv in range(4)},
+        "MaximumPatientCount": s.maximum_patient_count,
+        "MaximumStorageSize": s.maximum_storage_size,
+        "Name": s.name,
+        "OverwriteInstances": s.overwrite_instances,
+        "PluginsEnabled": bool(s.builtin_plugins),
+        "ReadOnly": False,
+        "StorageAreaPlugin": None,
+        "StorageCompression": s.storage_compression,
+        "UserMetadata": dict(s.user_metadata),
+        "Version": __version__,
+        "PipacsVersion": __version__,
+        "HasLabels": False,
+    }
 
+
+def statistics_json(context: ServerContext) -> dict[str, Any]:
+    """GET /statistics, as Orthanc answers it."""
+    counts = context.index.counts()
+    compressed, size = context.index.total_sizes()
+    return {
+        "CountPatients": counts[PATIENT],
+        "CountStudies": counts[STUDY],
+        "CountSeries": counts[SERIES],
+        "CountInstances": counts[INSTANCE],
+        "TotalDiskSize": str(compressed),
+        "TotalDiskSizeMB": compressed // (1024 * 1024),
+        "TotalUncompressedSize": str(size),
+        "TotalUncompressedSizeMB": size // (1024 * 1024),
+    }
+
+
+def install(app: bottle.Bottle, context: ServerContext) -> None:
     @app.get("/system")
     def system() -> str:
-        return json_response(context.system_info())
+        return json_response(system_json(context))
 
     @app.get("/statistics")
     def statistics() -> str:
-        return json_response(context.statistics())
+        return json_response(statistics_json(context))
 
     @app.get("/changes")
     def changes() -> str:
@@ -64,7 +113,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/plugins")
     def plugins() -> str:
-        return json_response(sorted(getattr(context, "enabled_plugins", [])))
+        return json_response(sorted(context.plugins.enabled))
 
     @app.get("/tools/log-level")
     def get_log_level() -> str:

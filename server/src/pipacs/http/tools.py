@@ -11,8 +11,9 @@ from .. import browse
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, STUDY
 from ..matching import QueryError
-from .app import HttpError, json_response
 from .common import body_bytes, body_json, flag, int_field, parse_level
+from .errors import HttpError
+from .responses import json_response
 
 
 def keyword_of(key: str) -> str:

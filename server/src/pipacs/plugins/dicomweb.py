@@ -14,10 +14,11 @@ import bottle
 from pydicom.dataset import Dataset
 
 from .. import dicomfile, render
+from ..archive import UnreadableFile, check_file, read_file
 from ..context import Origin, ServerContext, StoreRefused
-from ..http.app import HttpError
-from ..http.archives import UnreadableFile, check_file, read_file, start_stream
-from ..http.common import remote_user
+from ..http.archives import start_stream, unreadable_error
+from ..http.auth import remote_user
+from ..http.errors import HttpError
 from ..ids import INSTANCE, SERIES, STUDY
 from . import dicomweb_multipart as mp
 from .dicomweb_json import ROOT_MARK, hex_tag
@@ -199,7 +200,7 @@ class DicomWeb:
         except UnreadableFile as e:
             logger.error("%s %s: %s: refused", bottle.request.method, bottle.request.path,
                          e.details)
-            raise e.http_error() from None
+            raise unreadable_error(e) from None
         if data is None:
             raise HttpError(404, "Unknown resource", "the instance has been deleted")
         return data
@@ -247,7 +248,7 @@ class DicomWeb:
                 check_file(context, inst.public_id, inst.file_uuid, inst.sop_uid)
         except UnreadableFile as e:
             logger.error("%s: %s: refused", what, e.details)
-            raise e.http_error() from None
+            raise unreadable_error(e) from None
 
         def parts() -> Iterator[tuple[str, bytes, dict[str, str]]]:
             for inst in rows:

@@ -14,7 +14,7 @@ from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import Matcher, QueryError, exact_value, make_matcher
 from ..queries import TAG_LEVEL as _TAG_LEVEL
 from ..queries import Match
-from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of
+from .dicomweb_json import element_from_text, hex_tag, keyword_of, tag_of, vr_of_tag
 
 logger = logging.getLogger(__name__)
 
@@ -324,8 +324,6 @@ class Qido:
 
 def element_vr(keyword: str) -> str:
     tag = tag_of(keyword)
-    from .dicomweb_json import vr_of_tag
-
     return vr_of_tag(tag) if tag is not None else ""
 
 

@@ -33,8 +33,10 @@ from typing import Any
 
 import bottle
 
+from .. import tls
 from ..context import Origin, ServerContext, StoreRefused
 from ..dicomfile import ParsedInstance
+from ..http.auth import remote_user
 from ..ids import INSTANCE, LEVEL_NAMES
 
 logger = logging.getLogger(__name__)
@@ -131,6 +133,13 @@ class Hooks:
             self._thread = threading.Thread(target=self._run, name="python-hooks", daemon=True)
             self._thread.start()
 
+    def stop(self) -> None:
+        """Run the hook calls already queued, then stop the worker (at server shutdown)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
     def on_event(self, event: str, payload: dict[str, Any]) -> None:
         """Context listener: queue the hook calls for the worker (never blocks the caller)."""
         if event == "stored":
@@ -185,15 +194,13 @@ class Hooks:
 
     def http_filter(self) -> None:
         request = bottle.request
-        from .. import tls
-        from ..http.common import remote_user
-
         for function in self.functions("incoming_http_request_filter"):
             allowed = self.call(
                 function,
                 request.method,
                 request.path,
-                tls.real_address(self.context, request.environ),  # the client, even via TLS
+                # the client, even via TLS
+                tls.real_address(self.context.tls_front, request.environ),
                 remote_user(),
                 dict(request.headers),
             )
@@ -203,7 +210,7 @@ class Hooks:
 
 def install(app: bottle.Bottle | None, context: ServerContext) -> None:
     hooks = Hooks(context, load_scripts(context.settings.python_scripts))
-    context.python_hooks = hooks  # type: ignore[attr-defined]
+    context.plugins.python_hooks = hooks
     if hooks.functions("received_instance_filter"):
         context.filters.append(hooks.store_filter)
     if app is not None and hooks.functions("incoming_http_request_filter"):

@@ -196,4 +196,4 @@ def install(app: bottle.Bottle | None, context: ServerContext) -> None:
         app.route(base + "/<rel:path>", "GET", serve)
         served.append(uri)
         logger.info("ServeFolders: %s -> %s", uri, path)
-    context.served_folders = served  # type: ignore[attr-defined]
+    context.plugins.served_folders = served

@@ -11,6 +11,7 @@ import html
 import bottle
 
 from ..context import ServerContext
+from ..ids import INSTANCE, PATIENT, STUDY
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -32,11 +33,11 @@ a.tile:active{{background:#335}} small{{display:block;color:#99a;font-size:.8em}
 
 def links(context: ServerContext) -> list[tuple[str, str, str]]:
     """(href, title, note) for each thing the server offers a person with a browser."""
-    enabled = getattr(context, "enabled_plugins", [])
+    enabled = context.plugins.enabled
     out = []
     if "web-viewer" in enabled:
         out.append(("viewer/", "Image viewer", "Browse the studies on this server"))
-    for uri in getattr(context, "served_folders", []):
+    for uri in context.plugins.served_folders:
         if uri != "/":
             out.append((uri.lstrip("/") + "/", uri, "Served folder"))
     if "dicom-web" in enabled:
@@ -49,10 +50,9 @@ def links(context: ServerContext) -> list[tuple[str, str, str]]:
 
 
 def render(context: ServerContext) -> str:
-    stats = context.statistics()
+    counts = context.index.counts()
     summary = (
-        f"{stats['CountPatients']} patients, {stats['CountStudies']} studies, "
-        f"{stats['CountInstances']} images"
+        f"{counts[PATIENT]} patients, {counts[STUDY]} studies, {counts[INSTANCE]} images"
     )
     items = "\n".join(
         f'<a class="tile" href="{html.escape(href)}">{html.escape(title)}'
@@ -65,7 +65,7 @@ def render(context: ServerContext) -> str:
 
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
-    if "/" in getattr(context, "served_folders", []):
+    if "/" in context.plugins.served_folders:
         return
 
     @app.get("/")

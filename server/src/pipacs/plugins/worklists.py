@@ -38,6 +38,9 @@ from pydicom.sequence import Sequence
 from .. import tagsjson
 from ..context import ServerContext
 from ..dicomfile import _format
+from ..http.common import body_json
+from ..http.errors import HttpError
+from ..http.responses import json_response
 from ..matching import QueryError, make_matcher
 from ..storage import StorageFullError
 
@@ -333,9 +336,6 @@ def dataset_from_json(tags: Any, where: str = "Tags") -> Dataset:
 
 
 def install_rest(app: bottle.Bottle, folder: WorklistFolder) -> None:
-    from ..http.app import HttpError, json_response
-    from ..http.common import body_json
-
     def describe(wid: str, ds: Dataset) -> dict[str, Any]:
         return {
             "ID": wid,
@@ -400,6 +400,6 @@ def install(app: bottle.Bottle | None, context: ServerContext) -> None:
         logger.warning(
             "Worklists.Database %s does not exist (yet): no worklist to serve", folder.folder
         )
-    context.worklist_provider = WorklistProvider(context, folder, options)  # type: ignore[attr-defined]
+    context.plugins.worklist_provider = WorklistProvider(context, folder, options)
     if app is not None:
         install_rest(app, folder)
