@@ -5,14 +5,13 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import dicomfile, queries
+from . import dicomfile, peers, queries
 from .config import Modality, Settings
 from .dicomfile import DicomParseError, ParsedInstance
 from .ids import INSTANCE, PATIENT
@@ -36,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 # Less free space than this on the index's disk makes an SQLite I/O error a full disk.
 FULL_BELOW = 256 * 1024
+
 
 class StoreRefused(Exception):
     """An instance was not stored; `reason` is one of the names below, `message` says why."""
@@ -453,16 +453,7 @@ class ServerContext:
 
     def modality_for(self, aet: str, host: str | None = None) -> Modality | None:
         """The configured modality with this AET (and host when DicomCheckModalityHost)."""
-        strict = self.settings.strict_aet_comparison
-        for m in self.settings.modalities.values():
-            same = m.aet == aet if strict else m.aet.upper() == aet.upper()
-            if same and (
-                not self.settings.dicom_check_modality_host
-                or host is None
-                or _same_host(m.host, host)
-            ):
-                return m
-        return None
+        return peers.modality_for(self.settings, aet, host)
 
     def modality_named(self, name: str) -> Modality | None:
         return self.settings.modalities.get(name)
@@ -507,11 +498,3 @@ def _low_on_space(folder: str) -> bool:
     except OSError:
         return False
 
-
-def _same_host(configured: str, peer: str) -> bool:
-    if configured == peer:
-        return True
-    try:
-        return peer in {a[4][0] for a in socket.getaddrinfo(configured, None)}
-    except OSError:
-        return False
