@@ -63,13 +63,28 @@ def findscu(p: PipacsProcess, model: str, *keys: str, timeout: float = 30) -> st
 def server(make_pipacs: Any, tmp_path: Path, small_data: list[Path],
            monkeypatch: pytest.MonkeyPatch) -> PipacsProcess:
     """pipacs with DICOMweb and worklists, one patient named NAME, one worklist for him."""
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # glibc reserves 64 MB per thread without
+    # glibc reserves 64 MB of address space per thread arena: few arenas, so that an idle
+    # server stays far below MEMORY_LIMIT
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     p: PipacsProcess = make_pipacs(
+        start=False,
         Plugins=["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
         Worklists={"Enable": True, "Database": "wl"},
     )
+    # Not conftest's readiness poll: its DICOM connections hold association slots until
+    # pynetdicom notices they were closed, and storescu below could be refused. HTTP
+    # starts after DICOM.
+    p.start(wait=False)
     assert p.proc is not None
     resource.prlimit(p.proc.pid, resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            p.get("/system")
+            break
+        except OSError:
+            assert time.monotonic() < deadline and p.proc.poll() is None, p.log()
+            time.sleep(0.1)
     ds = pydicom.dcmread(small_data[0])
     ds.PatientName = NAME
     path = tmp_path / "named.dcm"
@@ -154,3 +169,13 @@ def test_deeply_nested_worklists_are_refused(server: PipacsProcess) -> None:
     assert elapsed < 10
     assert call(server, "GET", "/system", timeout=5)[0] == 200
     assert len(call(server, "GET", "/worklists")[1]) == 1  # nothing written
+
+
+@pytest.mark.parametrize("replace", [{"X" * 1_000_000: "v"}, {"0010,0010" + "Z" * 100_000: 5},
+                                     {"PatientName": "A", "Y" * 100_000: ["list"]}])
+def test_modify_errors_quote_little_of_the_input(server: PipacsProcess,
+                                                 replace: dict[str, Any]) -> None:
+    study = call(server, "GET", "/studies")[1][0]
+    status, answer = call(server, "POST", f"/studies/{study}/modify", {"Replace": replace})
+    assert status == 400
+    assert len(json.dumps(answer)) < 1000, str(answer)[:300]
