@@ -133,11 +133,12 @@ def http_call(srv: Server, method: str, route: str, body: Any, timeout: float) -
 
 
 def cfind(srv: Server, timeout: float) -> str:
-    cmd = [ingest.dcmtk("findscu"), "-v", "-P", "-to", "5", "-ta", "5", "-td", str(int(timeout)),
+    dimse = str(int(timeout) + 10)  # the subprocess' timeout comes first
+    cmd = [ingest.dcmtk("findscu"), "-v", "-P", "-to", "5", "-ta", "5", "-td", dimse,
            "-aec", ingest.SERVER_AET, "-k", "QueryRetrieveLevel=PATIENT",
            "-k", f"PatientName={ATTACK}", "-k", "PatientID", ingest.LOOPBACK, str(srv.dicom_port)]
     r = subprocess.run(cmd, check=False, env=ingest.CLIENT_ENV, capture_output=True, text=True,
-                       timeout=timeout + 5)
+                       timeout=timeout)
     out = r.stdout + r.stderr
     answers = sum(1 for line in out.splitlines() if "Find Response:" in line and "Pending" in line)
     final = [line[3:] for line in out.splitlines() if "Final Find Response" in line]
@@ -197,18 +198,18 @@ def measure(attack: Attack, workdir: Path, instance: Path, timeout: float, windo
             if errors:
                 raise RuntimeError(f"storing the instance failed: {errors}")
         rss_before = srv.rss()
-        calls: list[tuple[float, str]] = []
+        calls: list[tuple[float, str | None]] = []
         worker = threading.Thread(target=_repeat, args=(attack, srv, timeout, window, calls),
                                   daemon=True)
         with benchlib.RssSampler(srv.proc.pid, interval=0.1) as rss, Probes(srv) as probes:
             worker.start()
             worker.join(window + timeout)
-        if worker.is_alive():
-            took = f"> {timeout:.0f} s" if not calls else \
-                f"{benchlib.median([s for s, _ in calls]):.3f} s, then > {timeout:.0f} s"
-        else:
-            took = f"{benchlib.median([s for s, _ in calls]):.3f} s"
-        answer = " ".join(calls[-1][1].split()) if calls else "(none)"
+        answered = [s for s, a in calls if a is not None]
+        took = f"{benchlib.median(answered):.3f} s" if answered else ""
+        if worker.is_alive() or len(answered) < len(calls):
+            took += (", then " if took else "") + f"none in {timeout:.0f} s"
+        last = calls[-1][1] if calls else None
+        answer = " ".join(last.split()) if last is not None else "(no answer)"
         alive = "yes" if srv.proc.poll() is None else f"no (rc {srv.proc.returncode})"
         return [attack.label, str(len(calls)), took, answer.replace("|", "/")[:60],
                 Probes.summary(probes.echo), Probes.summary(probes.http), f"{rss_before:.0f}",
@@ -218,17 +219,23 @@ def measure(attack: Attack, workdir: Path, instance: Path, timeout: float, windo
 
 
 def _repeat(attack: Attack, srv: Server, timeout: float, window: float,
-            calls: list[tuple[float, str]]) -> None:
-    """The attack again and again for `window` seconds (at least once): (seconds, answer)."""
+            calls: list[tuple[float, str | None]]) -> None:
+    """The attack again and again for `window` seconds (at least once, and not after a
+    request had no answer): (seconds, answer or None when it had none in time)."""
     start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
+        answer: str | None
         try:
             answer = attack.run(srv, timeout)
-        except (OSError, subprocess.TimeoutExpired) as e:
+        except (TimeoutError, subprocess.TimeoutExpired):
+            answer = None
+        except urllib.error.URLError as e:
+            answer = None if isinstance(e.reason, TimeoutError) else f"error: {e}"
+        except OSError as e:
             answer = f"error: {e}"
         calls.append((time.perf_counter() - t0, answer))
-        if time.perf_counter() - start >= window:
+        if answer is None or time.perf_counter() - start >= window:
             return
 
 
