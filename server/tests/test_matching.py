@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import random
+import re
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipacs.matching import FoldedPrefix, QueryError, exact_value, fold, make_matcher
+from pipacs.matching import (
+    MAX_PATTERN_LENGTH,
+    MAX_WILDCARDS,
+    FoldedPrefix,
+    Glob,
+    PatternRefused,
+    QueryError,
+    exact_value,
+    failure_status,
+    fold,
+    make_matcher,
+)
 
 
 def matches(keyword: str, query: str, value: str, **kw: bool) -> bool:
@@ -150,3 +165,104 @@ def test_fold_keeps_prefixes() -> None:
         a = "".join(rng.choice(pool) for _ in range(rng.randrange(4)))
         b = "".join(rng.choice(pool) for _ in range(rng.randrange(4)))
         assert fold(a + b) == fold(a) + fold(b), (a, b)
+
+
+# ---------------------------------------------------------------- wildcards without backtracking
+
+
+def old_wildcard_regex(pattern: str, case_sensitive: bool) -> re.Pattern[str]:
+    """The backtracking matcher Glob replaced, kept here as the oracle of its semantics."""
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    return re.compile("".join(out) + r"\Z", 0 if case_sensitive else re.S)
+
+
+def old_matches(keyword: str, query: str, value: str, case_sensitive: bool) -> bool:
+    """make_matcher's wildcard branch as it was (PatientName folded, others as they are)."""
+    if case_sensitive:
+        return old_wildcard_regex(query, True).match(value) is not None
+    return old_wildcard_regex(fold(query), False).match(fold(value)) is not None
+
+
+# Mostly two letters and wildcards, so that pieces recur; newlines, which only the
+# case-insensitive (folded) comparison let the wildcards match; a regex metacharacter;
+# letters that fold (é, a full-width star that folds to a wildcard).
+PATTERN = st.text(st.sampled_from([*"aaabb***??", "\n", ".", "é", "\uff0a"]), max_size=12)
+TEXT = st.text(st.sampled_from([*"aaaabbb", "\n", ".", "é", "E", "*"]), max_size=14)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(pattern=PATTERN, text=TEXT, case_sensitive=st.booleans())
+def test_glob_agrees_with_the_old_regex(pattern: str, text: str, case_sensitive: bool) -> None:
+    want = old_wildcard_regex(pattern, case_sensitive).match(text) is not None
+    assert Glob(pattern, newlines=not case_sensitive).match(text) == want
+
+
+@settings(max_examples=1000, deadline=None)
+@given(query=PATTERN, value=TEXT)
+def test_wildcard_matchers_agree_with_the_old_ones(query: str, value: str) -> None:
+    query = query.strip()
+    if ("*" not in query and "?" not in query) or query == "*":
+        return  # not the wildcard branch
+    for keyword, cs in (("PatientName", False), ("StudyDescription", True)):
+        got = matches(keyword, query, value)
+        assert got == old_matches(keyword, query, value, cs), (keyword, query, value)
+
+
+def test_glob_edges() -> None:
+    assert Glob("a*b*c", True).match("abc") and Glob("a*b*c", True).match("aXbYbZc")
+    assert not Glob("a*b*c", True).match("ac")
+    assert not Glob("ab*ba", True).match("aba")  # prefix and suffix may not overlap
+    assert Glob("*a?b*", True).match("xxaXbyy") and not Glob("*a?b*", True).match("xxabyy")
+    assert Glob("**", True).match("") and Glob("?*?", True).match("ab")
+    assert not Glob("a*", False).match("a\nb") and Glob("a*", True).match("a\nb")
+    assert Glob("a*\n*b", False).match("axx\nyyb") and not Glob("a*b", False).match("a\nb")
+
+
+ADVERSARIAL = [
+    ("*A" * 9 + "*B", "A" * 64),
+    ("*A" * 15 + "*B*", "A" * 64),
+    ("*" + "?" * 20 + "*B", "A" * 64),
+    ("*AAAAAAAAAAAAAAAAB*" * 4, "A" * 64),
+    ("*" + "A?" * 15 + "B", "A" * 64),
+]
+
+
+@pytest.mark.parametrize(("query", "value"), ADVERSARIAL)
+def test_adversarial_patterns_answer_at_once(query: str, value: str) -> None:
+    # Each * more multiplied the old regex's time by about 10 (the first case took minutes).
+    # A generous bound, so that a busy machine does not fail it: the old code is far above.
+    for keyword in ("PatientName", "PatientID"):
+        m = make_matcher(keyword, query)
+        assert m is not None
+        t0 = time.perf_counter()
+        for _ in range(100):
+            assert not m(value)
+        assert time.perf_counter() - t0 < 1.0, (keyword, query)
+
+
+def test_patterns_over_the_limits_are_refused_naming_tag_and_limit() -> None:
+    ok = "*A" * MAX_WILDCARDS
+    assert make_matcher("PatientName", ok) is not None
+    with pytest.raises(PatternRefused, match=f"PatientName: at most {MAX_WILDCARDS} wildcards"):
+        make_matcher("PatientName", ok + "?")
+    with pytest.raises(PatternRefused, match="StudyDescription: at most 32 wildcards"):
+        make_matcher("StudyDescription", "CT\\" + "?" * 40)  # in a value list too
+    long = "A" * (MAX_PATTERN_LENGTH - 1) + "*"
+    assert make_matcher("PatientID", long) is not None
+    with pytest.raises(PatternRefused, match=f"PatientID: at most {MAX_PATTERN_LENGTH} char"):
+        make_matcher("PatientID", "A" + long)
+    with pytest.raises(PatternRefused, match="PatientName: at most 256 characters"):
+        make_matcher("PatientName", "ß" * 128 + "*")  # counted folded: SS
+    assert make_matcher("PatientID", "A" * 10000) is not None  # no wildcard: compared as is
+    assert issubclass(PatternRefused, QueryError)
+
+
+def test_failure_status_carries_the_reason() -> None:
+    with pytest.raises(QueryError) as e:
+        make_matcher("ScheduledProcedureStepDescription", "?" * 99)
+    status = failure_status(e.value, 0xC001)
+    assert status.Status == 0xC001
+    assert status.ErrorComment.startswith("ScheduledProcedureStepDescription: at most 32 wildc")
+    assert len(status.ErrorComment) <= 64

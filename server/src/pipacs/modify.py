@@ -18,6 +18,7 @@ from . import __version__, dicomfile
 from .context import Origin, ServerContext, StoreRefused
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, STUDY
 from .index import METADATA_NUMBERS, DatabaseError, Resource
+from .jsondataset import clip
 from .storage import StorageFullError
 
 logger = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def tag_of(key: str) -> int:
             pass
     tag = tag_for_keyword(text)
     if tag is None:
-        raise ModifyError(f"unknown DICOM tag {key!r}")
+        raise ModifyError(f"unknown DICOM tag {clip(repr(key))}")
     return int(tag)
 
 
@@ -192,7 +193,7 @@ def parse_request(body: dict[str, Any], level: int, anonymize: bool) -> Request:
         raise ModifyError('"Replace" must be a JSON object')
     for key, value in replace.items():
         if not isinstance(value, str | int | float):
-            raise ModifyError(f"the new value of {key} must be a string")
+            raise ModifyError(f"the new value of {clip(key)} must be a string")
         req.replace[tag_of(key)] = str(value)
     for name, target in (("Remove", req.remove), ("Keep", req.keep)):
         items = body.get(name, [])

@@ -23,7 +23,7 @@ from pynetdicom.presentation import (
 from .. import dicomfile
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
-from ..matching import QueryError, vr_of
+from ..matching import QueryError, failure_status, vr_of
 from . import fastcmd, fastrsp, rawsend, reactor
 from .fastrsp import Answer
 from .rawsend import RawDataset
@@ -402,7 +402,7 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any
         yield SUCCESS, None
     except QueryError as e:
         logger.error("C-FIND: %s", e)
-        yield UNABLE_TO_PROCESS, None
+        yield failure_status(e, UNABLE_TO_PROCESS), None
     except Exception:
         logger.exception("C-FIND failed")
         yield UNABLE_TO_PROCESS, None

@@ -10,7 +10,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from .. import browse
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, STUDY
-from ..matching import QueryError
+from ..matching import PatternRefused, QueryError
 from .common import body_bytes, body_json, flag, int_field, parse_level
 from .errors import HttpError
 from .responses import json_response
@@ -62,6 +62,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         try:
             matches, _ = context.find(level, query, case_sensitive_pn=case_sensitive,
                                       limit=since + limit if limit else 0)
+        except PatternRefused as e:  # over pipacs' limits: say so
+            raise HttpError(400, "Bad request", str(e)) from None
         except QueryError:
             # Orthanc answers an unusable constraint with no match, not an error.
             matches = []

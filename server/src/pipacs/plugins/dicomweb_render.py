@@ -7,7 +7,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from .. import render
-from ..http.app import HttpError
+from ..http.errors import HttpError
 from . import dicomweb_multipart as mp
 
 # The media type of a frame stored in each compressed transfer syntax.

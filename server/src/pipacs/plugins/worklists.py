@@ -29,7 +29,6 @@ from typing import Any
 
 import bottle
 import pydicom
-from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -41,7 +40,8 @@ from ..dicomfile import _format
 from ..http.common import body_json
 from ..http.errors import HttpError
 from ..http.responses import json_response
-from ..matching import QueryError, make_matcher
+from ..jsondataset import dataset_from_json
+from ..matching import QueryError, failure_status, make_matcher
 from ..storage import StorageFullError
 
 logger = logging.getLogger(__name__)
@@ -292,47 +292,13 @@ class WorklistProvider:
             yield SUCCESS, None
         except QueryError as e:
             logger.error("worklist C-FIND: %s", e)
-            yield UNABLE_TO_PROCESS, None
+            yield failure_status(e, UNABLE_TO_PROCESS), None
         except Exception:
             logger.exception("worklist C-FIND failed")
             yield UNABLE_TO_PROCESS, None
 
 
 # ---------------------------------------------------------------- REST
-
-
-def dataset_from_json(tags: Any, where: str = "Tags") -> Dataset:
-    """A dataset from {"Keyword": value}; raises ValueError naming the bad key."""
-    if not isinstance(tags, dict):
-        raise ValueError(f"{where} must be an object of DICOM keywords")
-    ds = Dataset()
-    for key, value in tags.items():
-        tag = tag_for_keyword(key) if isinstance(key, str) else None
-        if tag is None:
-            raise ValueError(f"{where}.{key}: not a DICOM keyword")
-        vr = str(dictionary_VR(tag)).split(" or ")[0]
-        if vr == "SQ":
-            if not isinstance(value, list):
-                raise ValueError(f"{where}.{key}: a sequence must be a list of objects")
-            items = [dataset_from_json(v, f"{where}.{key}[{i}]") for i, v in enumerate(value)]
-            ds.add(DataElement(tag, "SQ", Sequence(items)))
-            continue
-        values = value if isinstance(value, list) else [value]
-        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
-            raise ValueError(f"{where}.{key}: expected a string, a number or a list of them")
-        try:
-            if vr in ("US", "SS", "UL", "SL"):
-                typed: list[Any] = [int(v) for v in values]
-            elif vr in ("FL", "FD"):
-                typed = [float(v) for v in values]
-            else:
-                typed = [str(v) for v in values]
-            ds.add(DataElement(tag, vr, typed[0] if len(typed) == 1 else typed))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}.{key}: {e}") from None
-    if "SpecificCharacterSet" not in ds:
-        ds.SpecificCharacterSet = "ISO_IR 192"
-    return ds
 
 
 def install_rest(app: bottle.Bottle, folder: WorklistFolder) -> None:
