@@ -20,18 +20,12 @@ from pynetdicom.presentation import (
     build_context,
 )
 
-from .. import dicomfile
+from .. import dicomfile, fastpaths
 from ..context import Origin, ServerContext, StoreRefused
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..matching import QueryError, vr_of
-from . import fastcmd, fastrsp, rawsend, reactor
 from .fastrsp import Answer
 from .rawsend import RawDataset
-
-rawsend.install()
-reactor.install()
-fastrsp.install()
-fastcmd.install()
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +165,7 @@ class DicomServer:
         self.context = context
         self.host = host
         s = context.settings
+        fastpaths.install(s.fast_paths)  # done by the server already; idempotent
         _config.UNRESTRICTED_STORAGE_SERVICE = s.unknown_sop_class_accepted
         _config.LOG_REQUEST_IDENTIFIERS = False
         # pynetdicom's standard handlers format every PDU and DIMSE message; keep them for
@@ -383,6 +378,7 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any
         s = ctx.settings
         limit = s.limit_find_instances if level == INSTANCE else s.limit_find_results
         matches, complete = ctx.find(level, query, limit=limit)
+        encoded = fastpaths.installed("fast-responses")  # else pynetdicom encodes Datasets
         for match in matches:
             if event.is_cancelled:
                 yield CANCEL, None
@@ -396,7 +392,7 @@ def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any
                 else:
                     answer.set_tag(key, identifier[key].VR)
             answer.set("RetrieveAETitle", s.dicom_aet)
-            yield PENDING, answer
+            yield PENDING, answer if encoded else answer.to_dataset()
         if not complete:
             logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)", limit)
         yield SUCCESS, None
@@ -464,7 +460,7 @@ def outgoing_dataset(ctx: ServerContext, public_id: str, sop_class: str, ts: str
     raw = ctx.read_instance(public_id)
     meta, _ = dicomfile.split_meta(raw)
     sop_uid = str(meta.get("MediaStorageSOPInstanceUID", "")) if meta else ""
-    if meta and sop_uid and sop_class and ts:
+    if meta and sop_uid and sop_class and ts and fastpaths.installed("rawsend"):
         return RawDataset(raw, sop_class, sop_uid, ts)
     return dicomfile.read_full(raw)
 

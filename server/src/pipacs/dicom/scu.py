@@ -11,6 +11,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 
+from .. import fastpaths
 from ..config import Modality
 from ..context import ServerContext
 from .scp import UNCOMPRESSED, VERIFICATION, _nodelay, _retrieve_contexts, outgoing_dataset
@@ -34,6 +35,7 @@ class Scu:
     def __init__(self, context: ServerContext):
         self.context = context
         s = context.settings
+        fastpaths.install(s.fast_paths)  # done by the server already; idempotent
         self.ae = AE(ae_title=s.dicom_aet)
         self.ae.acse_timeout = s.dicom_scu_timeout
         self.ae.dimse_timeout = s.dicom_scu_timeout
