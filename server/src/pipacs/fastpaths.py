@@ -81,6 +81,15 @@ REGISTRY: tuple[FastPath, ...] = (
         "reactor threads wake on work instead of polling",
     ),
     FastPath(
+        "reactor-pause", "pynetdicom", "pipacs.dicom.reactor:patch_pause",
+        (
+            _t(f"{_DIMSE}.get_msg", "self", "block"),
+            _t("pynetdicom.association:Association._run_reactor", "self"),
+        ),
+        "a paused association thread leaves the sender's DIMSE response alone",
+        fix=True,
+    ),
+    FastPath(
         "recv-into", "pynetdicom", "pipacs.dicom.reactor:patch_recv",
         (_t("pynetdicom.transport:AssociationSocket.recv", "self", "nr_bytes"),),
         "a PDU is read into one buffer",
@@ -181,7 +190,10 @@ def _resolve(target: Target) -> tuple[bool, Any]:
 
 
 def problem(fast_path: FastPath) -> str | None:
-    """Why this fast path must not be installed here, or None."""
+    """Why this fast path must not be installed here, or None. (An installed one passed
+    these checks when it was installed; its targets are its own replacements now.)"""
+    if fast_path.name in _undo:
+        return None
     try:
         found = version(fast_path.library)
     except PackageNotFoundError:

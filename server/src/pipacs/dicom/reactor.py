@@ -28,7 +28,7 @@ while the association is established, nothing is queued before it and no state m
 action runs (a lock taken around each action), so PDUs keep their order.
 
 Each of these is a fast path that `pipacs.fastpaths.install()` applies after checking
-pynetdicom's version and the names patched.
+pynetdicom's version and the names patched; `patch_pause` is a fix of pynetdicom's own.
 """
 
 from __future__ import annotations
@@ -331,3 +331,29 @@ def patch_recv(p: Any) -> None:
 def patch_read_pdu(p: Any) -> None:
     """Fast path "pdata-views": P-DATA-TF values handed on as views of the received PDU."""
     p.set(dul.DULServiceProvider, "_read_pdu_data", _read_pdu_data)
+
+
+def patch_pause(p: Any) -> None:
+    """Fix "reactor-pause": the association thread leaves DIMSE messages alone while a
+    send_*() call has paused it.
+
+    pynetdicom's send_c_store (and the other send_* methods) clear the association's
+    `_reactor_checkpoint`, wait until its thread says `_is_paused`, send a request and take
+    the response from the DIMSE queue. The flag can be stale: the thread sets it before its
+    `checkpoint.wait()`, and that wait, once woken by the previous send, returns even though
+    the next send has cleared the checkpoint again. The thread then takes the next response
+    off the queue itself ("Received unexpected C-STORE service message") and the sender
+    waits for it until the DIMSE timeout: under load, a C-MOVE's sub-operations failed after
+    30 s. Here the thread's own (non-blocking) look at the queue finds nothing while the
+    checkpoint is cleared; blocking gets, the senders', are unchanged.
+    """
+    original_get = dimse.DIMSEServiceProvider.get_msg
+
+    def get_msg(self: Any, block: bool = False) -> Any:
+        if not block:
+            checkpoint = getattr(self.assoc, "_reactor_checkpoint", None)
+            if checkpoint is not None and not checkpoint.is_set():
+                return None, None
+        return original_get(self, block)
+
+    p.set(dimse.DIMSEServiceProvider, "get_msg", get_msg)
