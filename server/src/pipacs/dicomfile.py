@@ -15,6 +15,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
 from . import ids
+from .values import format_value
 
 logger = logging.getLogger(__name__)
 
@@ -118,19 +119,6 @@ class ParsedInstance:
         return tuple(self.tags[i].get(LEVEL_UID[i], "") for i in range(4))  # type: ignore[return-value]
 
 
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").strip(" \x00")
-    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
-        return "\\".join(_format(v) for v in value)
-    original = getattr(value, "original_string", None)
-    if isinstance(original, str):
-        return original.strip()
-    return str(value).strip(" \x00")
-
-
 def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, str]:
     out = {}
     for kw in keywords:
@@ -141,7 +129,7 @@ def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, s
             elem = None
         if elem is not None and elem.VR != "SQ":
             try:
-                out[kw] = _format(elem.value)
+                out[kw] = format_value(elem.value)
             except (ValueError, UnicodeError, struct.error) as e:
                 logger.debug("tag %s unreadable: %s", kw, e)
     return out
