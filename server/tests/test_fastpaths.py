@@ -392,6 +392,9 @@ def test_an_untested_release_gets_stock_behaviour(
     assert snapshot() == before  # pynetdicom as it ships
     fastpaths.install()
     assert len(warnings_of(caplog)) == len(pynetdicom_paths)  # warned once, not per call
+    off = fastpaths.install(enabled=False)  # names only the fixes it would have installed
+    assert list(off.refused) == [f.name for f in fastpaths.REGISTRY
+                                 if f.library == "pynetdicom" and f.fix]
     store_through(tmp_path, small_data[:3])
 
 

@@ -253,7 +253,9 @@ def install(enabled: bool = True) -> Report:
                     why = f"installing it failed: {e}"
             _refused[name] = why
             logger.warning("fast path %s not installed, stock behaviour instead: %s", name, why)
-        return Report(enabled, [f.name for f in REGISTRY if f.name in _undo], dict(_refused))
+        wanted = [f for f in REGISTRY if enabled or f.fix]
+        return Report(enabled, [f.name for f in wanted if f.name in _undo],
+                      {f.name: _refused[f.name] for f in wanted if f.name in _refused})
 
 
 def uninstall() -> None:
