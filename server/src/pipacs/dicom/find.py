@@ -51,49 +51,59 @@ def query_of(identifier: Dataset) -> tuple[str | None, dict[str, str], list[Any]
     return level, query, requested
 
 
-def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any]]:
+def answered(what: str, answers: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """A C-FIND handler's answers; a bad query or a failure ends them with UNABLE_TO_PROCESS
+    (a handler never raises into pynetdicom). Also used by the worklists plugin."""
     try:
-        if not allowed(event, ctx, "find"):
-            yield NOT_AUTHORIZED, None
-            return
-        identifier = event.identifier
-        model = str(event.request.AffectedSOPClassUID)
-        if model == WORKLIST_FIND:
-            yield from worklist_find(event, ctx, identifier)
-            return
-        level_name, query, requested = query_of(identifier)
-        if level_name not in LEVELS:
-            logger.error("C-FIND: bad QueryRetrieveLevel %r", level_name)
-            yield IDENTIFIER_MISMATCH, None
-            return
-        level = LEVELS[level_name]
-        s = ctx.settings
-        limit = s.limit_find_instances if level == INSTANCE else s.limit_find_results
-        matches, complete = ctx.find(level, query, limit=limit)
-        encoded = fastpaths.installed("fast-responses")  # else pynetdicom encodes Datasets
-        for match in matches:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            answer = Answer()
-            answer.set("SpecificCharacterSet", "ISO_IR 192")
-            answer.set("QueryRetrieveLevel", level_name)
-            for key in requested:
-                if isinstance(key, str):
-                    answer.set(key, ctx.value_of(match, key))
-                else:
-                    answer.set_tag(key, identifier[key].VR)
-            answer.set("RetrieveAETitle", s.dicom_aet)
-            yield PENDING, answer if encoded else answer.to_dataset()
-        if not complete:
-            logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)", limit)
-        yield SUCCESS, None
+        yield from answers
     except QueryError as e:
-        logger.error("C-FIND: %s", e)
+        logger.error("%s: %s", what, e)
         yield UNABLE_TO_PROCESS, None
     except Exception:
-        logger.exception("C-FIND failed")
+        logger.exception("%s failed", what)
         yield UNABLE_TO_PROCESS, None
+
+
+def handle_find(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any]]:
+    yield from answered("C-FIND", _answers(event, ctx))
+
+
+def _answers(event: evt.Event, ctx: ServerContext) -> Iterator[tuple[int, Any]]:
+    if not allowed(event, ctx, "find"):
+        yield NOT_AUTHORIZED, None
+        return
+    identifier = event.identifier
+    model = str(event.request.AffectedSOPClassUID)
+    if model == WORKLIST_FIND:
+        yield from worklist_find(event, ctx, identifier)
+        return
+    level_name, query, requested = query_of(identifier)
+    if level_name not in LEVELS:
+        logger.error("C-FIND: bad QueryRetrieveLevel %r", level_name)
+        yield IDENTIFIER_MISMATCH, None
+        return
+    level = LEVELS[level_name]
+    s = ctx.settings
+    limit = s.limit_find_instances if level == INSTANCE else s.limit_find_results
+    matches, complete = ctx.find(level, query, limit=limit)
+    encoded = fastpaths.installed("fast-responses")  # else pynetdicom encodes Datasets
+    for match in matches:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        answer = Answer()
+        answer.set("SpecificCharacterSet", "ISO_IR 192")
+        answer.set("QueryRetrieveLevel", level_name)
+        for key in requested:
+            if isinstance(key, str):
+                answer.set(key, ctx.value_of(match, key))
+            else:
+                answer.set_tag(key, identifier[key].VR)
+        answer.set("RetrieveAETitle", s.dicom_aet)
+        yield PENDING, answer if encoded else answer.to_dataset()
+    if not complete:
+        logger.warning("C-FIND answers cut at %d (LimitFindResults/LimitFindInstances)", limit)
+    yield SUCCESS, None
 
 
 def worklist_find(

@@ -9,9 +9,8 @@ from typing import Any
 from pynetdicom import evt
 
 from ..context import ServerContext
-from ..matching import QueryError
 from .peers import allowed
-from .retrieve import datasets, instances_for
+from .retrieve import datasets, requested_instances
 from .statuses import NOT_AUTHORIZED, UNABLE_TO_PROCESS
 
 logger = logging.getLogger(__name__)
@@ -23,10 +22,8 @@ def handle_get(event: evt.Event, ctx: ServerContext) -> Iterator[Any]:
             yield 0
             yield NOT_AUTHORIZED, None
             return
-        try:
-            instances = instances_for(ctx, event.identifier)
-        except QueryError as e:
-            logger.error("C-GET: %s", e)
+        instances = requested_instances(ctx, event, "C-GET")
+        if instances is None:
             yield 0
             return
         yield len(instances)

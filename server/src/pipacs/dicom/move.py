@@ -10,10 +10,9 @@ from pynetdicom import evt
 from pynetdicom.presentation import build_context
 
 from ..context import ServerContext
-from ..matching import QueryError
 from .contexts import VERIFICATION, retrieve_contexts
 from .peers import aet_equal, allowed, nodelay
-from .retrieve import datasets, instances_for
+from .retrieve import datasets, requested_instances
 from .statuses import UNABLE_TO_PROCESS
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,8 @@ def handle_move(event: evt.Event, ctx: ServerContext) -> Iterator[Any]:
             logger.error("C-MOVE to unknown destination %r refused", dest)
             yield None, None
             return
-        try:
-            instances = instances_for(ctx, event.identifier)
-        except QueryError as e:
-            logger.error("C-MOVE: %s", e)
+        instances = requested_instances(ctx, event, "C-MOVE")
+        if instances is None:
             yield modality.host, modality.port, {"ae_title": modality.aet}
             yield UNABLE_TO_PROCESS, None
             return

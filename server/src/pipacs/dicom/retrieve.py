@@ -38,6 +38,15 @@ def instances_for(ctx: ServerContext, identifier: Dataset) -> list[Instance]:
     return out
 
 
+def requested_instances(ctx: ServerContext, event: evt.Event, what: str) -> list[Instance] | None:
+    """`instances_for` the event's identifier; None (logged) when it names none properly."""
+    try:
+        return instances_for(ctx, event.identifier)
+    except QueryError as e:
+        logger.error("%s: %s", what, e)
+        return None
+
+
 class Unreadable:
     """Stands for an instance whose file cannot be read; pynetdicom counts it as failed."""
 

@@ -38,8 +38,9 @@ from pydicom.sequence import Sequence
 from .. import tagsjson
 from ..context import ServerContext
 from ..dicom.contexts import WORKLIST_FIND
-from ..dicom.statuses import CANCEL, PENDING, SUCCESS, UNABLE_TO_PROCESS
-from ..matching import QueryError, make_matcher
+from ..dicom.find import answered
+from ..dicom.statuses import CANCEL, PENDING, SUCCESS
+from ..matching import make_matcher
 from ..storage import StorageFullError
 from ..values import element_text
 
@@ -248,7 +249,7 @@ class WorklistFolder:
 
 
 class WorklistProvider:
-    """Answers C-FIND on the Modality Worklist model (called by dicom.scp)."""
+    """Answers C-FIND on the Modality Worklist model (called by dicom.find)."""
 
     def __init__(self, context: ServerContext, folder: WorklistFolder, options: dict[str, Any]):
         self.context = context
@@ -257,33 +258,29 @@ class WorklistProvider:
         self.limit = int(options.get("LimitAnswers", 0) or 0)
 
     def __call__(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
-        try:
-            cs_pn = self.context.settings.case_sensitive_pn
-            query = identifier
-            if self.filter_issuer:
-                aet = event.assoc.requestor.ae_title
-                aet = aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)
-                query = with_issuer(identifier, aet.strip())
-            count = 0
-            for wid, ds in self.folder.entries():
-                if event.is_cancelled:
-                    yield CANCEL, None
-                    return
-                if not matches(query, ds, cs_pn):
-                    continue
-                if self.limit and count >= self.limit:
-                    logger.warning("worklists: answers cut at %d (LimitAnswers)", self.limit)
-                    break
-                count += 1
-                logger.debug("worklist %s matches", wid)
-                yield PENDING, extract(identifier, ds, cs_pn)
-            yield SUCCESS, None
-        except QueryError as e:
-            logger.error("worklist C-FIND: %s", e)
-            yield UNABLE_TO_PROCESS, None
-        except Exception:
-            logger.exception("worklist C-FIND failed")
-            yield UNABLE_TO_PROCESS, None
+        return answered("worklist C-FIND", self._answers(event, identifier))
+
+    def _answers(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        cs_pn = self.context.settings.case_sensitive_pn
+        query = identifier
+        if self.filter_issuer:
+            aet = event.assoc.requestor.ae_title
+            aet = aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)
+            query = with_issuer(identifier, aet.strip())
+        count = 0
+        for wid, ds in self.folder.entries():
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            if not matches(query, ds, cs_pn):
+                continue
+            if self.limit and count >= self.limit:
+                logger.warning("worklists: answers cut at %d (LimitAnswers)", self.limit)
+                break
+            count += 1
+            logger.debug("worklist %s matches", wid)
+            yield PENDING, extract(identifier, ds, cs_pn)
+        yield SUCCESS, None
 
 
 # ---------------------------------------------------------------- REST
