@@ -13,8 +13,8 @@ APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark
 # Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
 APT_LEAN := chromium fonts-liberation
 
-.PHONY: setup demo demo-destroy test test-server test-repo lint lint-python lint-ansible \
-	molecule molecule-% bench clean
+.PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
+	lint-ansible molecule molecule-% bench clean
 
 setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
 
@@ -42,10 +42,30 @@ demo: setup ## provision a simulated classroom Pi end to end and print its URLs
 demo-destroy:
 	molecule/resources/demo.sh --destroy
 
-test: setup lint-python test-server test-repo molecule ## everything CI runs (test-repo lints the Ansible side)
+test: setup lint-python test-server test-newest test-repo molecule ## everything CI runs (test-repo lints the Ansible side)
 
 test-server: setup ## the server's tests against real dcmtk peers and Orthanc
 	cd server && $(BIN)/pytest -q
+
+# The server's fast paths patch pynetdicom and waitress internals (server/src/pipacs/
+# fastpaths.py). This runs their tests and a DICOM/HTTP smoke set in a venv of its own with
+# the newest releases of the libraries pipacs pins, whatever the pins say; it passes whether
+# the fast paths install there or fall back to stock behaviour, and prints which.
+NEWEST := $(CURDIR)/.cache/venv-newest
+NEWEST_TESTS := tests/test_fastpaths.py tests/test_dicom.py tests/test_negotiation.py \
+	tests/test_server.py
+test-newest: setup ## the fast paths and a smoke set against the newest pynetdicom, pydicom, waitress, bottle
+	test -x $(NEWEST)/bin/python || python3 -m venv $(NEWEST)
+	$(NEWEST)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(NEWEST)/bin/pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager \
+		pynetdicom pydicom waitress bottle numpy Pillow pytest hypothesis
+	@$(NEWEST)/bin/pip list --disable-pip-version-check 2>/dev/null \
+		| grep -iE '^(pynetdicom|pydicom|waitress|bottle) '
+	@cd server && PYTHONPATH=src $(NEWEST)/bin/python -c \
+		'import logging; logging.basicConfig(format="%(message)s"); \
+		from pipacs import fastpaths; print(fastpaths.install())'
+	cd server && PYTHONPATH=$(CURDIR)/server/src $(NEWEST)/bin/pytest -q -p no:cacheprovider \
+		$(NEWEST_TESTS)
 
 test-repo: setup ## repository tests: playbooks, inventory, templates, DHCP/DNS in namespaces
 	$(BIN)/pytest -q tests

@@ -16,7 +16,7 @@ sample is put in one layer by its innermost frame that says something:
 * ``CRC`` (``zlib.crc32``), ``file write/rename`` (other storage.py lines),
 * ``SQLite`` (a line of the index package: the call into sqlite3),
 * ``tag parsing`` (dicomfile.py, tagscan.py, part10.py), ``our fast paths`` (dicom/fastrsp.py,
-  reactor.py, rawsend.py), ``C-STORE handler`` (dicom/scp.py, context.py),
+  reactor.py, rawsend.py), ``C-STORE handler`` (dicom/store.py, context.py),
 * ``pynetdicom PDU/DIMSE`` (pynetdicom's own code, not waiting), ``pydicom``,
 * ``waiting`` (select, queue get, sleep, lock or event wait, socket recv),
 * ``other``.
@@ -113,7 +113,7 @@ def layer(stack: list[str]) -> str:
                 return "tag parsing"
             if name in ("dicom/fastrsp.py", "dicom/reactor.py", "dicom/rawsend.py"):
                 return "our fast paths"
-            if name in ("dicom/scp.py", "context.py"):
+            if name in ("dicom/store.py", "context.py"):
                 return "C-STORE handler"
             return f"pipacs {name}"
         if "/pynetdicom/" in path:

@@ -138,19 +138,23 @@ class PipacsProcess:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 20) -> None:
+        """Wait until both ports accept a connection. Each port is probed until it answers
+        once: every probe of the DICOM port is an association pynetdicom keeps waiting for
+        its request (up to 10 s), and a slow HTTP start under load used to pile up more than
+        pipacs' 32, so that the test's first association was refused (Local Limit Exceeded)."""
         deadline = time.monotonic() + timeout
+        waiting = [self.dicom_port, self.http_port]
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"pipacs exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with (
-                    socket.create_connection(("127.0.0.1", self.dicom_port), timeout=0.2),
-                    socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2),
-                ):
-                    return
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2):
+                    waiting.pop(0)
             except OSError:
                 time.sleep(0.05)
+            if not waiting:
+                return
         raise AssertionError(f"pipacs did not start in {timeout} s:\n{self.log()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:

@@ -1,19 +1,36 @@
-"""The hand-written encodings used on the C-STORE path match pynetdicom's and pydicom's."""
+"""The fast paths: their hand-written encodings match pynetdicom's and pydicom's, and they are
+installed guarded by the libraries' versions and the names they patch, undone for tests,
+switched off by "FastPaths": false; a refused one leaves pynetdicom's stock behaviour, which
+still serves real associations (dcmtk's storescu, movescu, findscu)."""
 
 from __future__ import annotations
 
 import io
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pydicom
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pynetdicom import association, dimse, dimse_messages, dul, fsm, service_class, transport
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
+from conftest import dcmtk, free_port
+from pipacs import config, fastpaths
+from pipacs.context import ServerContext
 from pipacs.dicom.fastrsp import encode_store_response
 from pipacs.dicom.reactor import encode_pdata, pdata_values
+from pipacs.dicom.scp import DicomServer
 from pipacs.dicomfile import IMPLEMENTATION_CLASS_UID, part10_header
 
 
@@ -161,16 +178,16 @@ def _pynetdicom_primitive(command: bytes) -> C_STORE:
 
 
 def _original_to_primitive():  # type: ignore[no-untyped-def]
-    from pynetdicom import dimse_messages
+    """pynetdicom's own message_to_primitive (the fast path taken out for a moment)."""
+    was_installed = fastpaths.installed("fast-store-commands")
+    fastpaths.uninstall()
+    try:
+        return dimse_messages.DIMSEMessage.message_to_primitive
+    finally:
+        if was_installed:
+            fastpaths.install()
 
-    fn = dimse_messages.DIMSEMessage.message_to_primitive
-    # the hook keeps pynetdicom's method in its closure
-    cells = [c.cell_contents for c in (fn.__closure__ or ())]
-    originals = [c for c in cells if getattr(c, "__qualname__", "").startswith("DIMSEMessage.")]
-    return originals[0] if originals else fn
 
-
-import pipacs.dicom.scp  # noqa: E402,F401 - installs the hooks
 from pipacs.dicom.fastcmd import decode_store_command, store_primitive  # noqa: E402
 
 _ORIGINAL_TO_PRIMITIVE = _original_to_primitive()
@@ -262,3 +279,206 @@ def test_mutated_pdata_bodies_decode_as_pynetdicom_or_not_at_all(data: st.DataOb
         return
     pdu = b"\x04\x00" + len(body).to_bytes(4, "big") + bytes(body)
     assert [(c, bytes(v)) for c, v in ours] == _pynetdicom_items(pdu)
+
+
+# ---------------------------------------------------------------- installing them
+
+# Every attribute a fast path replaces, by owner: the round trip must put each one back.
+OWNERS = (dul.DULServiceProvider, dimse.DIMSEServiceProvider, fsm.StateMachine,
+          transport.AssociationSocket, dimse_messages.DIMSEMessage, dul, association,
+          dimse_messages, service_class)
+
+
+def snapshot() -> list[dict[str, Any]]:
+    return [dict(vars(owner)) for owner in OWNERS]
+
+
+@pytest.fixture
+def stock() -> Iterator[None]:
+    """No fast path installed while the test runs; whatever was installed comes back after."""
+    before = [f.name for f in fastpaths.REGISTRY if fastpaths.installed(f.name)]
+    fastpaths.uninstall()
+    yield
+    fastpaths.uninstall()
+    if before:
+        fastpaths.install()
+
+
+def fitting(*, fixes_only: bool = False) -> list[str]:
+    """The fast paths this environment's libraries allow (all of them with the tested
+    releases; `make test-newest` runs these tests against newer ones, where some may not)."""
+    return [f.name for f in fastpaths.REGISTRY
+            if fastpaths.problem(f) is None and (f.fix or not fixes_only)]
+
+
+def need_fitting(name: str) -> None:
+    (fast_path,) = [f for f in fastpaths.REGISTRY if f.name == name]
+    why = fastpaths.problem(fast_path)
+    if why is not None:
+        pytest.skip(f"{name} does not fit the libraries here: {why}")
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "pipacs.fastpaths" and r.levelno == logging.WARNING]
+
+
+def test_install_uninstall_round_trip(stock: None, caplog: pytest.LogCaptureFixture) -> None:
+    before = snapshot()
+    report = fastpaths.install()
+    assert report.installed == fitting(), report
+    assert len(warnings_of(caplog)) == len(report.refused) == len(fastpaths.REGISTRY) - len(
+        report.installed)
+    assert (snapshot() != before) == any(n != "waitress-send" for n in report.installed)
+    assert fastpaths.install().installed == report.installed  # idempotent
+    assert len(warnings_of(caplog)) == len(report.refused)  # warned once
+    fastpaths.uninstall()
+    assert snapshot() == before
+    assert not any(fastpaths.installed(f.name) for f in fastpaths.REGISTRY)
+
+
+def test_fast_paths_off_installs_only_the_fixes(stock: None) -> None:
+    before = snapshot()
+    fastpaths.install()
+    report = fastpaths.install(enabled=False)
+    assert report.installed == fitting(fixes_only=True) and not report.enabled
+    assert "fast paths off" in str(report)
+    assert association.encode is before[6]["encode"]
+    assert dul.DULServiceProvider.__init__ is before[0]["__init__"]
+
+
+def serve(tmp_path: Path) -> tuple[ServerContext, DicomServer]:
+    built, _ = config.build_settings(
+        {"StorageDirectory": str(tmp_path / "st"), "DicomPort": free_port()}, tmp_path
+    )
+    ctx = ServerContext(built)
+    ctx.start()
+    server = DicomServer(ctx, host="127.0.0.1")
+    server.start()
+    return ctx, server
+
+
+def store_through(tmp_path: Path, files: list[Path]) -> None:
+    """A real association (dcmtk's storescu) stores every file."""
+    ctx, server = serve(tmp_path)
+    try:
+        dcmtk("storescu", "-aec", "PIPACS", "127.0.0.1", str(ctx.settings.dicom_port),
+              *map(str, files))
+        for f in files:
+            uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+            matches, _ = ctx.find(3, {"SOPInstanceUID": uid})
+            assert len(matches) == 1, uid
+    finally:
+        server.stop()
+        ctx.stop()
+
+
+def test_an_untested_release_gets_stock_behaviour(
+    stock: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, small_data: list[Path],
+) -> None:
+    monkeypatch.setitem(fastpaths.TESTED, "pynetdicom", ("0.0.1",))
+    before = snapshot()
+    report = fastpaths.install()
+    pynetdicom_paths = [f.name for f in fastpaths.REGISTRY if f.library == "pynetdicom"]
+    assert [n for n in report.refused if n in pynetdicom_paths] == pynetdicom_paths
+    assert report.installed == [n for n in fitting() if n not in pynetdicom_paths]
+    warned = [w for w in warnings_of(caplog) if "pynetdicom" in w]
+    assert len(warned) == len(pynetdicom_paths)  # one each, naming it and why
+    release = version("pynetdicom")
+    for name, message in zip(pynetdicom_paths, warned, strict=True):
+        assert f"fast path {name} not installed" in message
+        assert f"pynetdicom {release} is not a tested release (0.0.1)" in message
+    assert snapshot() == before  # pynetdicom as it ships
+    fastpaths.install()
+    assert [w for w in warnings_of(caplog) if "pynetdicom" in w] == warned  # once, not per call
+    off = fastpaths.install(enabled=False)  # names only the fixes it would have installed
+    assert list(off.refused) == [f.name for f in fastpaths.REGISTRY
+                                 if f.library == "pynetdicom" and f.fix]
+    store_through(tmp_path, small_data[:3])
+
+
+def test_a_changed_signature_gets_stock_behaviour(
+    stock: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, small_data: list[Path],
+) -> None:
+    """A release whose _read_pdu_data takes another parameter: that fast path stays out,
+    pynetdicom's method (here the changed one) reads the PDUs, the others are installed."""
+    original = dul.DULServiceProvider._read_pdu_data
+    calls = []
+
+    def changed(self: Any, limit: int | None = None) -> None:
+        calls.append(limit)
+        original(self)
+
+    need_fitting("pdata-views")
+    expected = fitting()
+    monkeypatch.setattr(dul.DULServiceProvider, "_read_pdu_data", changed)
+    report = fastpaths.install()
+    assert "pdata-views" in report.refused
+    assert report.installed == [n for n in expected if n != "pdata-views"]
+    (message,) = [w for w in warnings_of(caplog) if "pdata-views" in w]
+    assert message.startswith("fast path pdata-views not installed, stock behaviour instead:")
+    assert "DULServiceProvider._read_pdu_data(self, limit) differs from the tested (self)" \
+        in message
+    assert dul.DULServiceProvider._read_pdu_data is changed
+    store_through(tmp_path, small_data[:3])
+    assert calls, "the stock reader served the association"
+
+
+def test_a_missing_target_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(fastpaths.TESTED, "pynetdicom", (version("pynetdicom"),))
+    broken = fastpaths.FastPath(
+        "gone", "pynetdicom", "pipacs.dicom.reactor:patch_recv",
+        (fastpaths.Target("pynetdicom.dul:DULServiceProvider._renamed_in_a_release"),
+         fastpaths.Target("pynetdicom.dul:DULServiceProvider.run_reactor", ("self",))),
+    )
+    assert fastpaths.problem(broken) == \
+        "pynetdicom.dul:DULServiceProvider._renamed_in_a_release is missing"
+
+
+def test_a_paused_association_thread_leaves_the_response_to_the_sender(stock: None) -> None:
+    """pynetdicom's send_c_store clears `_reactor_checkpoint` and trusts a flag that can be
+    stale; the association thread's non-blocking get must then find nothing (the race that
+    failed C-MOVE sub-operations under load), the sender's blocking get the response."""
+    need_fitting("reactor-pause")
+    fastpaths.install(enabled=False)  # the fix alone
+    assoc = SimpleNamespace(_reactor_checkpoint=threading.Event(), dimse_timeout=1)
+    provider = dimse.DIMSEServiceProvider(assoc)  # type: ignore[arg-type]
+    provider.msg_queue = queue.Queue()
+    provider.msg_queue.put((1, "C-STORE-RSP"))
+    assert provider.get_msg(block=False) == (None, None)  # paused: not the reactor's
+    assert provider.get_msg(block=True) == (1, "C-STORE-RSP")
+    assoc._reactor_checkpoint.set()
+    provider.msg_queue.put((1, "C-STORE-RQ"))
+    assert provider.get_msg(block=False) == (1, "C-STORE-RQ")  # running: served as before
+
+
+def test_fast_paths_false_is_stock_end_to_end(make_pipacs: Any, storescp: Any,
+                                              small_data: list[Path]) -> None:
+    p = make_pipacs(FastPaths=False,
+                    DicomModalities={"scp": [storescp.aet, "127.0.0.1", storescp.port]})
+    fixes = ", ".join(fitting(fixes_only=True)) or "none"
+    assert f"fast paths off (FastPaths: false); fixes installed: {fixes}" in p.log()
+    p.store(*small_data[:20])
+    first = pydicom.dcmread(small_data[0], stop_before_pixels=True)
+    study = str(first.StudyInstanceUID)
+    found = dcmtk("findscu", "-S", "-aec", p.aet, "-k", "QueryRetrieveLevel=STUDY",
+                  "-k", f"StudyInstanceUID={study}", "-k", "PatientName",
+                  "127.0.0.1", str(p.dicom_port), "-v")
+    assert study in found.stdout + found.stderr
+    dcmtk("movescu", "-S", "-aec", p.aet, "-aem", storescp.aet, "-k",
+          "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+          "127.0.0.1", str(p.dicom_port))
+    deadline = time.monotonic() + 10
+    while len(storescp.files()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {str(pydicom.dcmread(f).SOPInstanceUID) for f in storescp.files()} == {
+        str(pydicom.dcmread(f).SOPInstanceUID) for f in small_data[:20]
+        if str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) == study
+    }
+    assert p.get("/changes?last")["Done"] is not None  # HTTP through waitress' own channel
+
+
+def test_the_server_logs_the_fast_paths_it_installed(pipacs: Any) -> None:
+    assert f"fast paths installed: {', '.join(fitting()) or 'none'}" in pipacs.log()

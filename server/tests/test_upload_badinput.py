@@ -378,9 +378,11 @@ def test_malformed_datasets_over_c_store(server: PipacsProcess, small_data: list
     instance afterwards."""
     from pynetdicom import AE
 
-    from pipacs.dicom.rawsend import RawDataset, install
+    from pipacs import fastpaths
+    from pipacs.dicom.rawsend import RawDataset
 
-    install()  # in this test process: send RawDataset bytes without re-encoding them
+    # in this test process: send RawDataset bytes without re-encoding them
+    assert "rawsend" in fastpaths.install().installed
     bad = bad_dicom(small_data[1].read_bytes())
     names = ["cut in the dataset", "cut in the pixel data", "4 GB element in 1 KB",
              "undefined length OB, no delimiter", "element longer than the file",

@@ -37,6 +37,7 @@ from .tagscan import (
     DicomParseError,
     scan,
 )
+from .values import format_value
 
 __all__ = [
     "ENCODINGS",
@@ -78,19 +79,6 @@ class ParsedInstance:
         return tuple(self.tags[i].get(LEVEL_UID[i], "") for i in range(4))  # type: ignore[return-value]
 
 
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("ascii", "replace").strip(" \x00")
-    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
-        return "\\".join(_format(v) for v in value)
-    original = getattr(value, "original_string", None)
-    if isinstance(original, str):
-        return original.strip()
-    return str(value).strip(" \x00")
-
-
 def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, str]:
     out = {}
     for kw in keywords:
@@ -101,7 +89,7 @@ def values_of(ds: Dataset, keywords: tuple[str, ...] | list[str]) -> dict[str, s
             elem = None
         if elem is not None and elem.VR != "SQ":
             try:
-                out[kw] = _format(elem.value)
+                out[kw] = format_value(elem.value)
             except (ValueError, UnicodeError, struct.error) as e:
                 logger.debug("tag %s unreadable: %s", kw, e)
     return out

@@ -20,6 +20,7 @@ from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, STUDY
 from .index import METADATA_NUMBERS, DatabaseError, Resource
 from .jsondataset import clip
 from .storage import StorageFullError
+from .values import is_multi
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def _remap_uids(ds: Dataset, req: Request) -> None:
                 _remap_uids(item, req)
         elif elem.VR == "UI" and elem.value and elem.keyword not in KEPT_UIDS \
                 and elem.tag not in req.keep:
-            if isinstance(elem.value, list | tuple) or type(elem.value).__name__ == "MultiValue":
+            if is_multi(elem.value):
                 elem.value = [_new_uid(req, str(v)) for v in elem.value]
             else:
                 elem.value = _new_uid(req, str(elem.value))

@@ -11,6 +11,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
+from .values import is_multi
+
 logger = logging.getLogger(__name__)
 
 
@@ -90,10 +92,8 @@ def default_window(ds: Dataset, values: np.ndarray) -> Window:
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     try:
         if center is not None and width is not None:
-            c = float(center[0] if isinstance(center, list | tuple) or
-                      type(center).__name__ == "MultiValue" else center)
-            w = float(width[0] if isinstance(width, list | tuple) or
-                      type(width).__name__ == "MultiValue" else width)
+            c = float(center[0] if is_multi(center) else center)
+            w = float(width[0] if is_multi(width) else width)
             if w > 0:
                 return Window(c, w)
     except (TypeError, ValueError, IndexError):

@@ -8,6 +8,8 @@ from typing import Any
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from .values import format_value, is_multi
+
 FULL, SIMPLIFY, SHORT = "full", "simplify", "short"
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"}
 NUMBER_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"}
@@ -31,19 +33,6 @@ def element_name(elem: DataElement) -> str:
     return UNKNOWN_NAME
 
 
-def _one(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bytes):
-        return v.decode("latin-1").rstrip(" \x00")
-    original = getattr(v, "original_string", None)
-    if isinstance(original, str):
-        return original.strip()
-    if isinstance(v, float):
-        return f"{v:.17g}"  # FL/FD as Orthanc prints a double: 9.6999998092651367, 0
-    return str(v)
-
-
 def element_value(elem: DataElement) -> str | None:
     """The element's value as Orthanc prints it; None for binary values."""
     if elem.VR in BINARY_VRS or elem.tag == 0x7FE00010:
@@ -54,9 +43,9 @@ def element_value(elem: DataElement) -> str | None:
         return None
     if value is None:
         return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(_one(v) for v in value)
-    text = _one(value)
+    text = format_value(value, orthanc=True)
+    if is_multi(value):
+        return text
     return text.rstrip(" \x00") if elem.VR not in ("LT", "ST", "UT") else text.rstrip("\x00")
 
 

@@ -332,6 +332,9 @@ class Settings:
     sync_storage_area: bool = _opt(
         "SyncStorageArea", True, "fsync files and the index before acknowledging"
     )
+    fast_paths: bool = _opt(
+        "FastPaths", True, "pipacs only: patch pynetdicom and waitress for speed (tested releases)"
+    )
     dicom_web: dict[str, Any] = _opt("DicomWeb", {}, "DICOMweb plugin options", factory=True)
     worklists: dict[str, Any] = _opt("Worklists", {}, "Worklists plugin options", factory=True)
     serve_folders: dict[str, Any] = _opt(

@@ -18,7 +18,6 @@ Tests compare the primitives with pynetdicom's own for generated and mutated com
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
 from io import BytesIO
@@ -118,8 +117,8 @@ def _fast_allowed() -> bool:
     return _config.LOG_HANDLER_LEVEL == "none" and not _config.STORE_RECV_CHUNKED_DATASET
 
 
-@functools.cache  # once per process
-def install() -> None:
+def patch(p: Any) -> None:
+    """Fast path "fast-store-commands": plain C-STORE-RQ command sets decoded here."""
     original_decode = dimse_messages.decode
     original_to_primitive = dimse_messages.DIMSEMessage.message_to_primitive
 
@@ -141,5 +140,5 @@ def install() -> None:
         primitive._dataset_file = self._data_set_file
         return primitive
 
-    dimse_messages.decode = decode  # type: ignore[assignment]
-    dimse_messages.DIMSEMessage.message_to_primitive = message_to_primitive  # type: ignore[method-assign]
+    p.set(dimse_messages, "decode", decode)
+    p.set(dimse_messages.DIMSEMessage, "message_to_primitive", message_to_primitive)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -162,8 +162,8 @@ class Answer:
 
 # ---------------------------------------------------------------- hooks
 
-@cache  # once per process
-def install() -> None:
+def patch(p: Any) -> None:
+    """Fast path "fast-responses": plain C-STORE/C-FIND responses and `Answer`s encoded here."""
     original_send = dimse.DIMSEServiceProvider.send_msg
     original_encode = service_class.encode
 
@@ -195,5 +195,5 @@ def install() -> None:
             ds = ds.to_dataset()
         return original_encode(ds, is_implicit_vr, is_little_endian, deflated)
 
-    dimse.DIMSEServiceProvider.send_msg = send_msg  # type: ignore[method-assign]
-    service_class.encode = encode
+    p.set(dimse.DIMSEServiceProvider, "send_msg", send_msg)
+    p.set(service_class, "encode", encode)

@@ -16,13 +16,14 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from ..config import Modality
 from ..ids import PATIENT
-from .scp import _nodelay, set_answer_value
+from ..values import set_value
+from .peers import nodelay
 from .scu import ScuError
+from .statuses import PENDING, PENDING_WARNING, SUCCESS, SUCCESS_OR_WARNING
 
 logger = logging.getLogger(__name__)
 
 LEVEL_NAMES = ("PATIENT", "STUDY", "SERIES", "IMAGE")
-SUCCESS_OR_WARNING = {0x0000, 0xB000, 0xB007, 0xB006}
 
 
 def _ae(local_aet: str, timeout: int, *contexts: str) -> AE:
@@ -37,7 +38,7 @@ def _ae(local_aet: str, timeout: int, *contexts: str) -> AE:
 
 def _associate(ae: AE, m: Modality) -> Any:
     assoc = ae.associate(m.host, m.port, ae_title=m.aet,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+                         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)])
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
             "unreachable"
@@ -50,7 +51,7 @@ def identifier(level: int, query: dict[str, str]) -> Dataset:
     ds = Dataset()
     ds.QueryRetrieveLevel = LEVEL_NAMES[level]
     for keyword, value in query.items():
-        set_answer_value(ds, keyword, value)
+        set_value(ds, keyword, value)
         if not value:
             setattr(ds, keyword, None)
     return ds
@@ -69,11 +70,11 @@ def find(local_aet: str, timeout: int, m: Modality, level: int,
             if status is None:
                 raise ScuError(f"C-FIND to {m.name}: no answer (timeout or abort)")
             code = int(status.Status)
-            if code in (0xFF00, 0xFF01) and ds is not None:
+            if code in (PENDING, PENDING_WARNING) and ds is not None:
                 answers.append(ds)
                 if limit and len(answers) >= limit:
                     break
-            elif code != 0x0000:
+            elif code != SUCCESS:
                 raise ScuError(f"C-FIND to {m.name} failed with status 0x{code:04X}")
     finally:
         if assoc.is_established:

@@ -19,7 +19,7 @@ from pynetdicom import association
 
 from ..dicomfile import split_meta
 
-_original_encode = association.encode
+_original_encode = association.encode  # pynetdicom's (dsutils.encode), taken at import
 
 
 class RawDataset(Dataset):
@@ -53,7 +53,6 @@ def _encode(
     return _original_encode(full, is_implicit_vr, is_little_endian, deflated)
 
 
-def install() -> None:
-    """Route pynetdicom's association encoder through `_encode` (idempotent)."""
-    if association.encode is not _encode:
-        association.encode = _encode
+def patch(p: Any) -> None:
+    """Fast path "rawsend": pynetdicom's association encoder goes through `_encode`."""
+    p.set(association, "encode", _encode)

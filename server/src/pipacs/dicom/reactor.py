@@ -13,7 +13,7 @@ waits that end as soon as there is something to do:
   its wake-up.)
 
 Only the sleeps are swapped (through the `time` name each pynetdicom module uses); the
-reactor loops themselves are pynetdicom's own. `install()` is idempotent.
+reactor loops themselves are pynetdicom's own.
 
 It also replaces `AssociationSocket.recv`, which reads a PDU 4096 bytes per `recv()` call
 and appends each piece to a bytearray: for a 0.5 MB CT image that was some 130 system calls
@@ -26,11 +26,13 @@ socket, instead of queueing it for the DUL thread (a pipe write, a wake-up, a tr
 the state machine and pynetdicom's PDU encoder for every C-STORE response). It does so only
 while the association is established, nothing is queued before it and no state machine
 action runs (a lock taken around each action), so PDUs keep their order.
+
+Each of these is a fast path that `pipacs.fastpaths.install()` applies after checking
+pynetdicom's version and the names patched; `patch_pause` is a fix of pynetdicom's own.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import select
@@ -106,7 +108,7 @@ class _TimeFacade:
 
 def _dul_sleep(seconds: float) -> None:
     t = threading.current_thread()
-    if isinstance(t, dul.DULServiceProvider) and seconds == t._run_loop_delay:
+    if isinstance(t, dul.DULServiceProvider) and seconds == getattr(t, "_run_loop_delay", None):
         q = t.to_provider_queue
         sock = getattr(t.socket, "socket", None) if t.socket is not None else None
         if isinstance(q, _WakeQueue) and sock is not None and q.read_fd >= 0:
@@ -280,17 +282,18 @@ def send_now(provider: Any, data: bytes) -> bool:
     return True
 
 
-@functools.cache  # once per process
-def install() -> None:
+def patch_waits(p: Any) -> None:
+    """Fast path "reactor-waits": the idle sleeps of the DUL and association threads become
+    waits on their queues, and state machine actions take the lock `send_now` needs."""
     original_init = dul.DULServiceProvider.__init__
     original_run = dul.DULServiceProvider.run_reactor
+    original_action = fsm.StateMachine.do_action
+    original_dimse_init = dimse.DIMSEServiceProvider.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         self.to_provider_queue = _WakeQueue()
         self._action_lock = threading.Lock()
-
-    original_action = fsm.StateMachine.do_action
 
     def do_action(self: Any, event: str) -> None:
         lock = getattr(self.dul, "_action_lock", None)
@@ -308,17 +311,49 @@ def install() -> None:
             if isinstance(q, _WakeQueue):
                 q.close()
 
-    original_dimse_init = dimse.DIMSEServiceProvider.__init__
-
     def dimse_init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_dimse_init(self, *args, **kwargs)
         self.msg_queue = _SignalQueue()
 
-    dimse.DIMSEServiceProvider.__init__ = dimse_init  # type: ignore[method-assign]
-    dul.DULServiceProvider.__init__ = init  # type: ignore[method-assign]
-    fsm.StateMachine.do_action = do_action  # type: ignore[method-assign]
-    dul.DULServiceProvider.run_reactor = run_reactor  # type: ignore[method-assign]
-    transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
-    dul.DULServiceProvider._read_pdu_data = _read_pdu_data  # type: ignore[method-assign]
-    dul.time = _TimeFacade(_dul_sleep)  # type: ignore[assignment]
-    association.time = _TimeFacade(_association_sleep)  # type: ignore[assignment]
+    p.set(dimse.DIMSEServiceProvider, "__init__", dimse_init)
+    p.set(dul.DULServiceProvider, "__init__", init)
+    p.set(fsm.StateMachine, "do_action", do_action)
+    p.set(dul.DULServiceProvider, "run_reactor", run_reactor)
+    p.set(dul, "time", _TimeFacade(_dul_sleep))
+    p.set(association, "time", _TimeFacade(_association_sleep))
+
+
+def patch_recv(p: Any) -> None:
+    """Fast path "recv-into": `AssociationSocket.recv` reads a PDU into one buffer."""
+    p.set(transport.AssociationSocket, "recv", _recv)
+
+
+def patch_read_pdu(p: Any) -> None:
+    """Fast path "pdata-views": P-DATA-TF values handed on as views of the received PDU."""
+    p.set(dul.DULServiceProvider, "_read_pdu_data", _read_pdu_data)
+
+
+def patch_pause(p: Any) -> None:
+    """Fix "reactor-pause": the association thread leaves DIMSE messages alone while a
+    send_*() call has paused it.
+
+    pynetdicom's send_c_store (and the other send_* methods) clear the association's
+    `_reactor_checkpoint`, wait until its thread says `_is_paused`, send a request and take
+    the response from the DIMSE queue. The flag can be stale: the thread sets it before its
+    `checkpoint.wait()`, and that wait, once woken by the previous send, returns even though
+    the next send has cleared the checkpoint again. The thread then takes the next response
+    off the queue itself ("Received unexpected C-STORE service message") and the sender
+    waits for it until the DIMSE timeout: under load, a C-MOVE's sub-operations failed after
+    30 s. Here the thread's own (non-blocking) look at the queue finds nothing while the
+    checkpoint is cleared; blocking gets, the senders', are unchanged.
+    """
+    original_get = dimse.DIMSEServiceProvider.get_msg
+
+    def get_msg(self: Any, block: bool = False) -> Any:
+        if not block:
+            checkpoint = getattr(self.assoc, "_reactor_checkpoint", None)
+            if checkpoint is not None and not checkpoint.is_set():
+                return None, None
+        return original_get(self, block)
+
+    p.set(dimse.DIMSEServiceProvider, "get_msg", get_msg)

@@ -11,9 +11,13 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.presentation import PresentationContext
 
+from .. import fastpaths
 from ..config import Modality
 from ..context import ServerContext
-from .scp import UNCOMPRESSED, VERIFICATION, _nodelay, _retrieve_contexts, outgoing_dataset
+from .contexts import retrieve_contexts, verification_contexts
+from .peers import nodelay
+from .retrieve import outgoing_dataset
+from .statuses import SUCCESS, SUCCESS_OR_WARNING
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ class Scu:
     def __init__(self, context: ServerContext):
         self.context = context
         s = context.settings
+        fastpaths.install(s.fast_paths)  # done by the server already; idempotent
         self.ae = AE(ae_title=s.dicom_aet)
         self.ae.acse_timeout = s.dicom_scu_timeout
         self.ae.dimse_timeout = s.dicom_scu_timeout
@@ -58,7 +63,7 @@ class Scu:
             m.port,
             contexts=contexts,
             ae_title=m.aet,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
         )
         if not assoc.is_established:
             why = (
@@ -116,16 +121,13 @@ class Scu:
                 assoc.release()
 
     def echo(self, m: Modality) -> None:
-        cx = PresentationContext()
-        cx.abstract_syntax = VERIFICATION
-        cx.transfer_syntax = [str(u) for u in UNCOMPRESSED[:2]]
-        key, assoc = self._associate(m, [cx])
+        key, assoc = self._associate(m, verification_contexts())
         try:
             status = assoc.send_c_echo()
         except Exception as e:
             assoc.abort()
             raise ScuError(f"C-ECHO to {m.name} failed: {e}") from e
-        if not status or status.Status != 0:
+        if not status or status.Status != SUCCESS:
             assoc.abort()
             raise ScuError(
                 f"C-ECHO to {m.name} failed (status {getattr(status, 'Status', 'none')})"
@@ -141,7 +143,7 @@ class Scu:
             if res is None:
                 raise ScuError(f"unknown instance {pid}")
             rows.extend(idx.instances_under(res.id, res.level))
-        contexts = _retrieve_contexts(rows)
+        contexts = retrieve_contexts(rows)
         if not contexts:
             return StoreReport(0, [])
         key, assoc = self._associate(m, contexts)
@@ -155,7 +157,7 @@ class Scu:
                 except (OSError, ValueError, AttributeError) as e:
                     logger.error("cannot send instance %s: %s", public_id, e)
                     status = None
-                if status and status.Status in (0x0000, 0xB000, 0xB007, 0xB006):
+                if status and status.Status in SUCCESS_OR_WARNING:
                     sent += 1
                     continue
                 failed.append(public_id)

@@ -12,6 +12,8 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
+from ..values import is_multi
+
 logger = logging.getLogger(__name__)
 
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
@@ -110,7 +112,7 @@ def _values(elem: Any) -> list[Any]:
     value = elem.value
     if value is None or value == "":
         return []
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+    if is_multi(value):
         return list(value)
     return [value]
 

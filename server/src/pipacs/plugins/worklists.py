@@ -36,36 +36,28 @@ from pydicom.sequence import Sequence
 
 from .. import tagsjson
 from ..context import ServerContext
-from ..dicomfile import _format
+from ..dicom.contexts import WORKLIST_FIND
+from ..dicom.find import answered
+from ..dicom.statuses import CANCEL, PENDING, SUCCESS
 from ..http.common import body_json
 from ..http.errors import HttpError
 from ..http.responses import json_response
 from ..jsondataset import dataset_from_json
-from ..matching import QueryError, failure_status, make_matcher
+from ..matching import make_matcher
 from ..storage import StorageFullError
+from ..values import element_text
 
 logger = logging.getLogger(__name__)
 
 NAME = "worklists"
 SECTION = "worklists"
 
-WORKLIST_MODEL = "1.2.840.10008.5.1.4.31"
-SUCCESS, PENDING, CANCEL, UNABLE_TO_PROCESS = 0x0000, 0xFF00, 0xFE00, 0xC001
 SPS = "ScheduledProcedureStepSequence"
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 SINGLE_VALUE_VRS = {"LT", "ST", "UT", "UR"}
 
 
 # ---------------------------------------------------------------- matching
-
-
-def _text(elem: DataElement | None) -> str:
-    if elem is None or elem.value is None:
-        return ""
-    try:
-        return _format(elem.value)
-    except (ValueError, UnicodeError):
-        return ""
 
 
 def _keys(item: Dataset) -> list[DataElement]:
@@ -78,7 +70,7 @@ def _has_constraint(item: Dataset) -> bool:
         if elem.VR == "SQ":
             if elem.value and _has_constraint(elem.value[0]):
                 return True
-        elif _text(elem) not in ("", "*"):
+        elif element_text(elem) not in ("", "*"):
             return True
     return False
 
@@ -94,17 +86,17 @@ def matches(query: Dataset, candidate: Dataset, case_sensitive_pn: bool = False)
             if not any(matches(elem.value[0], it, case_sensitive_pn) for it in items):
                 return False
             continue
-        value = _text(elem)
+        value = element_text(elem)
         if value in ("", "*"):
             continue
         if not elem.keyword:  # private or unknown tag: plain comparison
-            if _text(target) != value:
+            if element_text(target) != value:
                 return False
             continue
         matcher = make_matcher(elem.keyword, value, case_sensitive_pn=case_sensitive_pn)
         if matcher is None:
             continue
-        have = _text(target)
+        have = element_text(target)
         # A key matches a multi-valued attribute when it matches one of its values.
         values = (
             [have]
@@ -153,7 +145,7 @@ def with_issuer(query: Dataset, aet: str) -> Dataset:
     if not q[SPS].value:
         q[SPS].value = Sequence([Dataset()])
     item = q[SPS].value[0]
-    if _text(item.get("ScheduledStationAETitle")) in ("", "*"):
+    if element_text(item.get("ScheduledStationAETitle")) in ("", "*"):
         item.ScheduledStationAETitle = aet
     return q
 
@@ -233,7 +225,7 @@ class WorklistFolder:
         """Write a worklist file whole or not at all; a full disk is a StorageFullError."""
         path = self.path_of(wid)
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = pydicom.uid.UID(WORKLIST_MODEL)
+        meta.MediaStorageSOPClassUID = pydicom.uid.UID(WORKLIST_FIND)
         meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
         meta.TransferSyntaxUID = pydicom.uid.UID(pydicom.uid.ExplicitVRLittleEndian)
         ds.file_meta = meta
@@ -260,7 +252,7 @@ class WorklistFolder:
 
 
 class WorklistProvider:
-    """Answers C-FIND on the Modality Worklist model (called by dicom.scp)."""
+    """Answers C-FIND on the Modality Worklist model (called by dicom.find)."""
 
     def __init__(self, context: ServerContext, folder: WorklistFolder, options: dict[str, Any]):
         self.context = context
@@ -269,33 +261,29 @@ class WorklistProvider:
         self.limit = int(options.get("LimitAnswers", 0) or 0)
 
     def __call__(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
-        try:
-            cs_pn = self.context.settings.case_sensitive_pn
-            query = identifier
-            if self.filter_issuer:
-                aet = event.assoc.requestor.ae_title
-                aet = aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)
-                query = with_issuer(identifier, aet.strip())
-            count = 0
-            for wid, ds in self.folder.entries():
-                if event.is_cancelled:
-                    yield CANCEL, None
-                    return
-                if not matches(query, ds, cs_pn):
-                    continue
-                if self.limit and count >= self.limit:
-                    logger.warning("worklists: answers cut at %d (LimitAnswers)", self.limit)
-                    break
-                count += 1
-                logger.debug("worklist %s matches", wid)
-                yield PENDING, extract(identifier, ds, cs_pn)
-            yield SUCCESS, None
-        except QueryError as e:
-            logger.error("worklist C-FIND: %s", e)
-            yield failure_status(e, UNABLE_TO_PROCESS), None
-        except Exception:
-            logger.exception("worklist C-FIND failed")
-            yield UNABLE_TO_PROCESS, None
+        return answered("worklist C-FIND", self._answers(event, identifier))
+
+    def _answers(self, event: Any, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        cs_pn = self.context.settings.case_sensitive_pn
+        query = identifier
+        if self.filter_issuer:
+            aet = event.assoc.requestor.ae_title
+            aet = aet.decode("ascii", "replace") if isinstance(aet, bytes) else str(aet)
+            query = with_issuer(identifier, aet.strip())
+        count = 0
+        for wid, ds in self.folder.entries():
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            if not matches(query, ds, cs_pn):
+                continue
+            if self.limit and count >= self.limit:
+                logger.warning("worklists: answers cut at %d (LimitAnswers)", self.limit)
+                break
+            count += 1
+            logger.debug("worklist %s matches", wid)
+            yield PENDING, extract(identifier, ds, cs_pn)
+        yield SUCCESS, None
 
 
 # ---------------------------------------------------------------- REST

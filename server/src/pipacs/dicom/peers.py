@@ -1,0 +1,94 @@
+"""Who may associate and do what (DicomModalities, DicomAlwaysAllow*, the called AET), and
+TCP_NODELAY on every DICOM connection."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from pynetdicom import evt
+
+from ..context import ServerContext
+
+logger = logging.getLogger(__name__)
+
+
+def nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN handler: small PDUs (responses) leave at once."""
+    try:
+        wrapper = event.assoc.dul.socket
+        sock = wrapper.socket if wrapper is not None else None
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+
+
+def aet_equal(a: str, b: str, strict: bool) -> bool:
+    a, b = a.strip(), b.strip()
+    return a == b if strict else a.upper() == b.upper()
+
+
+def peer_of(event: evt.Event) -> tuple[str, str]:
+    """The calling AET and the address of the event's association."""
+    req = event.assoc.requestor
+    aet = req.ae_title
+    if isinstance(aet, bytes):
+        aet = aet.decode("ascii", "replace")
+    return str(aet).strip(), str(req.address)
+
+
+def on_requested(event: evt.Event, ctx: ServerContext) -> None:
+    """Refuse associations the configuration does not allow, before negotiation."""
+    try:
+        s = ctx.settings
+        prim = event.assoc.requestor.primitive
+        if prim is None:
+            return
+        called = str(prim.called_ae_title).strip()
+        calling = str(prim.calling_ae_title).strip()
+        address = str(event.assoc.requestor.address)
+        if s.dicom_check_called_aet and not aet_equal(
+            called, s.dicom_aet, s.strict_aet_comparison
+        ):
+            logger.warning(
+                "association from %s (%s) refused: called AET %r is not %r",
+                calling,
+                address,
+                called,
+                s.dicom_aet,
+            )
+            _reject(event, 0x07)
+            return
+        any_always = (
+            s.dicom_always_allow_echo
+            or s.dicom_always_allow_store
+            or s.dicom_always_allow_find
+            or s.dicom_always_allow_get
+            or s.dicom_always_allow_move
+        )
+        if not any_always and ctx.modality_for(calling, address) is None:
+            logger.warning("association from unknown AET %r (%s) refused", calling, address)
+            _reject(event, 0x03)
+    except Exception:
+        logger.exception("association check failed")
+
+
+def _reject(event: evt.Event, diagnostic: int) -> None:
+    event.assoc.acse.send_reject(0x01, 0x01, diagnostic)
+    event.assoc.kill()
+
+
+def allowed(event: evt.Event, ctx: ServerContext, operation: str) -> bool:
+    """Whether the peer may run `operation` ("echo", "store", "find", "get", "move")."""
+    s = ctx.settings
+    if getattr(s, f"dicom_always_allow_{operation}"):
+        return True
+    aet, address = peer_of(event)
+    modality = ctx.modality_for(aet, address)
+    if modality is not None and getattr(modality, f"allow_{operation}"):
+        return True
+    logger.warning(
+        "%s from %r (%s) refused: not allowed by the configuration", operation.upper(), aet, address
+    )
+    return False
