@@ -91,16 +91,22 @@ def query_flag(name: str) -> bool:
 
 def query_int(name: str, default: int, maximum: int = MAX_INT) -> int:
     """A non-negative integer query argument, `default` when absent or empty; 400 otherwise."""
-    raw = bottle.request.query.get(name)
+    return int_value(bottle.request.query.get(name), name, default, 0, maximum)
+
+
+def int_value(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    """An integer argument from `low` to `high`, `default` when absent or empty; else a 400
+    naming the argument (and quoting at most 40 characters of what was sent)."""
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise HttpError(400, "Bad request", f"{name} must be an integer, not {raw!r}") from None
-    if not 0 <= value <= maximum:
+        raise HttpError(400, "Bad request",
+                        f"{name} must be an integer, not {raw[:40]!r}") from None
+    if not low <= value <= high:
         raise HttpError(400, "Parameter out of range",
-                        f"{name} must be an integer from 0 to {maximum}, not {raw!r}")
+                        f"{name} must be an integer from {low} to {high}, not {raw[:40]!r}")
     return value
 
 

@@ -18,6 +18,7 @@ from ..archive import UnreadableFile, check_file, read_file
 from ..context import Origin, ServerContext, StoreRefused
 from ..http.archives import start_stream, unreadable_error
 from ..http.auth import remote_user
+from ..http.common import int_value
 from ..http.errors import HttpError
 from ..ids import INSTANCE, SERIES, STUDY
 from . import dicomweb_multipart as mp
@@ -29,7 +30,6 @@ from .dicomweb_render import (
     THUMBNAIL_SIZE,
     frame_list,
     image_format,
-    int_arg,
     render_frame,
     viewport_arg,
     window_arg,
@@ -349,7 +349,7 @@ class DicomWeb:
         frame = frame_list(frames)[0] - 1 if frames else 0
         q = bottle.request.query
         fmt = image_format(bottle.request.headers.get("Accept", ""))
-        quality = int_arg(q.get("quality"), "quality", 90, 1, 100)
+        quality = int_value(q.get("quality"), "quality", 90, 1, 100)
         window = window_arg(q.get("window"))
         viewport = viewport_arg(q.get("viewport"))
         if kind == "thumbnail" and viewport is None:
@@ -464,9 +464,9 @@ class DicomWeb:
                 return data
             if ctype in ("image/jpeg", "image/png", "image/*"):
                 fmt = "png" if ctype == "image/png" else "jpeg"
-                frame = int_arg(q.get("frameNumber"), "frameNumber", 1, 1, 1 << 30) - 1
-                quality = int_arg(q.get("imageQuality"), "imageQuality", 90, 1, 100)
-                rows_, cols = (int_arg(q.get(k), k, 0, 0, 1 << 16) for k in ("rows", "columns"))
+                frame = int_value(q.get("frameNumber"), "frameNumber", 1, 1, 1 << 30) - 1
+                quality = int_value(q.get("imageQuality"), "imageQuality", 90, 1, 100)
+                rows_, cols = (int_value(q.get(k), k, 0, 0, 1 << 16) for k in ("rows", "columns"))
                 window = None
                 if q.get("windowCenter") or q.get("windowWidth"):
                     window = window_arg(f"{q.get('windowCenter', '')},{q.get('windowWidth', '')}")

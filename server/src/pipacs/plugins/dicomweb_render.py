@@ -40,18 +40,6 @@ def frame_list(text: str | None) -> list[int]:
     return numbers
 
 
-def int_arg(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HttpError(400, "Bad request", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise HttpError(400, "Bad request", f"{name} must be between {low} and {high}")
-    return value
-
-
 def image_format(accept: str) -> str:
     """jpeg unless the client prefers PNG; 406 when it accepts neither."""
     entries = mp.parse_accept(accept)
