@@ -150,3 +150,14 @@ def test_the_tls_front_passes_the_real_client_and_no_unchecked_user(
     assert "HttpUsername" not in metadata, metadata  # authentication is off: no user
     seen = [json.loads(line) for line in (scripts / "seen.jsonl").read_text().splitlines()]
     assert ["stored", "127.0.0.7", ""] in seen, seen
+
+
+def test_a_requested_stop_exits_0_and_says_who_asked(make_pipacs: Any) -> None:
+    """Exit code 0 as Orthanc (the unit must say Restart=always, see README); the log names
+    the client and its user, for the teacher who finds the PACS stopped."""
+    p: PipacsProcess = make_pipacs(AuthenticationEnabled=True, RegisteredUsers={"bob": "pw"})
+    right = {"Authorization": "Basic " + base64.b64encode(b"bob:pw").decode()}
+    assert http_request(p.url + "/tools/shutdown", "POST", b"", right)[0] == 200
+    assert p.proc is not None
+    assert p.proc.wait(20) == 0
+    assert "stop requested over HTTP by 127.0.0.1 (user 'bob')" in p.log()
