@@ -103,22 +103,22 @@ def test_archive_entries_have_no_dot_dot_absolute_or_control_parts(
     assert len([f for f in (tmp_path / "out").rglob("*") if f.is_file()]) == 3
 
 
-def tls_upload(p: PipacsProcess, cert: Path, data: bytes, source: str,
-               authorization: str) -> dict[str, Any]:
-    """POST /instances over TLS from the loopback address `source`; the JSON answer."""
+def tls_request(p: PipacsProcess, cert: Path, source: str, method: str, path: str,
+                body: bytes, **headers: str) -> tuple[int, bytes]:
+    """(status, body) of a request over TLS from the loopback address `source`."""
     context = ssl.create_default_context(cafile=str(cert))
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{p.http_port}\r\n" \
+           f"Connection: close\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
     with socket.create_connection(("127.0.0.1", p.http_port), timeout=10,
                                   source_address=(source, 0)) as raw, \
             context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-        s.sendall(b"POST /instances HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                  b"Content-Type: application/dicom\r\nAuthorization: " + authorization.encode()
-                  + b"\r\nContent-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        s.sendall(head.encode() + b"\r\n" + body)
         answer = b""
         while chunk := s.recv(65536):
             answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200"), answer[:500]
-    return json.loads(body)  # type: ignore[no-any-return]
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
 RECORDER = """
@@ -140,8 +140,11 @@ def test_the_tls_front_passes_the_real_client_and_no_unchecked_user(
     p: PipacsProcess = make_pipacs(SslEnabled=True, SslCertificate=str(pem),
                                    RemoteAccessAllowed=True, PythonScripts=[str(scripts)])
     mallory = "Basic " + base64.b64encode(b"mallory:anything").decode()
-    answer = tls_upload(p, tmp_path / "cert.pem", small_data[0].read_bytes(), "127.0.0.7",
-                        mallory)
+    status, body = tls_request(p, tmp_path / "cert.pem", "127.0.0.7", "POST", "/instances",
+                               small_data[0].read_bytes(), Authorization=mallory,
+                               Content_Type="application/dicom")
+    assert status == 200, body
+    answer = json.loads(body)
     context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
     url = f"https://127.0.0.1:{p.http_port}/instances/{answer['ID']}/metadata?expand"
     with urllib.request.urlopen(url, context=context, timeout=10) as r:
@@ -150,6 +153,12 @@ def test_the_tls_front_passes_the_real_client_and_no_unchecked_user(
     assert "HttpUsername" not in metadata, metadata  # authentication is off: no user
     seen = [json.loads(line) for line in (scripts / "seen.jsonl").read_text().splitlines()]
     assert ["stored", "127.0.0.7", ""] in seen, seen
+    # The log names the client too (a cross-site request's refusal, here).
+    status, body = tls_request(p, tmp_path / "cert.pem", "127.0.0.7", "DELETE",
+                               f"/instances/{answer['ID']}", b"", Origin="http://evil.example")
+    assert status == 403, body
+    time.sleep(0.3)
+    assert "DELETE /instances/" + answer["ID"] + " from 127.0.0.7 refused" in p.log(), p.log()
 
 
 def test_a_requested_stop_exits_0_and_says_who_asked(make_pipacs: Any) -> None:
