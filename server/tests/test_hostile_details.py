@@ -6,10 +6,12 @@
   ".." made an entry "<patient>/../<series>/CT000000.dcm". The ZIP is read back with
   Python's zipfile and every member path checked.
 - With AuthenticationEnabled false, the user name of any Authorization header was believed
-  and recorded as the instance's HttpUsername (and given to Python hooks).
+  and recorded as the instance's HttpUsername (and given to Python hooks as "Username").
 - Behind the TLS front with RemoteAccessAllowed true, every client was 127.0.0.1 (the
   front's own address) in the metadata, the log and the hooks. The client here connects from
   127.0.0.7, a loopback address that is not the front's.
+- POST /tools/shutdown exits 0, as Orthanc (the unit must restart always); the log says who
+  asked.
 """
 
 from __future__ import annotations
