@@ -34,7 +34,9 @@ from .jobs import Job, JobFailed, disk_full
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-_UNSAFE = re.compile(r'[\\/:*?"<>|\x00-\x1f]+')
+# Characters a folder name may not hold in a ZIP entry (separators, Windows' reserved ones,
+# control characters, Unicode's line and paragraph separators).
+_UNSAFE = re.compile('[\\\\/:*?"<>|\x00-\x1f\x7f-\x9f\u2028\u2029]+')
 
 
 class UnreadableFile(Exception):
@@ -156,7 +158,9 @@ def stream_zip(entries: Iterable[tuple[str, Callable[[], bytes | None]]]) -> Ite
 
 
 def _clean(text: str) -> str:
-    return " ".join(_UNSAFE.sub(" ", text.replace("^", " ")).split())
+    """A folder name out of tag values: no separator or control character, and no leading
+    or trailing dot ("..", "." or ". ." would name a parent folder or this one)."""
+    return " ".join(_UNSAFE.sub(" ", text.replace("^", " ")).split()).strip(". ")
 
 
 def _folder(level: int, tags: dict[str, str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,15 +64,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Control characters (line breaks among them) in a message: a client's path, AET or name
+# with "\r\n" in it would otherwise write a line of its own making into the log.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: control characters in the message are escaped ("\\n", "\\x1b").
+    A traceback, added after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(_escape, record.message)
+        return super().formatMessage(record)
+
+
 def _setup_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.trace else logging.INFO if args.verbose else logging.WARNING
-    fmt = "%(levelname).1s %(asctime)s %(name)s: %(message)s"
+    fmt = EscapingFormatter("%(levelname).1s %(asctime)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if args.logdir:
         Path(args.logdir).mkdir(parents=True, exist_ok=True)
         name = time.strftime("pipacs-%Y%m%d-%H%M%S.log")
         handlers.append(logging.FileHandler(Path(args.logdir) / name))
-    logging.basicConfig(level=level, format=fmt, handlers=handlers, force=True)
+    for handler in handlers:
+        handler.setFormatter(fmt)
+    logging.basicConfig(level=level, handlers=handlers, force=True)
     if not args.trace:
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 

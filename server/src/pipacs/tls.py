@@ -6,7 +6,8 @@ connection, refuses remote peers unless RemoteAccessAllowed, does the TLS handsh
 (SslCertificate holds the certificate and its key), then relays bytes to waitress, which
 listens on an ephemeral loopback port. One thread per connection relays both directions
 with select(), so an SSL object is only ever used by one thread. The client's real address
-is kept by the relay's local port, and the HTTP layer asks `real_address` for it.
+and port are kept by the relay's local port, and the HTTP layer asks `real_address` for them
+before anything else looks at the request.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class TlsFront:
         self.backend_port = backend_port
         self.remote_allowed = remote_allowed
         self.timeout = timeout
-        self.peers: dict[int, str] = {}
+        self.peers: dict[int, tuple[str, int]] = {}  # relay's local port: client
         self.sock = socket.create_server((host, port), backlog=64)
         self.sock.settimeout(0.2)
         self._stop = threading.Event()
@@ -56,7 +57,7 @@ class TlsFront:
         self._thread.join(timeout=2)
         self.sock.close()
 
-    def real_address(self, backend_peer_port: int) -> str | None:
+    def real_address(self, backend_peer_port: int) -> tuple[str, int] | None:
         return self.peers.get(backend_peer_port)
 
     def _accept_loop(self) -> None:
@@ -72,10 +73,10 @@ class TlsFront:
             if not self.remote_allowed and not _loopback(addr[0]):
                 conn.close()
                 continue
-            threading.Thread(target=self._relay, args=(conn, addr[0]), name="tls-relay",
-                             daemon=True).start()
+            threading.Thread(target=self._relay, args=(conn, addr[0], addr[1]),
+                             name="tls-relay", daemon=True).start()
 
-    def _relay(self, conn: socket.socket, client: str) -> None:
+    def _relay(self, conn: socket.socket, client: str, client_port: int) -> None:
         conn.settimeout(self.timeout)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -90,7 +91,7 @@ class TlsFront:
             backend = socket.create_connection(("127.0.0.1", self.backend_port))
             backend.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             port = backend.getsockname()[1]
-            self.peers[port] = client
+            self.peers[port] = (client, client_port)
             self._pump(tls, backend)
         except (OSError, ssl.SSLError) as e:
             logger.debug("TLS relay for %s ended: %s", client, e)
@@ -123,15 +124,24 @@ class TlsFront:
                 tls.sendall(data)
 
 
+# Set in a request's environment once its REMOTE_ADDR is the client's (see real_address).
+_RESOLVED = "pipacs.tls_resolved"
+
+
 def real_address(front: TlsFront | None, environ: dict[str, Any]) -> str:
-    """The HTTP client's address, seen through the TLS front when there is one."""
+    """The HTTP client's address, seen through the TLS front when there is one; the first
+    call puts the client's address and port in REMOTE_ADDR and REMOTE_PORT, for every later
+    reader of the request (the log, Python hooks, an instance's RemoteIP)."""
     remote = str(environ.get("REMOTE_ADDR", ""))
-    if front is not None and _loopback(remote):
+    if front is None or environ.get(_RESOLVED):
+        return remote
+    environ[_RESOLVED] = True
+    if _loopback(remote):
         try:
             found = front.real_address(int(environ.get("REMOTE_PORT", 0)))
         except (TypeError, ValueError):
             found = None
         if found:
-            environ["REMOTE_ADDR"] = found
-            return found
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = found[0], str(found[1])
+            return found[0]
     return remote

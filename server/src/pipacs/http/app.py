@@ -15,6 +15,7 @@ from ..jobs import disk_full
 from ..plugins import welcome
 from . import archives, instances, jobs, modification, networking, resources, system, tools
 from .auth import access_check
+from .crosssite import origin_check
 from .errors import HttpError, error_body, quiet_aborts, storage_full
 from .responses import maybe_gzip
 
@@ -29,12 +30,14 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     app.uninstall(True)  # no dict-to-JSON or template plugins: one wrapper per route (wrap)
     s = context.settings
     check_access = access_check(context)
+    check_origin = origin_check()
     router_match = app.router.match
 
     @app.hook("before_request")
     def _before() -> None:
         env = bottle.request.environ
         check_access(env)
+        check_origin(env)
         # Orthanc ignores empty path segments ("/patients/", "//system"); clients such as
         # orthanc-api-client rely on it. Routes that end with "/" on purpose still match first.
         path = env.get("PATH_INFO", "/")

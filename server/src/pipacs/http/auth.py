@@ -34,10 +34,14 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return user, password
 
 
+# The WSGI environment key access_check sets to the user a request authenticated as.
+USER_KEY = "pipacs.user"
+
+
 def remote_user() -> str:
-    """The user name the request authenticates with ("" without HTTP Basic)."""
-    credentials = basic_credentials(bottle.request.headers.get("Authorization", ""))
-    return credentials[0] if credentials else ""
+    """The user the request authenticated as: "" when AuthenticationEnabled is false, where
+    an Authorization header is not checked, so its user name is not believed either."""
+    return str(bottle.request.environ.get(USER_KEY, ""))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -63,16 +67,19 @@ def _log_refusal(header: str, users: dict[str, str], env: dict[str, Any]) -> Non
                 env.get("PATH_INFO"), env.get("REMOTE_ADDR"), who)
 
 
-def _authorised(header: str, known: dict[str, str], users: dict[str, str]) -> bool:
-    """HTTP Basic: the usual encoding is a dictionary hit; anything else is decoded."""
+def _authorised(header: str, known: dict[str, str], users: dict[str, str]) -> str | None:
+    """The registered user HTTP Basic names, if the password is right (else None). The
+    usual encoding is a dictionary hit; anything else is decoded."""
     if header in known:
-        return True
+        return known[header]
     credentials = basic_credentials(header)
     if credentials is None:
-        return False
+        return None
     user, password = credentials
     expected = users.get(user)
-    return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+    if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+        return None
+    return user
 
 
 def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
@@ -89,14 +96,19 @@ def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     challenge = {"WWW-Authenticate": f'Basic realm="{s.name}"'}
 
     def check(env: dict[str, Any]) -> None:
-        if check_remote and not _is_loopback(tls.real_address(context.tls_front, env)):
+        # Behind the TLS front, the client's own address and port replace the front's in
+        # env: the log, the hooks and the instances' RemoteIP see the client.
+        address = tls.real_address(context.tls_front, env)
+        if check_remote and not _is_loopback(address):
             raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
         if check_auth:
             header = env.get("HTTP_AUTHORIZATION", "")
-            if not _authorised(header, credentials, s.registered_users):
+            user = _authorised(header, credentials, s.registered_users)
+            if user is None:
                 if header:  # a browser's first try comes without: nothing to report
                     _log_refusal(header, s.registered_users, env)
                 raise bottle.HTTPResponse(status=401, body="authentication required\n",
                                           headers=challenge)
+            env[USER_KEY] = user
 
     return check

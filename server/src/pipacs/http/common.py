@@ -10,6 +10,7 @@ import bottle
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import Resource
+from .crosssite import json_type_required
 from .errors import HttpError
 
 PLURALS = {"patients": PATIENT, "studies": STUDY, "series": SERIES, "instances": INSTANCE}
@@ -49,7 +50,11 @@ def body_bytes(limit: int | None = None) -> bytes:
 
 
 def body_json(*, default: Any = None, kind: type | tuple[type, ...] | None = None) -> Any:
-    """The request body as JSON; an empty body gives `default`; malformed JSON is a 400."""
+    """The request body as JSON; an empty body gives `default`; malformed JSON is a 400.
+    From a web page, a body that does not say it is JSON is a 415 (crosssite.py)."""
+    refused = json_type_required(bottle.request.environ)
+    if refused:
+        raise HttpError(415, "Unsupported Media Type", refused)
     raw = body_bytes(JSON_BODY_LIMIT)
     if not raw.strip():
         if default is not None:

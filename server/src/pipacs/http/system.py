@@ -12,9 +12,12 @@ from .. import __version__
 from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, SERIES, STUDY
+from .auth import remote_user
 from .common import query_int
 from .errors import HttpError
 from .responses import json_response
+
+logger = logging.getLogger(__name__)
 
 LOG_LEVELS = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
 
@@ -134,17 +137,24 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         bottle.response.content_type = "text/plain"
         return ""
 
+    def stop(restart: bool) -> str:
+        # Exit code 0 after a stop, as Orthanc: under systemd, Restart=always brings pipacs
+        # back (README); the log says who asked.
+        if not context.request_shutdown(restart=restart):
+            raise HttpError(500, "Not available", "this server cannot be "
+                            f"{'restarted' if restart else 'stopped'} from here")
+        user = remote_user()
+        logger.warning("%s requested over HTTP by %s%s", "restart" if restart else "stop",
+                       bottle.request.environ.get("REMOTE_ADDR"), f" (user {user!r})" * bool(user))
+        return json_response({})
+
     @app.post("/tools/shutdown")
     def shutdown() -> str:
-        if not context.request_shutdown(restart=False):
-            raise HttpError(500, "Not available", "this server cannot be stopped from here")
-        return json_response({})
+        return stop(restart=False)
 
     @app.post("/tools/reset")
     def reset() -> str:
-        if not context.request_shutdown(restart=True):
-            raise HttpError(500, "Not available", "this server cannot be restarted from here")
-        return json_response({})
+        return stop(restart=True)
 
     @app.get("/tools/now-local")
     def now_local() -> str:
