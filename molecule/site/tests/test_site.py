@@ -33,19 +33,24 @@ def name_of(host) -> str:
     return host.backend.name
 
 
+KIND = {"pipacs-site-a1": "pacs", "pipacs-site-b1": "pacs", "pipacs-site-a2": "repeater"}
+
+
+def of_kind(host, kind: str):
+    """The host, for a test about one kind of Pi (the repeater runs no pipacs)."""
+    if KIND[name_of(host)] != kind:
+        pytest.skip(f"{kind} Pis only")
+    return host
+
+
 @pytest.fixture
 def pacs(host):
-    """A classroom PACS Pi (the repeater runs no pipacs)."""
-    if name_of(host) == "pipacs-site-a2":
-        pytest.skip("PACS Pis only")
-    return host
+    return of_kind(host, "pacs")
 
 
 @pytest.fixture
 def repeater(host):
-    if name_of(host) != "pipacs-site-a2":
-        pytest.skip("the repeater Pi only")
-    return host
+    return of_kind(host, "repeater")
 
 
 def aet_of(host) -> str:
