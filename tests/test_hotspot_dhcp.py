@@ -207,6 +207,7 @@ class Lease:
     dns: str
     domain: str
     lease: int
+    ntp: str
 
 
 def dig(room: Classroom, server: str, name: str, rtype: str = "A") -> tuple[str, list[str], float]:
@@ -231,17 +232,19 @@ def udhcpc(namespace: str, interface: str, workdir: Path, server: Dnsmasq) -> Le
         '  ip address flush dev "$interface"\n'
         '  ip address add "$ip/$subnet" dev "$interface"\n'
         '  ip route replace default via "$router" dev "$interface"\n'
-        '  printf "ip=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nlease=%s\\n" '
-        f'"$ip" "$router" "$dns" "$domain" "$lease" > {lease_file}\n'
+        '  printf "ip=%s\\nrouter=%s\\ndns=%s\\ndomain=%s\\nlease=%s\\nntp=%s\\n" '
+        f'"$ip" "$router" "$dns" "$domain" "$lease" "$ntpsrv" > {lease_file}\n'
         "fi\n"
     )
     script.chmod(0o755)
     lease_file.unlink(missing_ok=True)
-    command = ["busybox", "udhcpc", "-i", interface, "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", str(script)]
+    # -O ntpsrv: ask for the NTP servers too, as tablets do.
+    command = ["busybox", "udhcpc", "-i", interface, "-f", "-q", "-n", "-t", "5", "-T", "1", "-O", "ntpsrv"]
+    command += ["-s", str(script)]
     got = sh("ip", "netns", "exec", namespace, *command, timeout=30, check=False)
     assert lease_file.exists(), got.stdout + got.stderr + server.log.read_text()
     values = dict(line.split("=", 1) for line in lease_file.read_text().splitlines())
-    return Lease(values["ip"], values["router"], values["dns"], values["domain"], int(values["lease"]))
+    return Lease(values["ip"], values["router"], values["dns"], values["domain"], int(values["lease"]), values["ntp"])
 
 
 @pytest.fixture(scope="module", params=["welcome", "off"])
@@ -282,6 +285,7 @@ def test_tablet_gets_a_lease_from_the_classroom_range(served: tuple[str, Lease])
     assert lease.dns == AP_ADDRESS
     assert lease.domain == "classroom"
     assert lease.lease == 4 * 3600
+    assert lease.ntp == AP_ADDRESS, "the classroom Pi is the tablets' time server"
 
 
 @pytest.mark.parametrize("name", [FRIENDLY, "pi-a1", "pi-a1.classroom"])

@@ -49,7 +49,9 @@ command -v ansible-playbook >/dev/null || die "python3 -m venv .venv && .venv/bi
 "$here/testbed.sh" all
 if ! podman container exists "$NAME"; then
     log "starting $NAME (HTTP 127.0.0.1:$HTTP_PORT, DICOM 127.0.0.1:$DICOM_PORT)"
+    # NET_ADMIN, NET_RAW: dnsmasq's DHCP for the classroom Wi-Fi (site.yml's hotspot play).
     podman run --detach --name "$NAME" --hostname "$NAME" --systemd=always --cap-add SYS_ADMIN \
+        --cap-add NET_ADMIN --cap-add NET_RAW \
         --publish "127.0.0.1:$HTTP_PORT:8042" --publish "127.0.0.1:$DICOM_PORT:4242" \
         "$IMAGE" /sbin/init >/dev/null
 elif [[ $(podman inspect --format '{{.State.Running}}' "$NAME") != true ]]; then

@@ -1,6 +1,7 @@
 """What a person would observe on a Pi converged by the base role (see ../converge.yml)."""
 
 import re
+import time
 
 import pytest
 from pipacs_molecule import run_playbook
@@ -76,6 +77,33 @@ def test_chrony_configured_to_serve_the_classroom(host):
 
 def test_no_failed_units(host):
     assert host.check_output("systemctl --failed --no-legend --plain") == ""
+
+
+def test_a_stale_clock_is_found_and_reported(host):
+    """A container shares the host's clock and must never set it, so the step itself (`date
+    --set` on a real Pi) cannot run here: the controller's time is moved a day ahead instead,
+    and the role must see the Pi a day behind and say so, changing nothing."""
+    ahead = int(time.time()) + 86400
+    run = run_playbook("converge.yml", "--tags", "base_clock", "-e", f"__base_controller_epoch={ahead}")
+    assert run.returncode == 0, run.output
+    found = re.search(r"differs from the controller's by (\d+) s", run.output)
+    assert found, run.output
+    assert 86400 - 60 <= int(found.group(1)) <= 86400 + 60
+    assert run.recap()["changed"] == 0, run.output
+    # In step with the controller: nothing to report.
+    run = run_playbook("converge.yml", "--tags", "base_clock")
+    assert run.returncode == 0, run.output
+    assert "differs from the controller's" not in run.output
+
+
+def test_apt_proxy_written_and_removed(host):
+    proxy = "/etc/apt/apt.conf.d/90pipacs-proxy"
+    run = run_playbook("converge.yml", "--tags", "base_install", "-e", "base_apt_proxy=http://10.42.0.9:3142")
+    assert run.returncode == 0, run.output
+    assert host.file(proxy).contains('^Acquire::http::Proxy "http://10.42.0.9:3142";$')
+    run = run_playbook("converge.yml", "--tags", "base_install")
+    assert run.returncode == 0, run.output
+    assert not host.file(proxy).exists
 
 
 def test_check_mode_reports_no_changes():

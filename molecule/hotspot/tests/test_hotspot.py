@@ -10,6 +10,7 @@ import re
 
 import pytest
 from pipacs_molecule import run_playbook
+from pipacs_wifi_probe import dhcp_offer, dns_answer
 
 HOSTAPD = "/etc/hostapd/wlan0.conf"
 DNSMASQ = "/etc/dnsmasq.d/pipacs-hotspot-wlan0.conf"
@@ -93,34 +94,25 @@ def test_dnsmasq_running(host):
     assert host.service("dnsmasq").is_running
 
 
-# A DNS query for an A record, sent from inside the container to dnsmasq on the loopback
-# (dnsmasq adds it to the interfaces it serves); prints the answered addresses.
-DNS_QUERY = r"""
-import socket, struct, sys
-name = sys.argv[1]
-q = struct.pack(">HHHHHH", 0x5049, 0x0100, 1, 0, 0, 0)
-q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.sendto(q, ("127.0.0.1", 53))
-r = s.recv(512)
-rcode, count = r[3] & 15, struct.unpack(">H", r[6:8])[0]
-print("rcode", rcode)
-i = len(q)
-for _ in range(count):
-    rtype, rdlen = struct.unpack(">H", r[i + 2:i + 4])[0], struct.unpack(">H", r[i + 10:i + 12])[0]
-    if rtype == 1:
-        print(".".join(map(str, r[i + 12:i + 16])))
-    i += 12 + rdlen
-"""
-
-
 @pytest.mark.parametrize(
     "name", ["pacs.classroom", "viewer.classroom", "pi-a1", "pi-a1.classroom", "captive.apple.com"]
 )
 def test_dns_answers_the_classroom_names_with_the_ap_address(host, name):
-    answer = host.check_output(f"python3 -c '{DNS_QUERY}' {name}").split()
-    assert answer == ["rcode", "0", "10.42.7.1"]
+    assert dns_answer(host, name) == ["rcode", "0", "10.42.7.1"]
+
+
+def test_dhcp_offers_an_address_and_this_pi_for_router_dns_and_time(host):
+    """A tablet's DISCOVER on the radio (a veth here) gets an address of the range, and this
+    Pi as router, DNS and NTP server (chrony serves the classroom, see the next test)."""
+    offer = dhcp_offer(host, "wlan0", "10.42.7.1/24")
+    assert offer["offer"].startswith("10.42.7.")
+    assert 100 <= int(offer["offer"].rsplit(".", 1)[1]) <= 199
+    assert (offer["router"], offer["dns"], offer["ntp"]) == ("10.42.7.1",) * 3
+
+
+def test_chrony_serves_the_classroom_network(host):
+    assert host.file("/etc/chrony/conf.d/pipacs-hotspot-wlan0.conf").contains("^allow 10.42.7.1/24$")
+    assert host.run("chronyd -p").rc == 0, "chrony's whole configuration parses"
 
 
 def test_captive_portal_socket_listens_on_the_ap_address(host):
