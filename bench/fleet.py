@@ -1,0 +1,289 @@
+"""Fleet benchmark: the playbooks on N simulated Pis, timed phase by phase.
+
+Starts N systemd containers from the simulated-Pi image (molecule/resources/testbed.sh), on a
+podman network of their own, writes an inventory for them (podman connection, the example
+inventory's group_vars and vault, host_vars of their own), and times what a school's IT team
+runs:
+
+  site        site.yml from scratch on every Pi
+  again       site.yml again: must change nothing (changed=0 on every Pi)
+  one         site.yml again limited to one Pi (the everyday "fix one Pi" re-run)
+  config      config.yml after one Pi's setting changed (rolling: canary, then 25 %)
+  upgrade     upgrade.yml to a newer build of pipacs (canary first)
+  report      report.yml (read-only: changed=0)
+
+For each phase: wall time, the controller's CPU (ansible-playbook and its children), changed
+counts, and whether every Pi ended ok. ``--profile`` adds ansible.posix.profile_tasks and prints
+the slowest tasks of each phase. Everything runs on this machine: the containers reach only the
+Debian mirror (for packages the roles install), and are removed at the end unless ``--keep``.
+
+    sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
+    sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
+    sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import loadavg, print_table  # noqa: E402
+
+VENV_BIN = REPO / ".venv" / "bin"
+IMAGE = os.environ.get("PIPACS_TESTBED_IMAGE", "localhost/pipacs-bookworm:amd64")
+NETWORK = "pipacs-fleetbench"
+PREFIX = "pipacs-fb-"
+PHASES = ["site", "again", "one", "config", "upgrade", "report"]
+# 30 systemd containers need more inotify instances than the default 128.
+INOTIFY_INSTANCES = 1024
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+PROFILE_LINE = re.compile(r"^(?P<task>.+?) -+ (?P<secs>\d+\.\d+)s$", re.MULTILINE)
+
+
+@dataclass
+class Phase:
+    name: str
+    playbook: str
+    seconds: float = 0.0
+    controller_cpu: float = 0.0
+    rc: int = 0
+    changed: dict[str, int] = field(default_factory=dict)
+    failed_hosts: list[str] = field(default_factory=list)
+    slowest: list[tuple[str, float]] = field(default_factory=list)
+
+
+def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, text=True, capture_output=True, check=False, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def host_fixes() -> None:
+    """What 30 containers need from the host besides testbed.sh's fixes."""
+    knob = Path("/proc/sys/fs/inotify/max_user_instances")
+    if int(knob.read_text()) < INOTIFY_INSTANCES:
+        knob.write_text(str(INOTIFY_INSTANCES))
+        print(f"fs.inotify.max_user_instances raised to {INOTIFY_INSTANCES}")
+
+
+def names(count: int) -> list[str]:
+    return [f"{PREFIX}{i:02d}" for i in range(1, count + 1)]
+
+
+def start_pis(count: int) -> None:
+    if run(["podman", "image", "exists", IMAGE]).returncode != 0:
+        sys.exit(f"{IMAGE} not found: run molecule/resources/testbed.sh all first")
+    stop_pis()
+    if run(["podman", "network", "exists", NETWORK]).returncode != 0:
+        run(["podman", "network", "create", NETWORK])
+    for name in names(count):
+        proc = run([
+            "podman", "run", "-d", "--name", name, "--hostname", "pi-unnamed",
+            "--network", NETWORK, "--systemd=always", "--cap-add", "SYS_ADMIN",
+            "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", IMAGE, "/sbin/init",
+        ])
+        if proc.returncode != 0:
+            sys.exit(f"cannot start {name}: {proc.stderr.strip()}")
+    deadline = time.monotonic() + 120
+    for name in names(count):
+        while True:
+            state = run(["podman", "exec", name, "systemctl", "is-system-running"]).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"{name} did not boot (systemd: {state or 'no answer'})")
+            time.sleep(1)
+
+
+def stop_pis() -> None:
+    listed = run(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
+    ours = [n for n in listed if n.startswith(PREFIX)]
+    if ours:
+        run(["podman", "rm", "-f", "-t", "2", *ours])
+
+
+def write_inventory(folder: Path, count: int, source: Path) -> Path:
+    """An inventory shaped like the example school's, one classroom PACS Pi per container."""
+    inventory = folder / "inventory"
+    (inventory / "host_vars").mkdir(parents=True)
+    (inventory / "group_vars").symlink_to(REPO / "inventory" / "example" / "group_vars")
+    hosts = "".join(f"        {n}:\n" for n in names(count))
+    (inventory / "hosts.yml").write_text(
+        f"all:\n  children:\n    classroom:\n      hosts:\n{hosts}    pacs:\n      hosts:\n{hosts}"
+    )
+    for i, name in enumerate(names(count), start=1):
+        (inventory / "host_vars" / f"{name}.yml").write_text(
+            "---\n"
+            "ansible_connection: containers.podman.podman\n"
+            "ansible_user: root\n"
+            "ansible_become: false\n"
+            f"server_name: Bench Pi {i}\n"
+            f"server_dicom_aet: PACS_FB{i:02d}\n"
+            f"base_hostname: pi-fb{i:02d}\n"
+            f"server_source_dir: {source}\n"
+            f"server_build_dir: {folder / 'build'}\n"
+            f"fleet_controller_dir: {folder / 'fleet-data'}\n"
+        )
+    return inventory
+
+
+def snapshot_source(dest: Path, version: str | None = None) -> Path:
+    """A copy of server/ (colleagues editing it meanwhile do not make a new release)."""
+    shutil.copytree(
+        REPO / "server", dest,
+        ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"),
+    )
+    if version:
+        init = dest / "src" / "pipacs" / "__init__.py"
+        text = re.sub(r'__version__ = "[^"]+"', f'__version__ = "{version}"', init.read_text())
+        init.write_text(text)
+    return dest
+
+
+def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
+         profile: bool) -> Phase:
+    env = dict(
+        os.environ,
+        PATH=f"{VENV_BIN}:{os.environ['PATH']}",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_FORKS=str(forks),
+        ANSIBLE_VAULT_PASSWORD_FILE=str(REPO / "inventory" / "example" / ".vault-pass.example"),
+        ANSIBLE_CACHE_PLUGIN="jsonfile",
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(inventory.parent / "facts"),
+    )
+    if profile:
+        env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.timer,ansible.posix.profile_tasks"
+        env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "15"
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory),
+           str(REPO / "playbooks" / phase.playbook), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    log = logs / f"{phase.name}.log"  # written as the play goes: `tail -f` it
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              check=False)
+    phase.seconds = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    phase.controller_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    phase.rc = proc.returncode
+    output = log.read_text()
+    for m in RECAP.finditer(output):
+        phase.changed[m["host"]] = int(m["changed"])
+        if int(m["failed"]) or int(m["unreachable"]):
+            phase.failed_hosts.append(m["host"])
+    if profile:
+        tail = output.rsplit("PLAY RECAP", 1)[-1]
+        phase.slowest = [(m["task"].strip(), float(m["secs"])) for m in PROFILE_LINE.finditer(tail)]
+    return phase
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pis", type=int, default=30, metavar="N", help="simulated Pis (30)")
+    ap.add_argument("--forks", type=int, default=0, metavar="F",
+                    help="Ansible forks (default: ansible.cfg's)")
+    ap.add_argument("--phases", default=",".join(PHASES),
+                    help=f"comma-separated, in order (default {','.join(PHASES)})")
+    ap.add_argument("--profile", action="store_true", help="profile_tasks: slowest tasks")
+    ap.add_argument("--keep", action="store_true", help="keep the containers and temp folder")
+    args = ap.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    if os.geteuid() != 0:
+        sys.exit("run as root (rootful podman, as molecule here)")
+    forks = args.forks or int(
+        re.search(r"^forks\s*=\s*(\d+)", (REPO / "ansible.cfg").read_text(), re.M)[1]  # type: ignore[index]
+    )
+    # A SIGTERM (timeout, CI) ends the run through the finally below: the containers go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
+    host_fixes()
+    folder = Path(tempfile.mkdtemp(prefix="pipacs-fleetbench-"))
+    logs = folder / "logs"
+    logs.mkdir()
+    source = snapshot_source(folder / "server-src")
+    inventory = write_inventory(folder, args.pis, source)
+    print(f"{args.pis} simulated Pis, forks {forks}, load {loadavg()}, logs in {logs}")
+    t0 = time.monotonic()
+    start_pis(args.pis)
+    print(f"containers up in {time.monotonic() - t0:.0f} s")
+    first = names(args.pis)[0]
+    results: list[Phase] = []
+    try:
+        for name in phases:
+            extra: list[str] = []
+            playbook = "site.yml"
+            if name == "one":
+                extra = ["--limit", first]
+            elif name == "config":
+                playbook = "config.yml"
+                hv = inventory / "host_vars" / f"{first}.yml"
+                hv.write_text(hv.read_text().replace("server_name: Bench Pi 1",
+                                                     "server_name: Bench Pi 1 (renamed)"))
+            elif name == "upgrade":
+                playbook = "upgrade.yml"
+                newer = snapshot_source(folder / "server-src-next", "0.99.1")
+                extra = ["-e", f"server_source_dir={newer}",
+                         "-e", f"server_build_dir={folder / 'build-next'}"]
+            elif name == "report":
+                playbook = "report.yml"
+            phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile)
+            results.append(phase)
+            changed = sum(phase.changed.values())
+            print(f"{name:8} {phase.seconds:7.1f} s  rc={phase.rc} changed={changed} "
+                  f"hosts changed={sum(1 for v in phase.changed.values() if v)}"
+                  f"/{len(phase.changed)} failed={len(phase.failed_hosts)}  load {loadavg()}",
+                  flush=True)
+            if phase.rc != 0 and name == "site":
+                print(f"site.yml failed: see {logs / 'site.log'}; later phases skipped")
+                break
+    finally:
+        if not args.keep:
+            stop_pis()
+    rows = []
+    for p in results:
+        rows.append([
+            f"{p.name} ({p.playbook})", f"{p.seconds:.1f}", f"{p.controller_cpu:.1f}",
+            str(sum(p.changed.values())),
+            f"{sum(1 for v in p.changed.values() if v)}/{len(p.changed)}",
+            str(len(p.failed_hosts)), str(p.rc),
+        ])
+    print_table(
+        ["phase", "wall s", "controller CPU s", "changed", "Pis changed", "Pis failed", "rc"],
+        rows, title=f"Fleet of {args.pis} simulated Pis, forks {forks}",
+    )
+    for p in results:
+        if p.slowest:
+            print_table(["task", "s"], [[t, f"{s:.1f}"] for t, s in p.slowest[:15]],
+                        title=f"Slowest tasks: {p.name}")
+    if args.keep:
+        print(f"kept: containers {PREFIX}*, folder {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    ok = all(p.rc == 0 for p in results)
+    again = next((p for p in results if p.name == "again"), None)
+    if again and any(again.changed.values()):
+        print("NOT IDEMPOTENT: " + ", ".join(h for h, c in again.changed.items() if c))
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
