@@ -149,3 +149,23 @@ def test_a_pi_without_an_install_path_is_named_with_what_to_do(tmp_path, source)
     assert "Raspberry Pi OS (64-bit, arm64)" in out, out
     recap = {line.split()[0]: line for line in out.splitlines() if " : ok=" in line}
     assert "failed=0" in recap["pi-amd64"], recap
+
+
+def test_the_locks_match_pyproject():
+    """After changing server/pyproject.toml's dependencies: `make lock`, and commit the locks."""
+    check = subprocess.run(
+        [sys.executable, str(LOCKS / "lock.py"), "--check"], capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_armhf_lock_leaves_numpy_and_pillow_to_the_os():
+    """32-bit Raspberry Pi OS has no numpy/Pillow wheels on PyPI: the armhf lock must hold
+    only pure-Python wheels (the role's venv sees python3-numpy and python3-pil)."""
+    lock = (LOCKS / "armhf.txt").read_text()
+    names = {line.split("==")[0] for line in lock.splitlines() if "==" in line}
+    assert names and not names & {"numpy", "pillow"}, names
+    assert names < {line.split("==")[0] for line in (LOCKS / "amd64.txt").read_text().splitlines()}
+    for arch in ("amd64", "arm64"):
+        text = (LOCKS / f"{arch}.txt").read_text()
+        assert "numpy==" in text and "pillow==" in text, arch
