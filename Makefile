@@ -14,7 +14,7 @@ APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark
 APT_LEAN := chromium fonts-liberation
 
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
-	lint-ansible molecule molecule-% bench clean
+	lint-ansible molecule molecule-% bench clean lock
 
 setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
 
@@ -86,6 +86,11 @@ molecule: setup ## every molecule scenario on simulated Pis (podman + systemd)
 
 molecule-%: setup
 	molecule/resources/run-scenarios.sh $*
+
+# The hashed locks of the server's runtime dependencies per Pi architecture (and its build
+# tools), resolved from server/pyproject.toml. Needs PyPI; run after changing its dependencies.
+lock: setup ## regenerate server/locks/*.txt (pip --require-hashes files)
+	$(BIN)/python server/locks/lock.py
 
 bench: setup ## ingest benchmark, pipacs side by side with Debian's Orthanc
 	$(BIN)/python bench/ingest.py

@@ -5,12 +5,14 @@
 #   molecule/resources/run-scenarios.sh base storage just these
 #   molecule/resources/run-scenarios.sh site-arm64   site.yml on one emulated arm64 Pi
 #   molecule/resources/run-scenarios.sh base:arm64   a scenario on the arm64 image instead
+#   molecule/resources/run-scenarios.sh site-armhf   site.yml on one emulated 32-bit Pi, offline
 #
 # Prepares the host and the images first (testbed.sh all; quick when already done). A scenario
 # named *-arm64, or NAME:arm64, also gets `testbed.sh host-fixes --arm64` (qemu-user through
 # binfmt_misc) and `testbed.sh image arm64`; NAME:arm64 runs NAME with
 # PIPACS_TESTBED_IMAGE=localhost/pipacs-bookworm:arm64. PIPACS_ARM64=0 leaves the *-arm64
-# scenarios out of "every scenario" (a kernel without binfmt_misc).
+# scenarios out of "every scenario" (a kernel without binfmt_misc); *-armhf likewise get the
+# armhf image, and PIPACS_ARMHF=0 leaves them out.
 # Full logs go to .cache/molecule-logs/<scenario>.log. Exit code: number of failed scenarios.
 # Time limit per scenario: PIPACS_SCENARIO_TIMEOUT seconds (1500), fleet PIPACS_FLEET_TIMEOUT (2700).
 set -euo pipefail
@@ -30,19 +32,21 @@ if ((${#scenarios[@]} == 0)); then
     for file in molecule/*/molecule.yml; do
         scenario=$(basename "$(dirname "$file")")
         [[ $scenario == *-arm64 && ${PIPACS_ARM64:-1} == 0 ]] && continue
+        [[ $scenario == *-armhf && ${PIPACS_ARMHF:-1} == 0 ]] && continue
         scenarios+=("$scenario")
     done
 fi
 
-amd64=0 arm64=0
+amd64=0 arm64=0 armhf=0
 for entry in "${scenarios[@]}"; do
-    if [[ $entry == *-arm64 || $entry == *:arm64 ]]; then arm64=1; else amd64=1; fi
+    if [[ $entry == *-arm64 || $entry == *:arm64 ]]; then arm64=1
+    elif [[ $entry == *-armhf ]]; then armhf=1
+    else amd64=1; fi
 done
 if ((amd64)); then "$here/testbed.sh" all; fi
-if ((arm64)); then
-    "$here/testbed.sh" host-fixes --arm64
-    "$here/testbed.sh" image arm64
-fi
+if ((arm64 || armhf)); then "$here/testbed.sh" host-fixes --arm64; fi
+if ((arm64)); then "$here/testbed.sh" image arm64; fi
+if ((armhf)); then "$here/testbed.sh" image armhf; fi
 
 logs=.cache/molecule-logs
 mkdir -p "$logs"

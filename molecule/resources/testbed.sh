@@ -2,8 +2,9 @@
 # Prepare this machine to run simulated Raspberry Pis as systemd containers under rootful
 # podman, and build their base images. Safe to repeat: every step checks before it changes.
 #
-#   testbed.sh host-fixes [--arm64]          packages, cgroup/ulimit/containers.conf fixes
-#   testbed.sh image [amd64|arm64] [--rebuild]  build localhost/pipacs-bookworm:<arch>
+#   testbed.sh host-fixes [--arm64|--arm]    packages, cgroup/ulimit/containers.conf fixes
+#                                            (--arm64/--arm: qemu-user for ARM images too)
+#   testbed.sh image [amd64|arm64|armhf] [--rebuild]  build localhost/pipacs-bookworm:<arch>
 #   testbed.sh all [--rebuild]               host-fixes + the amd64 image
 #
 # Environment:
@@ -206,9 +207,9 @@ image() {
     local arch=amd64 rebuild=0 arg
     for arg in "$@"; do
         case $arg in
-            amd64 | arm64) arch=$arg ;;
+            amd64 | arm64 | armhf) arch=$arg ;;
             --rebuild) rebuild=1 ;;
-            *) die "image: unknown argument '$arg' (want amd64, arm64, --rebuild)" ;;
+            *) die "image: unknown argument '$arg' (want amd64, arm64, armhf, --rebuild)" ;;
         esac
     done
     local tag=$IMAGE_REPO:$arch
@@ -242,9 +243,13 @@ image() {
         log "using cached root file system $tarball"
     fi
 
+    # Debian's architecture names are the OCI ones, except armhf (32-bit Raspberry Pi OS):
+    # OCI arm, variant v7.
+    local oci_arch=$arch variant=()
+    if [[ $arch == armhf ]]; then oci_arch=arm variant=(--variant v7); fi
     log "importing $tag"
     # CMD in JSON form: the plain form would run through /bin/sh and systemd refuses that.
-    podman import --quiet --arch "$arch" \
+    podman import --quiet --arch "$oci_arch" "${variant[@]}" \
         --change 'CMD ["/sbin/init"]' \
         --change 'STOPSIGNAL SIGRTMIN+3' \
         --change 'ENV container=podman' \
@@ -253,14 +258,14 @@ image() {
     if [[ $arch != "$(dpkg --print-architecture)" ]]; then
         # The proof that qemu-user runs this image's binaries inside a container.
         local machine
-        machine=$(podman run --rm --arch "$arch" --stop-timeout=1 --network=none "$tag" uname -m) \
+        machine=$(podman run --rm --arch "$oci_arch" "${variant[@]}" --stop-timeout=1 --network=none "$tag" uname -m) \
             || die "$tag does not run: is binfmt_misc set up? (testbed.sh host-fixes --arm64)"
         log "$tag runs, uname -m: $machine"
     fi
     log "built $tag"
 }
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The whole script is read before anything runs, so editing it meanwhile is harmless.
 main() {
@@ -268,7 +273,7 @@ main() {
     [[ $# -gt 0 ]] && shift
     case $cmd in
         host-fixes)
-            for a in "$@"; do [[ $a == --arm64 || $a == arm64 ]] && arm=arm64; done
+            for a in "$@"; do [[ $a == --arm64 || $a == arm64 || $a == --arm || $a == armhf ]] && arm=arm64; done
             host_fixes "$arm"
             ;;
         image)

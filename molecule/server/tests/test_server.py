@@ -1,9 +1,26 @@
 """What a person would observe on a Pi converged by the server role (see ../converge.yml)."""
 
+import hashlib
 import json
+import os
 import re
+from pathlib import Path
 
+import pytest
 from pipacs_molecule import run_playbook
+
+# The lock the role used: server/locks/<dpkg arch>.txt in prepare.yml's copy of server/.
+LOCKS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "server-src" / "locks"
+
+
+@pytest.fixture
+def pypi_closed(monkeypatch):
+    """The controller without PyPI: an index on a closed port, no index at all, no pip config."""
+    for name in [n for n in os.environ if n.startswith("PIP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
 
 
 def config(host) -> dict:
@@ -28,6 +45,31 @@ def test_installed_offline_from_the_pushed_wheelhouse(host):
     assert any(w.startswith("pipacs-") for w in wheels), wheels
     assert any(w.startswith("pynetdicom-") for w in wheels), wheels
     assert host.package("python3-venv").is_installed
+
+
+def test_the_release_runs_the_locked_versions(host):
+    lock = LOCKS / (host.check_output("dpkg --print-architecture") + ".txt")
+    assert host.file("/opt/pipacs/wheelhouse/requirements.txt").content_string == lock.read_text()
+    release = host.file("/opt/pipacs/current").linked_to.rsplit("/", 1)[1]
+    assert release.endswith("-" + hashlib.sha256(lock.read_bytes()).hexdigest()[:12]), release
+    pinned = dict(re.findall(r"^([a-z0-9-]+)==(\S+) ", lock.read_text(), flags=re.MULTILINE))
+    frozen = host.check_output("/opt/pipacs/current/bin/pip freeze --disable-pip-version-check")
+    installed = dict(line.lower().split("==") for line in frozen.splitlines() if "==" in line)
+    assert {name: installed.get(name) for name in pinned} == pinned
+
+
+def test_a_warm_cache_needs_no_pypi(pypi_closed):
+    run = run_playbook("converge.yml")
+    assert run.returncode == 0, run.output
+    assert run.recap()["changed"] == 0, run.output
+
+
+def test_the_configure_tag_never_touches_the_wheelhouse(pypi_closed):
+    run = run_playbook("converge.yml", "--tags", "server_configure")
+    assert run.returncode == 0, run.output
+    assert run.recap()["changed"] == 0, run.output
+    assert "locked wheels" not in run.output, run.output
+    assert "Write the server configuration" in run.output, run.output
 
 
 def test_configuration_has_the_inventory_values(host):

@@ -1,8 +1,10 @@
 """site.yml on one emulated arm64 classroom Pi (see ../molecule.yml): a reduced check that the
 roles, and the offline wheelhouse, work on the Pi's CPU. The `site` scenario checks the rest."""
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 from pipacs_probe import container_ip, echoscu, http_json, sample_instance, storescu
 
@@ -11,6 +13,7 @@ AET = "PACS_ARM"
 # From inventory/example: group_vars/pacs and its vault.
 ADMIN = ("admin", "example-teacher-password")
 HTTP_PORT, DICOM_PORT = 8042, 4242
+LOCK = Path(__file__).resolve().parents[3] / "server" / "locks" / "arm64.txt"
 
 
 def test_the_pi_runs_aarch64(host):
@@ -20,7 +23,7 @@ def test_the_pi_runs_aarch64(host):
 
 def test_the_wheelhouse_is_built_for_aarch64(host):
     wheels = host.check_output("ls /opt/pipacs/wheelhouse").split()
-    compiled = [w for w in wheels if not w.endswith("-none-any.whl")]
+    compiled = [w for w in wheels if w.endswith(".whl") and not w.endswith("-none-any.whl")]
     assert any(w.startswith("numpy-") for w in compiled), wheels
     assert any(w.startswith("pillow-") for w in compiled), wheels
     assert all(w.endswith("_aarch64.whl") for w in compiled), compiled
@@ -30,6 +33,10 @@ def test_the_wheelhouse_is_built_for_aarch64(host):
         "import numpy, PIL.Image, platform; print(platform.machine())",
     )
     assert arch == "aarch64"
+    # Chosen by the userland (dpkg) architecture: the arm64 lock.
+    assert host.file("/opt/pipacs/wheelhouse/requirements.txt").content_string == LOCK.read_text()
+    release = host.file("/opt/pipacs/current").linked_to.rsplit("/", 1)[1]
+    assert release.endswith("-" + hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]), release
 
 
 def test_base_then_server(host):
