@@ -108,3 +108,24 @@ def test_no_tasks_from_names_a_file() -> None:
     named = [f"{f.relative_to(ROOT)}: {m.group(0).strip()}" for f in files
              for m in re.finditer(r"^\s*tasks_from:\s*\S+\.ya?ml\s*$", f.read_text(), re.MULTILINE)]
     assert named == []
+
+
+def test_colliding_ae_titles_stop_server_yml_before_any_change(tmp_path: Path) -> None:
+    # Host names cut to 16 characters, and the same title set twice by hand (a trailing space
+    # does not make it different).
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    pacs:\n      hosts:\n        classroom-a-pacs-01:\n        classroom-a-pacs-02:\n"
+        "        pi-b1:\n          server_dicom_aet: PACS B\n        pi-b2:\n          server_dicom_aet: 'PACS B '\n"
+        "        pi-c1:\n          server_dicom_aet: PACS_C\n"
+        f"  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {sys.executable}\n")
+    result = subprocess.run(
+        [tool("ansible-playbook"), "-i", str(inventory), "playbooks/server.yml"],
+        cwd=ROOT, env=dict(ENV, ANSIBLE_GATHERING="explicit"), capture_output=True, text=True, timeout=300,
+        check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert ("classroom-a-pacs-01 = CLASSROOM-A-PACS, classroom-a-pacs-02 = CLASSROOM-A-PACS, "
+            "pi-b1 = PACS B, pi-b2 = PACS B.") in out, out
+    assert "pi-c1 =" not in out
+    assert "TASK [storage" not in out and "changed=1" not in out, out
