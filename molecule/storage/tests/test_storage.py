@@ -43,6 +43,18 @@ def test_absent_usb_disk_fails_clearly_and_changes_nothing(host):
     assert host.file("/etc/fstab").sha256sum == fstab_before
 
 
+def test_an_exfat_disk_is_refused_with_the_reason(host):
+    fstab_before = host.file("/etc/fstab").sha256sum
+    run = run_playbook("fat_disk_playbook.yml")
+    assert run.returncode != 0, run.output
+    assert run.recap()["changed"] == 0, run.output
+    message = " ".join(run.output.split())
+    assert "storage_usb_fstype=exfat: FAT and exFAT have no file owners" in message, run.output
+    assert "no hard links" in message and "Nothing was changed" in message, run.output
+    assert not host.file("/srv/pipacs-fat").exists
+    assert host.file("/etc/fstab").sha256sum == fstab_before
+
+
 def test_low_free_space_fails_naming_path_and_sizes(host):
     run = run_playbook("low_space_playbook.yml")
     assert run.returncode != 0, run.output
