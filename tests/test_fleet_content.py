@@ -4,21 +4,23 @@ compare/send logic against an in-memory pipacs (roles/fleet/library/fleet_conten
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_modules import load
+from fleet_modules import LIBRARY, ROLE, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-
-
+pydicom = pytest.importorskip("pydicom")
+dicomfile = pytest.importorskip("pipacs.dicomfile")
+ids = pytest.importorskip("pipacs.ids")
 scanner = load("fleet_content_library")
 content = load("fleet_content")
-pydicom = pytest.importorskip("pydicom")
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -94,7 +96,6 @@ def test_scan_finds_studies_and_counts_what_it_leaves_out(library: Path) -> None
 
 
 def test_ids_are_pipacs_ids_for_the_same_files(library: Path) -> None:
-    dicomfile = pytest.importorskip("pipacs.dicomfile")
     manifest, files, _, _ = scanner.scan(str(library))
     studies = {s["id"]: s for s in manifest}
     checked = 0
@@ -107,10 +108,46 @@ def test_ids_are_pipacs_ids_for_the_same_files(library: Path) -> None:
     assert checked == 5
 
 
-def test_hash_id_matches_pipacs_ids_module() -> None:
-    ids = pytest.importorskip("pipacs.ids")
-    assert scanner.resource_ids(" P1 ", "1.2", "1.2.3", "1.2.3.4") == ids.resource_ids(" P1 ", "1.2", "1.2.3", "1.2.3.4")
-    assert scanner.hash_id("P1") == ids.hash_id("P1")
+def test_the_scanner_computes_ids_with_pipacs_own_code() -> None:
+    # One ID function for the server and the library: no second copy that could drift.
+    assert scanner.resource_ids is ids.resource_ids
+    assert not hasattr(scanner, "hash_id")
+
+
+def ansible_module(python: str, library: Path) -> dict[str, Any]:
+    """Run the scanner as Ansible runs it on the controller (AnsiballZ), with this Python.
+
+    Outside the repository, so its ansible.cfg (timer callback, inventory) stays out of the way.
+    """
+    env = dict(os.environ, ANSIBLE_LIBRARY=str(LIBRARY), ANSIBLE_MODULE_UTILS=str(ROLE / "module_utils"),
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+               ANSIBLE_NOCOLOR="1")
+    env.pop("ANSIBLE_CONFIG", None)
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "fleet_content_library",
+         "-a", f"path={library}", "-e", f"ansible_python_interpreter={python}"],
+        cwd=library.parent, env=env, capture_output=True, text=True, timeout=120, check=False)  # no ansible.cfg
+    result = json.loads(run.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert isinstance(result, dict), run.stdout + run.stderr
+    return result
+
+
+def test_the_module_runs_with_the_controller_venv_python(library: Path) -> None:
+    result = ansible_module(sys.executable, library)
+    assert not result.get("failed"), result
+    assert result["totals"]["studies"] == 3 and result["totals"]["instances"] == 5
+
+
+def test_a_python_without_pydicom_or_pipacs_fails_saying_so(library: Path) -> None:
+    python = "/usr/bin/python3"
+    if not Path(python).exists():
+        pytest.skip("no system Python to run the module with")
+    probe = subprocess.run([python, "-c", "import pydicom"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        pytest.skip(f"{python} has pydicom: cannot show the failure")
+    result = ansible_module(python, library)
+    assert result.get("failed"), result
+    assert "pydicom" in result["msg"] and "fleet_controller_python" in result["msg"], result["msg"]
 
 
 def test_pack_writes_one_tar_per_study_named_by_instance(library: Path, tmp_path: Path) -> None:
@@ -125,7 +162,7 @@ def test_pack_writes_one_tar_per_study_named_by_instance(library: Path, tmp_path
 
 
 class FakePacs:
-    """pipacs' REST answers the module uses, in memory; instances identified by our scanner."""
+    """pipacs' REST answers the module uses, in memory; instances identified by pipacs' parser."""
 
     def __init__(self) -> None:
         self.instances: dict[str, dict[str, str]] = {}  # instance ID -> its study, patient, StudyUID
@@ -134,10 +171,9 @@ class FakePacs:
         self.deleted: list[str] = []
 
     def store(self, raw: bytes) -> str:
-        head = scanner.read_header(raw)
-        patient, study, _series, inst = scanner.resource_ids(head["patient_id"], head["study_uid"],
-                                                             head["series_uid"], head["sop_uid"])
-        self.instances[inst] = {"study": study, "patient": patient, "uid": head["study_uid"]}
+        parsed = dicomfile.parse(raw)  # as pipacs identifies what it receives
+        patient, study, _series, inst = parsed.ids
+        self.instances[inst] = {"study": study, "patient": patient, "uid": parsed.uids[1]}
         return inst
 
     def instances_of(self, study_uid: str) -> set[str]:

@@ -65,3 +65,67 @@ def test_yamllint() -> None:
 def test_ansible_lint_production_profile() -> None:
     result = run(tool("ansible-lint"), "--profile", "production")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# One wrong-typed variable per fleet entry point. Ansible checks a role's argument spec only
+# when tasks_from names the entry point itself ("backup", not "backup.yml").
+SPEC_CASES = [
+    ("backup.yml", "backup", "fleet_backup_keep=many"),
+    ("restore.yml", "restore", "fleet_restore_force=perhaps"),
+    ("content.yml", "content", "fleet_content_min_free_mb=lots"),
+    ("report.yml", "report", "fleet_report_timeout=soon"),
+    ("upgrade.yml", "upgrade_precheck", "fleet_upgrade_min_free_mb=plenty"),
+]
+
+
+@pytest.mark.parametrize(("playbook", "entry", "wrong"), SPEC_CASES, ids=[c[0] for c in SPEC_CASES])
+def test_argument_specs_stop_a_wrong_type_before_any_change(tmp_path: Path, playbook: str, entry: str,
+                                                             wrong: str) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    classroom:\n      hosts:\n        pi-spec:\n    pacs:\n      hosts:\n        pi-spec:\n"
+        f"  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {sys.executable}\n")
+    env = dict(ENV, ANSIBLE_GATHERING="explicit")
+    result = subprocess.run(
+        [tool("ansible-playbook"), "-i", str(inventory), f"playbooks/{playbook}", "-e", wrong,
+         "-e", f"fleet_content_library_dir={tmp_path}", "-e", f"fleet_controller_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    # The first failed task is the spec check, naming the variable; nothing ran before it
+    # that changed anything.
+    failed_task = out[: out.index("fatal:")].rsplit("TASK [", 1)[1]
+    assert failed_task.startswith(f"fleet : Validating arguments against arg spec '{entry}'"), out
+    assert wrong.split("=")[0] in out[out.index("fatal:"):], out
+    assert "changed=0" in out and "failed=1" in out, out
+
+
+def test_no_tasks_from_names_a_file() -> None:
+    # "tasks_from: x.yml" finds the file but skips the argument spec of entry point "x".
+    import re
+
+    files = [*ROOT.glob("playbooks/*.yml"), *ROOT.glob("roles/*/tasks/*.yml"), *ROOT.glob("molecule/*/*.yml")]
+    named = [f"{f.relative_to(ROOT)}: {m.group(0).strip()}" for f in files
+             for m in re.finditer(r"^\s*tasks_from:\s*\S+\.ya?ml\s*$", f.read_text(), re.MULTILINE)]
+    assert named == []
+
+
+def test_colliding_ae_titles_stop_server_yml_before_any_change(tmp_path: Path) -> None:
+    # Host names cut to 16 characters, and the same title set twice by hand (a trailing space
+    # does not make it different).
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    pacs:\n      hosts:\n        classroom-a-pacs-01:\n        classroom-a-pacs-02:\n"
+        "        pi-b1:\n          server_dicom_aet: PACS B\n        pi-b2:\n          server_dicom_aet: 'PACS B '\n"
+        "        pi-c1:\n          server_dicom_aet: PACS_C\n"
+        f"  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {sys.executable}\n")
+    result = subprocess.run(
+        [tool("ansible-playbook"), "-i", str(inventory), "playbooks/server.yml"],
+        cwd=ROOT, env=dict(ENV, ANSIBLE_GATHERING="explicit"), capture_output=True, text=True, timeout=300,
+        check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert ("classroom-a-pacs-01 = CLASSROOM-A-PACS, classroom-a-pacs-02 = CLASSROOM-A-PACS, "
+            "pi-b1 = PACS B, pi-b2 = PACS B.") in out, out
+    assert "pi-c1 =" not in out
+    assert "TASK [storage" not in out and "changed=1" not in out, out

@@ -72,9 +72,18 @@ def storescu(host: str, port: int, aet: str, *files: Path) -> subprocess.Complet
 
 def http_get(host, port: int, path: str, user: str = "", password: str = "") -> tuple[int, str]:
     """GET http://127.0.0.1:PORT/PATH from inside the container (testinfra `host`)."""
+    return http_request(host, port, "GET", path, "", user, password)
+
+
+def http_request(host, port: int, method: str, path: str, body: str, user: str = "",
+                 password: str = "") -> tuple[int, str]:
+    """METHOD http://127.0.0.1:PORT/PATH with a JSON body ("" for none), from inside the container."""
     script = (
         "import base64, sys, urllib.request, urllib.error\n"
-        "req = urllib.request.Request(sys.argv[1])\n"
+        "data = sys.argv[5].encode() or None\n"
+        "req = urllib.request.Request(sys.argv[1], data=data, method=sys.argv[4])\n"
+        "if data:\n"
+        "    req.add_header('Content-Type', 'application/json')\n"
         "if sys.argv[2]:\n"
         "    token = base64.b64encode((sys.argv[2] + ':' + sys.argv[3]).encode()).decode()\n"
         "    req.add_header('Authorization', 'Basic ' + token)\n"
@@ -86,7 +95,7 @@ def http_get(host, port: int, path: str, user: str = "", password: str = "") -> 
     )
     url = f"http://127.0.0.1:{port}{path}"
     out = host.check_output(
-        "python3 -c %s %s %s %s", script, url, user, password
+        "python3 -c %s %s %s %s %s %s", script, url, user, password, method, body
     )
     status, _, body = out.partition("\n")
     return int(status), body

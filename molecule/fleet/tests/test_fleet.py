@@ -216,12 +216,51 @@ def test_a_broken_build_is_rolled_back_on_the_canary(pis):
         healthy(name, host)
 
 
+def backups_of(name: str) -> list[Path]:
+    """The complete backups of one Pi on the controller, oldest first."""
+    folder = EPHEMERAL / "fleet-data" / "backups" / name
+    return sorted(p for p in folder.glob(f"{name}-*") if p.is_dir() and not p.name.endswith(".partial"))
+
+
+def test_backup_refused_when_the_controller_lacks_room(pis):
+    pid = main_pid(pis["pipacs-fleet-1"])
+    run = play("backup.yml refused (no room on the controller)", "backup.yml",
+               "-e", "fleet_backup_min_free_mb=999999999")
+    assert run.returncode != 0, run.output
+    message = " ".join(run.output.split())
+    assert re.search(r"The controller has [\d.]+ MB free in \S+; the backups of this run bring [\d.]+ MB "
+                     r"\(pipacs-fleet-1 [\d.]+ MB, pipacs-fleet-2 [\d.]+ MB, pipacs-fleet-3 [\d.]+ MB\)", message), message
+    assert "Nothing was changed" in message
+    assert run.recap()["changed"] == 0, run.output
+    assert main_pid(pis["pipacs-fleet-1"]) == pid, "pipacs was stopped for a backup that could not fit"
+    assert backups_of("pipacs-fleet-1") == []
+
+
 def test_backup_then_restore_onto_a_new_sd_card(pis):
     source, target = pis["pipacs-fleet-1"], pis["pipacs-fleet-3"]
     run = play("backup.yml (one Pi)", "backup.yml", "--limit", "pipacs-fleet-1")
     assert run.returncode == 0, run.output
-    archives = sorted((EPHEMERAL / "fleet-data" / "backups" / "pipacs-fleet-1").glob("pipacs-fleet-1-*.tar"))
+    archives = backups_of("pipacs-fleet-1")
     assert len(archives) == 1, archives
+    healthy("pipacs-fleet-1", source)
+
+    # A second backup after one more study: a whole tree again, but the files the first one
+    # holds are hard links to it; only the new instance (and the index copy) are new.
+    late = EPHEMERAL / "second-backup.dcm"
+    sample_instance(late, patient_id="SECOND-BACKUP")
+    assert storescu(container_ip("pipacs-fleet-1"), DICOM_PORT, AETS["pipacs-fleet-1"], late).returncode == 0
+    run = play("backup.yml again (incremental)", "backup.yml", "--limit", "pipacs-fleet-1")
+    assert run.returncode == 0, run.output
+    first, second = backups_of("pipacs-fleet-1")
+    old = {p.relative_to(first): p.stat().st_ino for p in (first / "storage").rglob("*") if p.is_file()}
+    new = {p.relative_to(second): p.stat().st_ino for p in (second / "storage").rglob("*") if p.is_file()}
+    assert old and set(old) < set(new) and len(new) == len(old) + 1, (old, new)
+    assert all(new[rel] == ino for rel, ino in old.items()), "unchanged files were copied, not linked"
+    manifest = json.loads((second / "manifest.json").read_text())
+    assert manifest["Previous"] == first.name and manifest["CountInstances"] == stats(source)["CountInstances"]
+    assert re.search(r"backed up to \S+: \d+ files, [\d.]+ MB new, %d shared with the previous backup" % len(old),
+                     " ".join(run.output.split())), run.output
+    archives = [second]
     healthy("pipacs-fleet-1", source)
 
     # Refused where data already is, with the reason, and nothing touched.
@@ -256,7 +295,8 @@ def test_backup_on_the_pi_then_forced_restore_from_there(pis):
                "-e", "fleet_backup_to=pi", "-e", "fleet_backup_pi_dir=/srv/usb-backup")
     assert run.returncode == 0, run.output
     archives = host.check_output("ls /srv/usb-backup").split()
-    assert len(archives) == 1 and archives[0].startswith(name + "-") and archives[0].endswith(".tar"), archives
+    assert len(archives) == 1 and re.fullmatch(rf"{name}-\d{{8}}T\d{{6}}Z", archives[0]), archives
+    assert host.file(f"/srv/usb-backup/{archives[0]}/manifest.json").exists
 
     # Stored after the backup: a forced restore brings the Pi back to the backup, and keeps
     # what it replaced aside.

@@ -4,7 +4,7 @@ import json
 import re
 
 from pipacs_molecule import run_playbook
-from pipacs_probe import container_ip, echoscu, http_get
+from pipacs_probe import container_ip, echoscu, http_get, http_request
 
 HTTP_PORT = 8042
 ADMIN = ("admin", "daemon-test-pass")
@@ -41,6 +41,24 @@ def test_worklist_samples_deployed(host):
         wl = host.file(f"/srv/pipacs/worklists/{name}")
         assert (wl.user, wl.group, wl.mode) == ("root", "pipacs", 0o640)
         assert wl.size > 200
+
+
+def test_a_worklist_authored_over_rest_is_written_and_served(host):
+    # The folder is group-writable and in the unit's ReadWritePaths (ProtectSystem=strict).
+    folder = host.file("/srv/pipacs/worklists")
+    assert (folder.user, folder.group, folder.mode) == ("root", "pipacs", 0o770)
+    tags = {"PatientID": "WL-REST-1", "PatientName": "Rest^Author", "AccessionNumber": "A-REST-1",
+            "ScheduledProcedureStepSequence": [{"Modality": "CT", "ScheduledStationAETitle": "CTSIM"}]}
+    status, body = http_request(host, HTTP_PORT, "POST", "/worklists/create", json.dumps({"Tags": tags}), *ADMIN)
+    assert status == 200, body
+    wid = json.loads(body)["ID"]
+    wl = host.file(f"/srv/pipacs/worklists/{wid}.wl")
+    assert wl.exists and (wl.user, wl.group) == ("pipacs", "pipacs")
+    status, body = http_get(host, HTTP_PORT, f"/worklists/{wid}", *ADMIN)
+    assert status == 200 and "WL-REST-1" in body, body
+    status, body = http_request(host, HTTP_PORT, "DELETE", f"/worklists/{wid}", "", *ADMIN)
+    assert status == 200, body
+    assert not host.file(f"/srv/pipacs/worklists/{wid}.wl").exists
 
 
 def test_welcome_page_and_teaching_content(host):

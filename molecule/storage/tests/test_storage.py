@@ -30,17 +30,28 @@ def test_check_mode_reports_no_changes():
     assert run.recap()["changed"] == 0, run.output
 
 
-def test_absent_usb_disk_fails_clearly_and_changes_nothing(host):
+def refused(host, playbook: str, folder: str) -> str:
+    """Run a playbook the role must refuse; check nothing changed; its output on one line."""
     fstab_before = host.file("/etc/fstab").sha256sum
-    run = run_playbook("absent_disk_playbook.yml")
+    run = run_playbook(playbook)
     assert run.returncode != 0, run.output
     assert run.recap()["changed"] == 0, run.output
-    message = " ".join(run.output.split())
-    assert "USB disk with label 'PIPACS-NOT-PLUGGED' not found" in message, run.output
-    assert "/dev/disk/by-label/PIPACS-NOT-PLUGGED does not exist" in message, run.output
-    assert "Nothing was changed" in message
-    assert not host.file("/srv/pipacs-absent").exists
+    assert not host.file(folder).exists
     assert host.file("/etc/fstab").sha256sum == fstab_before
+    return " ".join(run.output.split())
+
+
+def test_absent_usb_disk_fails_clearly_and_changes_nothing(host):
+    message = refused(host, "absent_disk_playbook.yml", "/srv/pipacs-absent")
+    assert "USB disk with label 'PIPACS-NOT-PLUGGED' not found" in message, message
+    assert "/dev/disk/by-label/PIPACS-NOT-PLUGGED does not exist" in message, message
+    assert "Nothing was changed" in message
+
+
+def test_an_exfat_disk_is_refused_with_the_reason(host):
+    message = refused(host, "fat_disk_playbook.yml", "/srv/pipacs-fat")
+    assert "storage_usb_fstype=exfat: FAT and exFAT have no file owners" in message, message
+    assert "no hard links" in message and "Nothing was changed" in message, message
 
 
 def test_low_free_space_fails_naming_path_and_sizes(host):

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: fleet_content
 short_description: Keep a Pi's pipacs in step with a teaching library (through its REST API)
 description:
-  - Runs on the Pi (Python standard library only) and talks to pipacs on loopback.
+  - Runs on the Pi and talks to pipacs on loopback (ansible.module_utils.urls, through the role's module_utils/fleet_http.py).
   - O(state=status) is read-only (also in check mode) and tells which instances of the library
     pipacs lacks (compared by their public IDs, found per StudyInstanceUID with /tools/find),
     which library patients are not protected from recycling, and which studies the library
@@ -104,63 +104,20 @@ withdrawn:
   returned: always
 """
 
-import base64
 import datetime
 import json
 import os
 import tarfile
 import tempfile
 
-from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
-
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.fleet_http import Pacs, PacsError
 
 RECORD_FORMAT = 1
 
 
-class PacsError(Exception):
-    """pipacs did not answer as expected; the message says what to check."""
-
-    def __init__(self, message, code=None):
-        Exception.__init__(self, message)
-        self.code = code
-
-
-class Pacs(object):
-    """The few REST calls this module makes, with HTTP Basic authentication."""
-
-    def __init__(self, url, user, password, timeout):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.auth = None
-        if user:
-            token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
-            self.auth = "Basic " + token
-
-    def call(self, method, path, body=None, ok_missing=False, content_type="application/json"):
-        req = Request(self.url + path, data=body, method=method)
-        if self.auth:
-            req.add_header("Authorization", self.auth)
-        if body is not None:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urlopen(req, timeout=self.timeout) as answer:
-                raw = answer.read()
-        except HTTPError as e:
-            if e.code == 404 and ok_missing:
-                return None
-            if e.code == 401:
-                raise PacsError("pipacs refused the HTTP account (401): check fleet_http_user/password") from None
-            detail = e.read()[:300].decode("utf-8", "replace")
-            raise PacsError("%s %s answered %s: %s" % (method, path, e.code, detail), e.code) from None
-        except (URLError, OSError) as e:
-            raise PacsError("pipacs does not answer at %s (%s %s): %s" % (self.url, method, path, e)) from None
-        text = raw.decode("utf-8", "replace")
-        try:
-            return json.loads(text) if text.strip() else ""
-        except ValueError:
-            return text
+class LibraryPacs(Pacs):
+    """The REST calls of the teaching library's comparison, on top of the shared client."""
 
     def instances_of(self, study_uid):
         """Public IDs of the instances pipacs holds for a StudyInstanceUID (any patient)."""
@@ -373,7 +330,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    pacs = Pacs(p["url"], p["user"], p["password"], p["timeout"])
+    pacs = LibraryPacs(p["url"], p["user"], p["password"], p["timeout"])
     try:
         record = load_record(p["record"])
         status = compare(pacs, p["manifest"], record, p["protect"])

@@ -9,7 +9,8 @@ DOCUMENTATION = r"""
 module: fleet_report_probe
 short_description: Read-only probe of a classroom Pi for the fleet report
 description:
-  - Runs on the Pi (Python standard library only) and changes nothing, also in check mode.
+  - Runs on the Pi and changes nothing, also in check mode; HTTP through ansible.module_utils.urls
+    (the role's module_utils/fleet_http.py).
   - Asks pipacs on loopback for /system, /statistics and /changes?last, sends a DICOM C-ECHO
     with /usr/local/bin/pipacs-echo, reads the uptime, the free space of the storage folder's
     file system, and whether hostapd runs (with its client count from hostapd_cli all_sta).
@@ -73,25 +74,13 @@ probe:
   returned: always
 """
 
-import base64
-import json
 import os
 import re
-from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.fleet_http import Pacs, PacsError
 
 MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$", re.I)
-
-
-def get_json(url, path, user, password, timeout):
-    req = Request(url.rstrip("/") + path)
-    if user:
-        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
-        req.add_header("Authorization", "Basic " + token)
-    with urlopen(req, timeout=timeout) as answer:
-        return json.loads(answer.read().decode("utf-8"))
 
 
 def folder_size(path, limit=200000):
@@ -128,25 +117,25 @@ def probe(module):
     binary = os.path.join(p["install_dir"], "current", "bin", "pipacs")
     out["pipacs"] = os.path.exists(binary)
     if out["pipacs"]:
-        args = (p["url"], p["user"], p["password"], p["timeout"])
+        pacs = Pacs(p["url"], p["user"], p["password"], p["timeout"])
         try:
-            system = get_json(args[0], "/system", *args[1:])
+            system = pacs.get_json("/system")
             out["version"] = system.get("PipacsVersion") or system.get("Version")
-            stats = get_json(args[0], "/statistics", *args[1:])
+            stats = pacs.get_json("/statistics")
             out["studies"] = stats.get("CountStudies")
             out["instances"] = stats.get("CountInstances")
             if stats.get("TotalDiskSize") is not None:
                 out["used_bytes"] = int(stats["TotalDiskSize"])
-            last = get_json(args[0], "/changes?last", *args[1:])
+            last = pacs.get_json("/changes?last")
             out["last_seq"] = last.get("Last")
             changes = last.get("Changes") or []
             if changes:
                 out["last_date"] = changes[-1].get("Date")
             out["http"] = True
-        except HTTPError as e:
-            out["errors"].append("HTTP %s" % e.code)
-        except (URLError, OSError, ValueError) as e:
-            out["errors"].append("HTTP: %s" % getattr(e, "reason", e))
+        except PacsError as e:
+            out["errors"].append("HTTP %s" % e.code if e.code else "HTTP: %s" % e)
+        except (AttributeError, ValueError) as e:
+            out["errors"].append("HTTP: unexpected answer (%s)" % e)
         if out["version"] is None:
             rc, stdout, _ = module.run_command([binary, "--version"])
             if rc == 0 and stdout.strip():
