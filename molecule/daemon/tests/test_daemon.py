@@ -44,7 +44,7 @@ def test_unit_is_valid_and_hardened(host):
     assert show["ProtectHome"] == "yes"
     assert show["PrivateTmp"] == "yes"
     assert show["NoNewPrivileges"] == "yes"
-    assert show["Restart"] == "on-failure"
+    assert show["Restart"] == "always"
     assert (show["User"], show["Group"]) == ("pipacs", "pipacs")
     assert sorted(show["ReadWritePaths"].split()) == ["/srv/pacs/images", "/srv/pacs/index"]
     assert show["MemoryMax"] == str(300 * 1024 * 1024)
