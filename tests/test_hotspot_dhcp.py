@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playbook_run import ansible_playbook
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -93,18 +94,8 @@ def render_role(dest: Path, role: str, templates: dict[str, tuple[str, str]], **
             ]
         )
     )
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    env.pop("ANSIBLE_VAULT_PASSWORD_FILE", None)
-    run = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook), "-e", f"@{extra}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    ansible_playbook("-i", "localhost,", str(playbook), "-e", f"@{extra}",
+                     env={"ANSIBLE_VAULT_PASSWORD_FILE": None})
     return {name: out for name, (_, out) in targets.items()}
 
 

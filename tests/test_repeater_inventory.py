@@ -5,12 +5,11 @@ for the example hosts; nothing is contacted)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from playbook_run import ansible_playbook
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -59,23 +58,11 @@ def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, ob
             ]
         )
     )
-    env = dict(
-        os.environ,
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_VAULT_PASSWORD_FILE=str(ROOT / "inventory" / "example" / ".vault-pass.example"),
-        ANSIBLE_ROLES_PATH=str(workdir / "roles"),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    run = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", "inventory/example/hosts.yml", str(playbook)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
+    run = ansible_playbook("-i", "inventory/example/hosts.yml", str(playbook), env={
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(ROOT / "inventory" / "example" / ".vault-pass.example"),
+        "ANSIBLE_ROLES_PATH": str(workdir / "roles"),
+    })
     # The JSON document, then the timer callback's line.
     document, _ = json.JSONDecoder().raw_decode(run.stdout)
     hosts = document["plays"][0]["tasks"][0]["hosts"]

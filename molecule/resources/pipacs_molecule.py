@@ -31,6 +31,14 @@ class PlaybookRun:
         return totals
 
 
+def assert_no_changes(run: PlaybookRun) -> None:
+    """A run that succeeded, failed nowhere and changed nothing (a re-run or `--check`)."""
+    assert run.returncode == 0, run.output
+    recap = run.recap()
+    assert recap["failed"] == 0, run.output
+    assert recap["changed"] == 0, run.output
+
+
 def scenario_dir() -> Path:
     return Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
 

@@ -4,7 +4,7 @@ import re
 import time
 
 import pytest
-from pipacs_molecule import run_playbook
+from pipacs_molecule import assert_no_changes, run_playbook
 
 
 def test_hostname_is_set_and_resolves(host):
@@ -108,8 +108,4 @@ def test_apt_proxy_written_and_removed(host):
 
 def test_check_mode_reports_no_changes():
     """`--check --diff` on a converged host reports nothing to change."""
-    run = run_playbook("converge.yml", "--check", "--diff")
-    assert run.returncode == 0, run.output
-    recap = run.recap()
-    assert recap["failed"] == 0, run.output
-    assert recap["changed"] == 0, run.output
+    assert_no_changes(run_playbook("converge.yml", "--check", "--diff"))

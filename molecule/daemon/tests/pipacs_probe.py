@@ -3,15 +3,24 @@ dcmtk (to the container's own address only), and HTTP requests made inside the c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    SecondaryCaptureImageStorage,
+    generate_uid,
+)
 
+REPO = Path(__file__).resolve().parents[3]
+# The administrator of the example inventory (inventory/example: group_vars/pacs and its vault).
+EXAMPLE_ADMIN = ("admin", "example-teacher-password")
 # dcmtk waits for Nagle's algorithm without it (see the team's testbed notes).
 DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
 
@@ -109,3 +118,36 @@ def http_json(host, port: int, path: str, user: str, password: str):
 
 def quote(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+def server_config(host) -> dict:
+    """The Pi's /etc/pipacs/server.json as pipacs reads it (whole-line // comments dropped)."""
+    text = host.file("/etc/pipacs/server.json").content_string
+    return json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.MULTILINE))
+
+
+def assert_release_holds_lock(host, arch: str) -> None:
+    """The Pi installed from server/locks/<arch>.txt: the wheelhouse's requirements are that
+    file, and the current release's id ends with its hash."""
+    lock = REPO / "server" / "locks" / f"{arch}.txt"
+    assert host.file("/opt/pipacs/wheelhouse/requirements.txt").content_string == lock.read_text()
+    release = host.file("/opt/pipacs/current").linked_to.rsplit("/", 1)[1]
+    assert release.endswith("-" + hashlib.sha256(lock.read_bytes()).hexdigest()[:12]), release
+
+
+def assert_site_pi_serves(host, hostname: str, name: str, aet: str) -> None:
+    """After site.yml: the Pi has its inventory name, pipacs is enabled and running, and its
+    configuration carries the classroom's Name and AE title."""
+    assert host.check_output("hostname") == hostname
+    assert host.service("pipacs").is_enabled
+    assert host.service("pipacs").is_running
+    cfg = server_config(host)
+    assert (cfg["Name"], cfg["DicomAet"]) == (name, aet)
+
+
+def assert_architecture(host, machine: str, dpkg_arch: str) -> None:
+    """The Pi's CPU (`uname -m`, emulated by qemu-user) and its userland's architecture."""
+    assert (host.check_output("uname -m"), host.check_output("dpkg --print-architecture")) == (
+        machine,
+        dpkg_arch,
+    )

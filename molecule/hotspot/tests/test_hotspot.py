@@ -9,7 +9,7 @@ to a client in a network namespace.
 import re
 
 import pytest
-from pipacs_molecule import run_playbook
+from pipacs_molecule import assert_no_changes, run_playbook
 from pipacs_wifi_probe import dhcp_offer, dns_answer
 
 HOSTAPD = "/etc/hostapd/wlan0.conf"
@@ -190,8 +190,4 @@ def test_controller_on_the_access_point_is_warned_and_restart_deferred(host):
 
 def test_check_mode_reports_no_changes():
     """`--check --diff` on a converged host reports nothing to change."""
-    run = run_playbook("converge.yml", "--check", "--diff")
-    assert run.returncode == 0, run.output
-    recap = run.recap()
-    assert recap["failed"] == 0, run.output
-    assert recap["changed"] == 0, run.output
+    assert_no_changes(run_playbook("converge.yml", "--check", "--diff"))

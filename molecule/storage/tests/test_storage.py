@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from pipacs_molecule import run_playbook
+from pipacs_molecule import assert_no_changes, run_playbook
 
 
 @pytest.mark.parametrize("path", ["/var/lib/pipacs/storage", "/var/lib/pipacs/index"])
@@ -24,10 +24,7 @@ def test_no_usb_disk_means_no_fstab_entry(host):
 
 
 def test_check_mode_reports_no_changes():
-    run = run_playbook("converge.yml", "--check", "--diff")
-    assert run.returncode == 0, run.output
-    assert run.recap()["failed"] == 0, run.output
-    assert run.recap()["changed"] == 0, run.output
+    assert_no_changes(run_playbook("converge.yml", "--check", "--diff"))
 
 
 def refused(host, playbook: str, folder: str) -> str:
