@@ -9,6 +9,7 @@ PLUGIN_EQUIVALENTS = {
     "libModalityWorklists": "worklists",
     "libOrthancDicomWeb": "dicom-web",
     "libOrthancWebViewer": "web-viewer",
+    "libOrthancOHIF": "ohif",
     "libOrthancPython": "python",
 }
 
@@ -123,4 +124,5 @@ KNOWN_SECTIONS: dict[str, tuple[str, ...]] = {
         "EnableGdcm",
         "RestrictTransferSyntaxes",
     ),
+    "OHIF": ("Enable", "Location", "RouterBasename", "DataSource", "Preload"),
 }

@@ -341,6 +341,8 @@ class Settings:
         "ServeFolders", {}, 'Served folders: "/web": "folder"', factory=True
     )
     web_viewer: dict[str, Any] = _opt("WebViewer", {}, "Web viewer options", factory=True)
+    ohif: dict[str, Any] = _opt("OHIF", {}, "OHIF viewer options (Location of its build)",
+                                factory=True)
 
     # Derived values (not keys): filled by `load`.
     config_dir: str = field(default=".", metadata={})

@@ -24,6 +24,7 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "worklists": ("worklists", "worklists"),
     "serve-folders": ("servefolders", "serve_folders"),
     "web-viewer": ("viewer", "web_viewer"),
+    "ohif": ("ohif", "ohif"),
     # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
     # or when "python" (libOrthancPython) is in Plugins.
     "python": ("hooks", "python_scripts"),
