@@ -140,7 +140,7 @@ class Ohif:
             return bottle.HTTPError(404, f"OHIF is not installed here ({self.folder.root} "
                                          "does not exist): see the plugins role's ohif option")
         if ".." in rel.split("/"):
-            return bottle.HTTPError(403, f"{self.base}/{rel} leaves the viewer's folder")
+            return bottle.HTTPError(403, f"{self.folder.where(rel)} leaves the viewer's folder")
         target = self.folder.resolve(rel)
         if target is not None and target.is_file():
             return self.send(target)
@@ -150,7 +150,7 @@ class Ohif:
             flat = self.folder.resolve(last)
             if flat is not None and flat.is_file():
                 return self.send(flat)
-            return bottle.HTTPError(404, f"{self.base}/{rel} is not part of the viewer")
+            return bottle.HTTPError(404, f"{self.folder.where(rel)} is not part of the viewer")
         index = self.folder.resolve("index.html")
         if index is None:
             return bottle.HTTPError(404, f"{self.folder.root} has no index.html: not an OHIF build")
