@@ -277,6 +277,10 @@ def _check_sections(settings: Settings, errors: list[str], notes: list[str], bas
             continue
         resolved = _resolve(folder, base)
         (folders if uri in folders else sf)[uri] = resolved
+    if (settings.lua_scripts or settings.execute_lua_enabled) and not _lua_available():
+        errors.append("LuaScripts/ExecuteLuaEnabled: Lua needs the lupa package, which is not "
+                      "installed (pip install lupa; the server's locks carry it where a wheel "
+                      "exists): remove the key or install lupa")
     ohif = settings.ohif
     for sub in ("Location", "RouterBasename", "DataSource"):
         if sub in ohif and not isinstance(ohif[sub], str):
@@ -288,6 +292,12 @@ def _check_sections(settings: Settings, errors: list[str], notes: list[str], bas
     if ohif.get("DataSource", "dicom-web") != "dicom-web":
         errors.append(f'OHIF.DataSource: {ohif["DataSource"]!r}: pipacs serves OHIF its '
                       'DICOMweb only ("dicom-web")')
+
+
+def _lua_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lupa") is not None
 
 
 def _map_plugins(settings: Settings, notes: list[str]) -> list[str]:

@@ -52,7 +52,6 @@ MANUFACTURERS = (
 
 # Keys Orthanc knows that mean nothing to pipacs: accepted with a notice.
 ACCEPTED_ORTHANC_KEYS = {
-    "ExecuteLuaEnabled": "Lua is not supported",
     "HttpsClientCertificate": "client certificates are not used",
     "SaveJobs": "jobs are not persisted across restarts",
     "JobsHistorySize": "",
