@@ -13,10 +13,18 @@ APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark
 # Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
 APT_LEAN := chromium fonts-liberation
 
+# The OHIF Viewer build the server's OHIF plugin is tested with (npm @ohif/app, fetched once,
+# checked against the registry's sha512; the plugins role fetches it the same way).
+OHIF_VERSION := 3.13.2
+OHIF_BUILD := $(CURDIR)/.cache/ohif/$(OHIF_VERSION)/.complete
+
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
 	lint-ansible molecule molecule-% bench clean lock
 
-setup: $(BIN)/pipacs ## install Debian packages and the Python venv (idempotent)
+setup: $(BIN)/pipacs $(OHIF_BUILD) ## install Debian packages and the Python venv (idempotent)
+
+$(OHIF_BUILD): | $(BIN)/pipacs
+	$(BIN)/python roles/plugins/files/ohif_fetch.py $(CURDIR)/.cache/ohif --version $(OHIF_VERSION)
 
 $(BIN)/pipacs: requirements.txt server/pyproject.toml
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

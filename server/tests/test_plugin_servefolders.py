@@ -149,3 +149,14 @@ def test_extended_form_missing_folder_and_cache(make_pipacs: Any) -> None:
     assert "max-age" in headers["cache-control"]  # AllowCache true
     assert fetch(p, "/docs/x")[0] == 404
     assert "serve-folders" in p.get("/plugins")
+
+
+def test_a_folder_at_the_root_names_missing_files_with_one_slash(make_pipacs: Any) -> None:
+    """OHIF's build put at "/" named a reload of /viewer as "//viewer" (two slashes)."""
+    p = make_pipacs(Plugins=["libServeFolders.so"], ServeFolders={"/": "site"})
+    (p.folder / "site").mkdir()
+    (p.folder / "site" / "index.html").write_text("<p>home</p>")
+    assert fetch(p, "/index.html")[0] == 200
+    status, _, body = fetch(p, "/viewer")
+    assert status == 404 and b"/viewer is not in the served folder" in body
+    assert b"//viewer" not in body

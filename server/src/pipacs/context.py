@@ -157,8 +157,8 @@ class ServerContext:
         """Stop in the reverse order of start: the Python hooks, the job engine (running jobs
         are cancelled and waited for), the SCU's associations, then the context's own
         threads; the index closes last, once nothing uses it any more."""
-        if self.plugins.python_hooks is not None:
-            self.plugins.python_hooks.stop()
+        for hooks in filter(None, (self.plugins.python_hooks, self.plugins.lua)):
+            hooks.stop()
         self.jobs.stop()
         if self.scu is not None:
             self.scu.close()

@@ -50,3 +50,4 @@ class PluginServices:
     served_folders: list[str] = field(default_factory=list)  # URIs served by serve-folders
     worklist_provider: WorklistFinder | None = None
     python_hooks: Service | None = None
+    lua: Service | None = None

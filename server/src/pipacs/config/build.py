@@ -232,7 +232,7 @@ def build_settings(data: dict[str, Any], base: Path) -> tuple[Settings, list[str
 
 
 def _check_sections(settings: Settings, errors: list[str], notes: list[str], base: Path) -> None:
-    for key in ("DicomWeb", "Worklists", "WebViewer"):
+    for key in ("DicomWeb", "Worklists", "WebViewer", "OHIF"):
         section = getattr(settings, FIELDS[key].name)
         for sub in section:
             if sub not in KNOWN_SECTIONS[key]:
@@ -277,6 +277,27 @@ def _check_sections(settings: Settings, errors: list[str], notes: list[str], bas
             continue
         resolved = _resolve(folder, base)
         (folders if uri in folders else sf)[uri] = resolved
+    if (settings.lua_scripts or settings.execute_lua_enabled) and not _lua_available():
+        errors.append("LuaScripts/ExecuteLuaEnabled: Lua needs the lupa package, which is not "
+                      "installed (pip install lupa; the server's locks carry it where a wheel "
+                      "exists): remove the key or install lupa")
+    ohif = settings.ohif
+    for sub in ("Location", "RouterBasename", "DataSource"):
+        if sub in ohif and not isinstance(ohif[sub], str):
+            errors.append(f"OHIF.{sub}: must be a string")
+    if isinstance(ohif.get("Location"), str) and ohif["Location"]:
+        ohif["Location"] = _resolve(ohif["Location"], base)
+    if isinstance(ohif.get("RouterBasename"), str) and not ohif["RouterBasename"].startswith("/"):
+        errors.append(f'OHIF.RouterBasename: {ohif["RouterBasename"]!r} must start with "/"')
+    if ohif.get("DataSource", "dicom-web") != "dicom-web":
+        errors.append(f'OHIF.DataSource: {ohif["DataSource"]!r}: pipacs serves OHIF its '
+                      'DICOMweb only ("dicom-web")')
+
+
+def _lua_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("lupa") is not None
 
 
 def _map_plugins(settings: Settings, notes: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ PLUGIN_EQUIVALENTS = {
     "libModalityWorklists": "worklists",
     "libOrthancDicomWeb": "dicom-web",
     "libOrthancWebViewer": "web-viewer",
+    "libOrthancOHIF": "ohif",
     "libOrthancPython": "python",
 }
 
@@ -51,7 +52,6 @@ MANUFACTURERS = (
 
 # Keys Orthanc knows that mean nothing to pipacs: accepted with a notice.
 ACCEPTED_ORTHANC_KEYS = {
-    "ExecuteLuaEnabled": "Lua is not supported",
     "HttpsClientCertificate": "client certificates are not used",
     "SaveJobs": "jobs are not persisted across restarts",
     "JobsHistorySize": "",
@@ -123,4 +123,5 @@ KNOWN_SECTIONS: dict[str, tuple[str, ...]] = {
         "EnableGdcm",
         "RestrictTransferSyntaxes",
     ),
+    "OHIF": ("Enable", "Location", "RouterBasename", "DataSource", "Preload"),
 }

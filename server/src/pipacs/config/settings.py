@@ -143,12 +143,11 @@ class Settings:
         check=_storage_mode,
     )
     lua_scripts: list[str] = _opt(
-        "LuaScripts",
-        [],
-        "Lua scripts (not supported: use PythonScripts)",
-        factory=True,
+        "LuaScripts", [], "Lua scripts with Orthanc's callbacks (needs lupa)", factory=True,
         path=True,
-        ignored="pipacs runs Python hooks (PythonScripts), not Lua",
+    )
+    execute_lua_enabled: bool = _opt(
+        "ExecuteLuaEnabled", False, "Allow POST /tools/execute-script (Lua sent over REST)"
     )
     python_scripts: list[str] = _opt(
         "PythonScripts", [], "Python modules with event hooks", factory=True, path=True
@@ -341,6 +340,8 @@ class Settings:
         "ServeFolders", {}, 'Served folders: "/web": "folder"', factory=True
     )
     web_viewer: dict[str, Any] = _opt("WebViewer", {}, "Web viewer options", factory=True)
+    ohif: dict[str, Any] = _opt("OHIF", {}, "OHIF viewer options (Location of its build)",
+                                factory=True)
 
     # Derived values (not keys): filled by `load`.
     config_dir: str = field(default=".", metadata={})

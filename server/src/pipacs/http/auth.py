@@ -36,6 +36,9 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
 
 # The WSGI environment key access_check sets to the user a request authenticated as.
 USER_KEY = "pipacs.user"
+# The key of a request the server makes to itself, in process (no HTTP client can set it:
+# a header becomes an HTTP_* key).
+INTERNAL_KEY = "pipacs.internal"
 
 
 def remote_user() -> str:
@@ -96,6 +99,8 @@ def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     challenge = {"WWW-Authenticate": f'Basic realm="{s.name}"'}
 
     def check(env: dict[str, Any]) -> None:
+        if env.get(INTERNAL_KEY) is True:
+            return  # the server calling its own API (Lua's RestApi*): no client, no login
         # Behind the TLS front, the client's own address and port replace the front's in
         # env: the log, the hooks and the instances' RemoteIP see the client.
         address = tls.real_address(context.tls_front, env)

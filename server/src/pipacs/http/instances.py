@@ -22,22 +22,10 @@ IMAGE_KINDS = "preview|rendered|image-uint8|image-uint16|raw"
 def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     def read(pid: str) -> bytes:
-        resource(context, INSTANCE, pid)
-        try:
-            return context.read_instance(pid)
-        except KeyError:
-            raise HttpError(404, "Unknown resource", f"no instance with ID {pid}") from None
-        except FileNotFoundError as e:
-            raise HttpError(404, "Inexistent file", str(e)) from None
-        except OSError as e:
-            raise HttpError(500, "Cannot read the storage area", str(e)) from None
+        return instance_bytes(context, pid)
 
     def dataset(pid: str) -> Dataset:
-        try:
-            return dicomfile.read_full(read(pid))
-        except (ValueError, EOFError, AttributeError, TypeError) as e:
-            raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}"
-                            ) from None
+        return instance_dataset(context, pid)
 
     @app.get("/instances/<pid>/file")
     def file(pid: str) -> Any:
@@ -109,6 +97,27 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             else:
                 shared = {k: v for k, v in shared.items() if current.get(k) == v}
         return json_response(shared or {})
+
+
+def instance_bytes(context: ServerContext, pid: str) -> bytes:
+    """The stored DICOM file of an instance; 404 for an unknown instance or a missing file."""
+    resource(context, INSTANCE, pid)
+    try:
+        return context.read_instance(pid)
+    except KeyError:
+        raise HttpError(404, "Unknown resource", f"no instance with ID {pid}") from None
+    except FileNotFoundError as e:
+        raise HttpError(404, "Inexistent file", str(e)) from None
+    except OSError as e:
+        raise HttpError(500, "Cannot read the storage area", str(e)) from None
+
+
+def instance_dataset(context: ServerContext, pid: str) -> Dataset:
+    """The stored instance, every element decoded (pixel data included)."""
+    try:
+        return dicomfile.read_full(instance_bytes(context, pid))
+    except (ValueError, EOFError, AttributeError, TypeError) as e:
+        raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}") from None
 
 
 # Files up to this size are read whole and sent with the header in one packet; larger ones

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import threading
 import urllib.error
@@ -29,7 +30,15 @@ from ..index import DatabaseError, Resource
 from ..jobs import Job, JobFailed, disk_full
 from ..services import ScuPool
 from .auth import basic_header
-from .common import body_bytes, body_json, int_field, parse_level, query_flag, resources_of_body
+from .common import (
+    JSON_BODY_LIMIT,
+    body_bytes,
+    body_json,
+    int_field,
+    parse_level,
+    query_flag,
+    resources_of_body,
+)
 from .errors import HttpError
 from .jobs import run
 from .responses import json_response
@@ -112,8 +121,14 @@ def _log_exports(context: ServerContext, items: list[Resource], target: str) -> 
             return
 
 
+# One Orthanc ID, or a DICOM UID, sent as the whole body without JSON quotes (as Orthanc
+# takes it: `curl -d 9c648398-... /modalities/x/store`, and Lua's SendToModality).
+BARE_ID = re.compile(rb"\s*([0-9a-f]{8}(?:-[0-9a-f]{8}){4}|[0-9]+(?:\.[0-9]+)+)\s*")
+
+
 def _store_body(context: ServerContext) -> tuple[dict[str, Any], list[Resource]]:
-    raw = body_json(kind=(dict, list, str))
+    bare = BARE_ID.fullmatch(body_bytes(JSON_BODY_LIMIT))
+    raw = bare.group(1).decode() if bare else body_json(kind=(dict, list, str))
     body = raw if isinstance(raw, dict) else {"Resources": raw}
     items = resources_of_body(context, body)
     return body, items

@@ -24,15 +24,25 @@ BUILTINS: dict[str, tuple[str, str]] = {
     "worklists": ("worklists", "worklists"),
     "serve-folders": ("servefolders", "serve_folders"),
     "web-viewer": ("viewer", "web_viewer"),
+    "ohif": ("ohif", "ohif"),
     # Python hooks run whenever PythonScripts lists something (as Orthanc's LuaScripts do),
     # or when "python" (libOrthancPython) is in Plugins.
     "python": ("hooks", "python_scripts"),
+    # Lua scripts, as Orthanc runs them, when LuaScripts lists something or ExecuteLuaEnabled.
+    "lua": ("lua", "lua_scripts"),
 }
+
+
+# Plugins whose routes Orthanc always has: switched off, they answer that they are off
+# (their module's `install_off(app)`), not a 404.
+ANSWERED_WHEN_OFF = ("lua",)
 
 
 def enabled(settings: Settings, name: str, section_key: str) -> bool:
     """Orthanc's rule, extended for pipacs: a plugin runs when its library (or its pipacs
     name) is in `Plugins`, or its section says "Enable": true; "Enable": false always wins."""
+    if name == "lua" and settings.execute_lua_enabled:
+        return True
     section = getattr(settings, section_key, None) if section_key else None
     if isinstance(section, list) and section:
         return True  # a list section (PythonScripts) switches its plugin on when not empty
@@ -48,6 +58,8 @@ def install_all(app: bottle.Bottle | None, context: ServerContext) -> list[str]:
     started = []
     for name, (module, section_key) in BUILTINS.items():
         if not enabled(context.settings, name, section_key):
+            if name in ANSWERED_WHEN_OFF and app is not None:
+                importlib.import_module(f"{__name__}.{module}").install_off(app)
             continue
         mod: Any = importlib.import_module(f"{__name__}.{module}")
         mod.install(app, context)

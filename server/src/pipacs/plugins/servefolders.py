@@ -110,13 +110,17 @@ class Folder:
             return {"Cache-Control": "public, max-age=3600"}
         return {"Cache-Control": "no-cache", "Pragma": "no-cache"}
 
+    def where(self, rel: str) -> str:
+        """The URI of `rel` in this folder, as the client asked for it (one slash between)."""
+        return self.uri.rstrip("/") + "/" + rel
+
     def serve(self, rel: str) -> Any:
         target = self.resolve(rel)
         if target is None:
             if ".." in rel.split("/"):
-                logger.warning("ServeFolders: refused %s%s (leaves the folder)", self.uri, rel)
-                return bottle.HTTPError(403, f"{self.uri}/{rel} leaves the served folder")
-            return bottle.HTTPError(404, f"{self.uri}/{rel} is not in the served folder")
+                logger.warning("ServeFolders: refused %s (leaves the folder)", self.where(rel))
+                return bottle.HTTPError(403, f"{self.where(rel)} leaves the served folder")
+            return bottle.HTTPError(404, f"{self.where(rel)} is not in the served folder")
         if target.is_dir():
             if not bottle.request.path.endswith("/"):
                 return bottle.redirect(bottle.request.path + "/", 301)
@@ -161,7 +165,7 @@ class Folder:
                 continue
             name = child.name + ("/" if child.is_dir() else "")
             entries.append(f'<li><a href="{quote(name)}">{html.escape(name)}</a></li>')
-        title = html.escape(f"{self.uri}/{rel}".replace("//", "/"))
+        title = html.escape(self.where(rel))
         bottle.response.content_type = "text/html; charset=utf-8"
         for k, v in self.cache_headers().items():
             bottle.response.set_header(k, v)
