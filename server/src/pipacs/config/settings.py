@@ -292,6 +292,37 @@ class Settings:
         "Seconds before an idle HTTP connection is closed",
         check=_positive,
     )
+    # pipacs only: limits against careless and hostile clients (issue 13, SECURITY.md)
+    dicom_association_request_timeout: int = _opt(
+        "DicomAssociationRequestTimeout", 5,
+        "pipacs only: seconds a DICOM connection has to send its A-ASSOCIATE-RQ",
+        check=_positive,
+    )
+    dicom_associations_per_address: int = _opt(
+        "DicomAssociationsPerAddress", 16,
+        "pipacs only: most DICOM connections open at once from one IP address (0: no cap)",
+        check=_non_negative,
+    )
+    http_connections_per_address: int = _opt(
+        "HttpConnectionsPerAddress", 32,
+        "pipacs only: most HTTP connections open at once from one IP address (0: no cap)",
+        check=_non_negative,
+    )
+    http_header_timeout: int = _opt(
+        "HttpHeaderTimeout", 10,
+        "pipacs only: seconds an HTTP client has to send a request's headers",
+        check=_positive,
+    )
+    http_maximum_body_size: int = _opt(
+        "HttpMaximumBodySize", 1024,
+        "pipacs only: largest HTTP request body, in MB (413 beyond it)",
+        check=_positive,
+    )
+    maximum_image_size: int = _opt(
+        "MaximumImageSize", 4096,
+        "pipacs only: largest width or height of a rendered image, in pixels",
+        check=_positive,
+    )
     store_dicom: bool = _opt("StoreDicom", True, "Keep DICOM files (false: index only)")
     dicom_association_close_delay: int = _opt(
         "DicomAssociationCloseDelay",
