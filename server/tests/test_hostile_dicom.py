@@ -50,7 +50,7 @@ def limited(make_pipacs: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
         deadline = time.monotonic() + 60
         while True:  # HTTP starts after DICOM; no DICOM probe holding a slot
             try:
-                p.get("/system")
+                socket.create_connection(("127.0.0.1", p.http_port), timeout=1).close()
                 return p
             except OSError:
                 assert time.monotonic() < deadline and p.proc.poll() is None, p.log()

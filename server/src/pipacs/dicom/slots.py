@@ -17,9 +17,9 @@ from typing import Any
 
 from pynetdicom import evt
 
-logger = logging.getLogger(__name__)
+from ..limits import AddressWarnings
 
-LOG_EVERY = 10.0  # seconds between two warnings about the same address
+logger = logging.getLogger(__name__)
 
 
 def request_deadline(event: evt.Event, seconds: float) -> None:
@@ -45,7 +45,7 @@ class AddressCap:
     def __init__(self, server: Any, per_address: int):
         self.server = server
         self.per_address = per_address
-        self.warned: dict[str, float] = {}
+        self.warnings = AddressWarnings(logger)
         self._process = server.process_request
         server.process_request = self.process_request
 
@@ -56,14 +56,9 @@ class AddressCap:
     def process_request(self, request: Any, client_address: Any) -> None:
         address = str(client_address[0])
         if self.per_address and self.busy(address) >= self.per_address:
-            self._warn(address)
+            self.warnings.warning(address, "DICOM connection from %s closed: it already "
+                                  "holds %d (DicomAssociationsPerAddress)", address,
+                                  self.per_address)
             self.server.shutdown_request(request)
             return
         self._process(request, client_address)
-
-    def _warn(self, address: str) -> None:
-        now = time.monotonic()
-        if now - self.warned.get(address, -LOG_EVERY) >= LOG_EVERY:
-            self.warned[address] = now
-            logger.warning("DICOM connection from %s closed: it already holds %d "
-                           "(DicomAssociationsPerAddress)", address, self.per_address)
