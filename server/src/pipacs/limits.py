@@ -1,5 +1,6 @@
-"""Shared pieces of the limits against hostile clients (issue 13, SECURITY.md): warnings
-about one address at most every few seconds, so that a flood does not flood the log."""
+"""Shared pieces of the limits against hostile clients (issue 13, SECURITY.md): the largest
+image drawn, and warnings about one address at most every few seconds, so that a flood does
+not flood the log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import logging
 import threading
 import time
 from typing import Any
+
+# Largest width or height of an image drawn for a client: /instances/../rendered, the
+# DICOMweb viewport and WADO-URI's rows and columns (a 30000-px request took 2.8 GB).
+# 4096 px is a 4K screen's side; an 8-bit RGB image of that size is 50 MB.
+MAX_IMAGE_SIZE = 4096
 
 LOG_EVERY = 10.0  # seconds between two warnings about the same address
 

@@ -318,11 +318,6 @@ class Settings:
         "pipacs only: largest HTTP request body, in MB (413 beyond it)",
         check=_positive,
     )
-    maximum_image_size: int = _opt(
-        "MaximumImageSize", 4096,
-        "pipacs only: largest width or height of a rendered image, in pixels",
-        check=_positive,
-    )
     store_dicom: bool = _opt("StoreDicom", True, "Keep DICOM files (false: index only)")
     dicom_association_close_delay: int = _opt(
         "DicomAssociationCloseDelay",
