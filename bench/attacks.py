@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 import datagen
 import ingest
+import netattacks as net
 
 ATTACK = "*A" * 9 + "*B"
 NAME = "A" * 64
@@ -171,6 +173,37 @@ ATTACKS = {
     "nested": [
         Attack(f"worklist nesting {NESTING} sequences", lambda s, t: http_call(
             s, "POST", "/worklists/create", nested_worklist(), t), needs_patient=False),
+    ],
+    "pdu": [
+        Attack("A-ASSOCIATE-RQ of 4 GiB", lambda s, t: net.big_association_request(
+            s.dicom_port, t), needs_patient=False),
+        Attack("P-DATA-TF of 1 GiB", lambda s, t: net.big_pdata(
+            s.dicom_port, ingest.SERVER_AET, t), needs_patient=False),
+    ],
+    "slots": [
+        Attack("33 idle DICOM connections", lambda s, t: net.held_connections(
+            s.dicom_port, 33, b"", t), needs_patient=False),
+        Attack("A-ASSOCIATE-RQ a byte a second", lambda s, t: net.held_connections(
+            s.dicom_port, 1, struct.pack(">BBL", 1, 0, 1000), t, trickle=True),
+            needs_patient=False),
+    ],
+    "http": [
+        Attack("205 half-sent HTTP requests", lambda s, t: net.held_connections(
+            s.http_port, 205, b"GET /system HTTP/1.1\r\n", t), needs_patient=False),
+        Attack("HTTP headers a byte a second", lambda s, t: net.held_connections(
+            s.http_port, 1, b"GET /system HTTP/1.1\r\n", t, trickle=True),
+            needs_patient=False),
+        Attack("POST /instances of 1 GiB", lambda s, t: net.big_body(s.http_port, t),
+               needs_patient=False),
+    ],
+    "images": [
+        Attack("WADO-URI 30000 x 30000", lambda s, t: net.http_get(
+            f"http://{ingest.LOOPBACK}:{s.http_port}/wado?requestType=WADO&" + urllib.parse.
+            urlencode(dict(zip(("studyUID", "seriesUID", "objectUID"), net.stored_uids(s),
+                               strict=True))) + "&rows=30000&columns=30000", t)),
+        Attack("DICOMweb viewport 16000 x 16000", lambda s, t: net.http_get(
+            f"http://{ingest.LOOPBACK}:{s.http_port}/dicom-web/studies/%s/series/%s/"
+            "instances/%s/rendered?viewport=16000,16000" % net.stored_uids(s), t)),
     ],
 }
 

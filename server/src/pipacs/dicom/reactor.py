@@ -231,6 +231,9 @@ def _refuse(self: Any, pdu_type: int, length: int, limit: int) -> None:
         "association aborted", getattr(peer, "address", "?"), pdu_type, length, limit)
     self._pipacs_refused = True
     self.event_queue.put("Evt19")
+    if self.state_machine.current_state == "Sta2":
+        # the acceptor's thread waits for the A-ASSOCIATE-RQ: no more (None: "timed out")
+        self.to_user_queue.put(None)
 
 
 def _read_pdu(self: Any, views: bool) -> None:
@@ -243,6 +246,11 @@ def _read_pdu(self: Any, views: bool) -> None:
     sock = self.socket
     if getattr(self, "_pipacs_refused", False):  # aborted: the rest is not read
         self.event_queue.put("Evt17")
+        return
+    if self.state_machine.current_state == "Sta1":
+        # The connection is over (a request that missed its deadline): what the peer still
+        # sends is not read, and the association thread closes the socket.
+        _time.sleep(IDLE_WAIT)
         return
     # Before the association, the A-ASSOCIATE-RQ must arrive whole by a deadline (set by
     # dicom/slots.py): a byte now and then does not hold the connection.
