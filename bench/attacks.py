@@ -193,7 +193,7 @@ ATTACKS = {
         Attack("HTTP headers a byte a second", lambda s, t: net.held_connections(
             s.http_port, 1, b"GET /system HTTP/1.1\r\n", t, trickle=True),
             needs_patient=False),
-        Attack("POST /instances of 1 GiB", lambda s, t: net.big_body(s.http_port, t),
+        Attack("POST /instances of 4 GiB", lambda s, t: net.big_body(s.http_port, t),
                needs_patient=False),
     ],
     "images": [

@@ -146,14 +146,14 @@ def held_connections(port: int, count: int, first: bytes, timeout: float,
 
 
 def big_body(http_port: int, timeout: float) -> str:
-    """POST /instances announcing 1 GiB, then zeros until the server answers."""
+    """POST /instances announcing 4 GiB, then zeros until the server answers."""
     sock = _connect(http_port, LOOPBACK)
     if sock is None:
         return "connection refused"
     t0 = time.monotonic()
     with sock:
-        sock.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
-        sent, answer = _stream_until_answer(sock, 1 << 30, timeout)
+        sock.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 4294967296\r\n\r\n")
+        sent, answer = _stream_until_answer(sock, 1 << 32, timeout)
     status = answer.split(b"\r\n", 1)[0].decode(errors="replace") if answer else "no answer"
     return f"{status} after {sent / 1e6:.0f} MB, {time.monotonic() - t0:.2f} s"
 

@@ -18,6 +18,7 @@ import json
 import socket
 import ssl
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,28 @@ def test_the_tls_front_caps_connections(limited: Any, tmp_path: Path) -> None:
         for s in idle:
             s.close()
     assert "TLS connection from 127.0.0.1 closed" in p.log()
+
+
+def peak_mb(p: PipacsProcess) -> float:
+    assert p.proc is not None
+    for line in Path(f"/proc/{p.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_zip_upload_is_read_a_member_at_a_time(pipacs: PipacsProcess, tmp_path: Path,
+                                                small_data: list[Path]) -> None:
+    """POST /instances read a whole ZIP into memory; now it stays in bottle's temporary
+    file and each member is read in turn (here 40 members of 4 MB, one DICOM file)."""
+    path = tmp_path / "upload.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.write(small_data[0], "one.dcm")
+        for n in range(40):
+            z.writestr(f"junk{n}.bin", bytes([n]) * (4 << 20))
+    http_request(pipacs.url + "/system")
+    before = peak_mb(pipacs)
+    status, _, body = http_request(pipacs.url + "/instances", "POST", path.read_bytes(),
+                                   timeout=120)
+    assert status == 200 and len(json.loads(body)) == 1, body[:300]
+    assert peak_mb(pipacs) - before < 80, (before, peak_mb(pipacs))
