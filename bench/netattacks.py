@@ -57,17 +57,25 @@ def _stream_until_answer(sock: socket.socket, limit: int, timeout: float) -> tup
     return sent, answer
 
 
-def big_association_request(dicom_port: int, timeout: float) -> str:
-    """An A-ASSOCIATE-RQ announcing 4 GiB - 1, then zeros as fast as the server takes them."""
-    sock = _connect(dicom_port, LOOPBACK)
+def _announce(port: int, head: bytes, length: int, timeout: float) -> tuple[int, bytes, float]:
+    """Send `head` (announcing `length` bytes), then zeros until the server answers or
+    closes: (bytes sent, the answer, seconds)."""
+    sock = _connect(port, LOOPBACK)
     if sock is None:
-        return "connection refused"
+        return 0, b"(connection refused)", 0.0
     t0 = time.monotonic()
     with sock:
-        sock.sendall(struct.pack(">BBL", 0x01, 0, 0xFFFFFFFF))
-        sent, answer = _stream_until_answer(sock, 1 << 32, timeout)
+        sock.sendall(head)
+        sent, answer = _stream_until_answer(sock, length, timeout)
+    return sent, answer, time.monotonic() - t0
+
+
+def big_association_request(dicom_port: int, timeout: float) -> str:
+    """An A-ASSOCIATE-RQ announcing 4 GiB - 1, then zeros as fast as the server takes them."""
+    sent, answer, took = _announce(dicom_port, struct.pack(">BBL", 0x01, 0, 0xFFFFFFFF),
+                                   0xFFFFFFFF, timeout)
     what = "A-ABORT" if answer[:1] == b"\x07" else f"{len(answer)} bytes" if answer else "close"
-    return f"{what} after {sent / 1e6:.0f} MB, {time.monotonic() - t0:.2f} s"
+    return f"{what} after {sent / 1e6:.0f} MB, {took:.2f} s"
 
 
 def big_pdata(dicom_port: int, aet: str, timeout: float) -> str:
@@ -147,15 +155,11 @@ def held_connections(port: int, count: int, first: bytes, timeout: float,
 
 def big_body(http_port: int, timeout: float) -> str:
     """POST /instances announcing 4 GiB, then zeros until the server answers."""
-    sock = _connect(http_port, LOOPBACK)
-    if sock is None:
-        return "connection refused"
-    t0 = time.monotonic()
-    with sock:
-        sock.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 4294967296\r\n\r\n")
-        sent, answer = _stream_until_answer(sock, 1 << 32, timeout)
+    sent, answer, took = _announce(
+        http_port, b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 4294967296\r\n\r\n",
+        1 << 32, timeout)
     status = answer.split(b"\r\n", 1)[0].decode(errors="replace") if answer else "no answer"
-    return f"{status} after {sent / 1e6:.0f} MB, {time.monotonic() - t0:.2f} s"
+    return f"{status} after {sent / 1e6:.0f} MB, {took:.2f} s"
 
 
 def http_get(url: str, timeout: float) -> str:

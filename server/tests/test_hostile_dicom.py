@@ -29,12 +29,13 @@ from conftest import PipacsProcess
 MEMORY_LIMIT = 3 << 30
 
 
-def rss_mb(p: PipacsProcess) -> float:
+def rss_mb(p: PipacsProcess, field: str = "VmRSS") -> float:
+    """The server's resident memory (VmHWM: its peak so far), in MB."""
     assert p.proc is not None
     for line in Path(f"/proc/{p.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 @pytest.fixture

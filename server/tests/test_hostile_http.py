@@ -24,7 +24,7 @@ from typing import Any
 
 import test_hostile_dicom
 from conftest import PipacsProcess, http_request
-from test_hostile_dicom import rss_mb
+from test_hostile_dicom import answer_of, rss_mb
 from test_rest_tls import self_signed
 
 limited = test_hostile_dicom.limited  # the fixture
@@ -99,13 +99,7 @@ def test_half_sent_requests_do_not_starve_the_server(limited: Any) -> None:
 
 
 def answer(sock: socket.socket, timeout: float = 5) -> tuple[int, dict[str, Any]]:
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
+    data = answer_of(sock, timeout)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 "), data[:200]
     return int(head.split()[1]), json.loads(body)
@@ -173,14 +167,6 @@ def test_the_tls_front_caps_connections(limited: Any, tmp_path: Path) -> None:
     assert "TLS connection from 127.0.0.1 closed" in p.log()
 
 
-def peak_mb(p: PipacsProcess) -> float:
-    assert p.proc is not None
-    for line in Path(f"/proc/{p.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_a_zip_upload_is_read_a_member_at_a_time(pipacs: PipacsProcess, tmp_path: Path,
                                                 small_data: list[Path]) -> None:
     """POST /instances read a whole ZIP into memory; now it stays in bottle's temporary
@@ -191,8 +177,8 @@ def test_a_zip_upload_is_read_a_member_at_a_time(pipacs: PipacsProcess, tmp_path
         for n in range(40):
             z.writestr(f"junk{n}.bin", bytes([n]) * (4 << 20))
     http_request(pipacs.url + "/system")
-    before = peak_mb(pipacs)
+    before = rss_mb(pipacs, "VmHWM")
     status, _, body = http_request(pipacs.url + "/instances", "POST", path.read_bytes(),
                                    timeout=120)
     assert status == 200 and len(json.loads(body)) == 1, body[:300]
-    assert peak_mb(pipacs) - before < 80, (before, peak_mb(pipacs))
+    assert rss_mb(pipacs, "VmHWM") - before < 80, (before, rss_mb(pipacs, "VmHWM"))
