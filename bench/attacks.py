@@ -11,7 +11,15 @@ configuration, with DICOMweb and worklists on), started from ``.venv/bin/pipacs`
   QIDO-RS (``GET /dicom-web/studies``) and C-FIND (dcmtk's findscu, patient root), each
   on its own server;
 * **nested worklist**: ``POST /worklists/create`` with 260 nested sequences (9 KB of
-  JSON; the kernel killed pipacs at 22.9 GB), with pipacs' RSS sampled every 0.1 s.
+  JSON; the kernel killed pipacs at 22.9 GB), with pipacs' RSS sampled every 0.1 s;
+* **pdu**: an A-ASSOCIATE-RQ announcing 4 GiB, and a P-DATA-TF announcing 1 GiB on an
+  established association, each followed by zeros as fast as pipacs takes them;
+* **slots**: 33 idle DICOM connections, and one A-ASSOCIATE-RQ sent a byte a second;
+* **http**: 205 half-sent HTTP requests, one request's headers a byte a second, and a
+  ``POST /instances`` announcing 4 GiB;
+* **images**: WADO-URI with ``rows=30000&columns=30000`` and a DICOMweb viewport of
+  16000 x 16000 (``netattacks.py`` has these connection-level attacks; the held
+  connections come from 127.0.0.9, so that the probes stand for other clients).
 
 Each attack is sent again and again, one request at a time, for ``--window`` seconds
 (default 3), while a thread alternates a C-ECHO (dcmtk's echoscu, 1 s timeouts) and a
@@ -23,7 +31,7 @@ its server killed; pipacs gets an address-space limit
 thread arenas stay far below it), so a memory bomb ends in a MemoryError or a kill rather
 than in the machine's swap.
 
-Usage: ``.venv/bin/python bench/attacks.py [--only wildcards|nested] [--timeout 30]
+Usage: ``.venv/bin/python bench/attacks.py [--only FAMILY] [--timeout 30]
 [--window 3] [--memory-limit 4] [--keep] [--tmp DIR]``; against another build of pipacs:
 ``PIPACS_BIN=/path/to/script bench/attacks.py`` (a script that runs ``python -m pipacs "$@"``).
 """

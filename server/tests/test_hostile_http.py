@@ -14,6 +14,7 @@ The servers run with an address-space limit (as in test_hostile_clients.py).
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -182,3 +183,19 @@ def test_a_zip_upload_is_read_a_member_at_a_time(pipacs: PipacsProcess, tmp_path
                                    timeout=120)
     assert status == 200 and len(json.loads(body)) == 1, body[:300]
     assert rss_mb(pipacs, "VmHWM") - before < 80, (before, rss_mb(pipacs, "VmHWM"))
+
+
+def test_a_large_body_without_credentials_is_refused_before_it_is_read(
+        make_pipacs: Any) -> None:
+    """waitress read a whole body before the application could answer 401 (1 GiB was
+    buffered); a body over 64 KB is now checked from the headers."""
+    p: PipacsProcess = make_pipacs(AuthenticationEnabled=True, RegisteredUsers={"bob": "pw"})
+    with socket.create_connection(("127.0.0.1", p.http_port)) as s:
+        s.sendall(b"POST /instances HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+        data = answer_of(s, 5)
+    assert data.startswith(b"HTTP/1.1 401 "), data[:200]
+    assert b'www-authenticate: basic realm="testpi"' in data.lower(), data[:300]
+    auth = base64.b64encode(b"bob:pw").decode()
+    status, _, _ = http_request(p.url + "/tools/lookup", "POST", b"x" * 100_000,
+                                headers={"Authorization": f"Basic {auth}"})
+    assert status == 200  # with credentials, the body is read as before

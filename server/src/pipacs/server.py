@@ -52,6 +52,7 @@ class Server:
         from waitress.server import create_server
 
         from .http.app import create_app
+        from .http.auth import credentials_check
         from .http.channel import Limits, channel_class
 
         s = self.settings
@@ -80,6 +81,9 @@ class Server:
             # behind the TLS front every connection is the front's: it caps them itself
             per_address=0 if s.ssl_enabled else s.http_connections_per_address,
             header_timeout=s.http_header_timeout,
+            authorised=credentials_check(s.registered_users) if s.authentication_enabled
+            else None,
+            realm=s.name,
         ))
         if s.ssl_enabled:
             from .tls import TlsFront

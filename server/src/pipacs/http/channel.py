@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -37,6 +38,16 @@ class Limits:
 
     per_address: int = 0
     header_timeout: float = 0.0
+    # With AuthenticationEnabled: whether an Authorization value opens the API; a body over
+    # EARLY_AUTH_BODY bytes without one is refused (401) before it is read.
+    authorised: Callable[[str], bool] | None = None
+    realm: str = ""
+
+
+# waitress reads a whole body before the application sees the request: a 1 GiB upload
+# without credentials was buffered before its 401. Bodies larger than this are checked
+# from the headers.
+EARLY_AUTH_BODY = 64 * 1024
 
 
 def _guarded(base: Any, limits: Limits) -> Any:
@@ -49,7 +60,29 @@ def _guarded(base: Any, limits: Limits) -> Any:
     turn of waitress' loop, at least once a second), and one address holds at most
     `per_address` connections: the next ones are closed at once.
     """
+    from waitress.parser import HTTPRequestParser
     from waitress.task import ErrorTask
+    from waitress.utilities import Error
+
+    class Unauthorized(Error):
+        code = 401
+        reason = "Unauthorized"
+
+    class Parser(HTTPRequestParser):
+        auth_checked = False
+
+        def received(self, data: bytes) -> int:
+            n = int(super().received(data))
+            parser: Any = self  # waitress' attributes, untyped
+            if limits.authorised is not None and not self.auth_checked \
+                    and parser.headers_finished and not parser.completed \
+                    and parser.error is None:
+                self.auth_checked = True
+                if (parser.chunked or parser.content_length > EARLY_AUTH_BODY) \
+                        and not limits.authorised(parser.headers.get("AUTHORIZATION", "")):
+                    parser.error = Unauthorized("authentication required")
+                    parser.completed = True
+            return n
 
     warnings = AddressWarnings(logger)
 
@@ -59,6 +92,16 @@ def _guarded(base: Any, limits: Limits) -> Any:
     class OrthancErrorTask(ErrorTask):
         def execute(self) -> None:
             e = self.request.error
+            if isinstance(e, Unauthorized):  # as the application answers it (http/auth.py)
+                data = b"authentication required\n"
+                self.status = "401 Unauthorized"
+                self.response_headers.extend([
+                    ("Content-Type", "text/plain"),
+                    ("WWW-Authenticate", f'Basic realm="{limits.realm}"')])
+                self.set_close_on_finish()
+                self.content_length = len(data)
+                self.write(data)
+                return
             request = SimpleNamespace(method=self.request.command or "",
                                       path=self.request.path or "")
             body = json.dumps(error_body(e.code, e.reason, request, e.body), indent=3)
@@ -71,6 +114,7 @@ def _guarded(base: Any, limits: Limits) -> Any:
 
     class Guarded(base):
         error_task_class = OrthancErrorTask
+        parser_class = Parser
         request_began = 0.0
 
         def __init__(self, server: Any, sock: Any, addr: Any, adj: Any,
