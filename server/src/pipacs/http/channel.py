@@ -94,20 +94,16 @@ def _guarded(base: Any, limits: Limits) -> Any:
             e = self.request.error
             if isinstance(e, Unauthorized):  # as the application answers it (http/auth.py)
                 data = b"authentication required\n"
-                self.status = "401 Unauthorized"
-                self.response_headers.extend([
-                    ("Content-Type", "text/plain"),
-                    ("WWW-Authenticate", f'Basic realm="{limits.realm}"')])
-                self.set_close_on_finish()
-                self.content_length = len(data)
-                self.write(data)
-                return
-            request = SimpleNamespace(method=self.request.command or "",
-                                      path=self.request.path or "")
-            body = json.dumps(error_body(e.code, e.reason, request, e.body), indent=3)
-            data = body.encode()
+                headers = [("Content-Type", "text/plain"),
+                           ("WWW-Authenticate", f'Basic realm="{limits.realm}"')]
+            else:
+                request = SimpleNamespace(method=self.request.command or "",
+                                          path=self.request.path or "")
+                data = json.dumps(error_body(e.code, e.reason, request, e.body),
+                                  indent=3).encode()
+                headers = [("Content-Type", "application/json")]
             self.status = f"{e.code} {e.reason}"
-            self.response_headers.append(("Content-Type", "application/json"))
+            self.response_headers.extend(headers)
             self.set_close_on_finish()
             self.content_length = len(data)
             self.write(data)
