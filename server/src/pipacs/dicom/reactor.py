@@ -190,6 +190,8 @@ def recv_until(sock: Any, nr_bytes: int, deadline: float) -> bytearray:
     """Up to `nr_bytes` read from a socket by `deadline` (time.monotonic()); fewer when the
     peer closes or the deadline passes."""
     buf = bytearray()
+    if sock is None:  # closed meanwhile
+        return buf
     timeout = sock.gettimeout()
     try:
         while len(buf) < nr_bytes:
