@@ -11,7 +11,15 @@ configuration, with DICOMweb and worklists on), started from ``.venv/bin/pipacs`
   QIDO-RS (``GET /dicom-web/studies``) and C-FIND (dcmtk's findscu, patient root), each
   on its own server;
 * **nested worklist**: ``POST /worklists/create`` with 260 nested sequences (9 KB of
-  JSON; the kernel killed pipacs at 22.9 GB), with pipacs' RSS sampled every 0.1 s.
+  JSON; the kernel killed pipacs at 22.9 GB), with pipacs' RSS sampled every 0.1 s;
+* **pdu**: an A-ASSOCIATE-RQ announcing 4 GiB, and a P-DATA-TF announcing 1 GiB on an
+  established association, each followed by zeros as fast as pipacs takes them;
+* **slots**: 33 idle DICOM connections, and one A-ASSOCIATE-RQ sent a byte a second;
+* **http**: 205 half-sent HTTP requests, one request's headers a byte a second, and a
+  ``POST /instances`` announcing 4 GiB;
+* **images**: WADO-URI with ``rows=30000&columns=30000`` and a DICOMweb viewport of
+  16000 x 16000 (``netattacks.py`` has these connection-level attacks; the held
+  connections come from 127.0.0.9, so that the probes stand for other clients).
 
 Each attack is sent again and again, one request at a time, for ``--window`` seconds
 (default 3), while a thread alternates a C-ECHO (dcmtk's echoscu, 1 s timeouts) and a
@@ -23,7 +31,7 @@ its server killed; pipacs gets an address-space limit
 thread arenas stay far below it), so a memory bomb ends in a MemoryError or a kill rather
 than in the machine's swap.
 
-Usage: ``.venv/bin/python bench/attacks.py [--only wildcards|nested] [--timeout 30]
+Usage: ``.venv/bin/python bench/attacks.py [--only FAMILY] [--timeout 30]
 [--window 3] [--memory-limit 4] [--keep] [--tmp DIR]``; against another build of pipacs:
 ``PIPACS_BIN=/path/to/script bench/attacks.py`` (a script that runs ``python -m pipacs "$@"``).
 """
@@ -34,6 +42,7 @@ import argparse
 import json
 import os
 import resource
+import struct
 import subprocess
 import sys
 import tempfile
@@ -51,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 import datagen
 import ingest
+import netattacks as net
 
 ATTACK = "*A" * 9 + "*B"
 NAME = "A" * 64
@@ -171,6 +181,37 @@ ATTACKS = {
     "nested": [
         Attack(f"worklist nesting {NESTING} sequences", lambda s, t: http_call(
             s, "POST", "/worklists/create", nested_worklist(), t), needs_patient=False),
+    ],
+    "pdu": [
+        Attack("A-ASSOCIATE-RQ of 4 GiB", lambda s, t: net.big_association_request(
+            s.dicom_port, t), needs_patient=False),
+        Attack("P-DATA-TF of 1 GiB", lambda s, t: net.big_pdata(
+            s.dicom_port, ingest.SERVER_AET, t), needs_patient=False),
+    ],
+    "slots": [
+        Attack("33 idle DICOM connections", lambda s, t: net.held_connections(
+            s.dicom_port, 33, b"", t), needs_patient=False),
+        Attack("A-ASSOCIATE-RQ a byte a second", lambda s, t: net.held_connections(
+            s.dicom_port, 1, struct.pack(">BBL", 1, 0, 1000), t, trickle=True),
+            needs_patient=False),
+    ],
+    "http": [
+        Attack("205 half-sent HTTP requests", lambda s, t: net.held_connections(
+            s.http_port, 205, b"GET /system HTTP/1.1\r\n", t), needs_patient=False),
+        Attack("HTTP headers a byte a second", lambda s, t: net.held_connections(
+            s.http_port, 1, b"GET /system HTTP/1.1\r\n", t, trickle=True),
+            needs_patient=False),
+        Attack("POST /instances of 4 GiB", lambda s, t: net.big_body(s.http_port, t),
+               needs_patient=False),
+    ],
+    "images": [
+        Attack("WADO-URI 30000 x 30000", lambda s, t: net.http_get(
+            f"http://{ingest.LOOPBACK}:{s.http_port}/wado?requestType=WADO&" + urllib.parse.
+            urlencode(dict(zip(("studyUID", "seriesUID", "objectUID"), net.stored_uids(s),
+                               strict=True))) + "&rows=30000&columns=30000", t)),
+        Attack("DICOMweb viewport 16000 x 16000", lambda s, t: net.http_get(
+            f"http://{ingest.LOOPBACK}:{s.http_port}/dicom-web/studies/%s/series/%s/"
+            "instances/%s/rendered?viewport=16000,16000" % net.stored_uids(s), t)),
     ],
 }
 

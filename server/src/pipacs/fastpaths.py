@@ -95,6 +95,16 @@ REGISTRY: tuple[FastPath, ...] = (
         "a PDU is read into one buffer",
     ),
     FastPath(
+        "pdu-limits", "pynetdicom", "pipacs.dicom.reactor:patch_pdu_limits",
+        (
+            _t(f"{_DUL}._read_pdu_data", "self"),
+            _t(f"{_DUL}._decode_pdu", "self", "bytestream"),
+            Target("pynetdicom.association:Association.is_acceptor"),
+        ),
+        "a PDU over its limit aborts the association before its body is read",
+        fix=True,
+    ),
+    FastPath(
         "pdata-views", "pynetdicom", "pipacs.dicom.reactor:patch_read_pdu",
         (
             _t(f"{_DUL}._read_pdu_data", "self"),

@@ -52,7 +52,8 @@ class Server:
         from waitress.server import create_server
 
         from .http.app import create_app
-        from .http.channel import channel_class
+        from .http.auth import credentials_check
+        from .http.channel import Limits, channel_class
 
         s = self.settings
         host = "0.0.0.0" if s.remote_access_allowed else "127.0.0.1"
@@ -68,12 +69,22 @@ class Server:
             expose_tracebacks=False,
             connection_limit=200,
             asyncore_use_poll=True,
+            # waitress refuses a body from its Content-Length, or counts a chunked one as it
+            # arrives (413, in Orthanc's shape: http/channel.py); its limit is exclusive
+            max_request_body_size=(s.http_maximum_body_size << 20) + 1,
         )
         if s.tcp_no_delay:
             import socket
 
             self.http.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.http.channel_class = channel_class(keep_alive=s.keep_alive)
+        self.http.channel_class = channel_class(keep_alive=s.keep_alive, limits=Limits(
+            # behind the TLS front every connection is the front's: it caps them itself
+            per_address=0 if s.ssl_enabled else s.http_connections_per_address,
+            header_timeout=s.http_header_timeout,
+            authorised=credentials_check(s.registered_users) if s.authentication_enabled
+            else None,
+            realm=s.name,
+        ))
         if s.ssl_enabled:
             from .tls import TlsFront
 
@@ -84,6 +95,8 @@ class Server:
                 s.ssl_certificate,
                 remote_allowed=s.remote_access_allowed,
                 timeout=s.http_request_timeout,
+                per_address=s.http_connections_per_address,
+                header_timeout=s.http_header_timeout,
             )
             self.context.tls_front = self.tls
             self.tls.start()

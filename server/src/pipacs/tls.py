@@ -8,6 +8,11 @@ listens on an ephemeral loopback port. One thread per connection relays both dir
 with select(), so an SSL object is only ever used by one thread. The client's real address
 and port are kept by the relay's local port, and the HTTP layer asks `real_address` for them
 before anything else looks at the request.
+
+A relay thread is a slot: at most `RELAYS` at once, `per_address` of them for one address
+(HttpConnectionsPerAddress), and the TLS handshake must be done within `header_timeout`
+(HttpHeaderTimeout); other connections are closed at once (300 idle sockets were 300
+threads). waitress, behind, keeps its header deadline for what the relay hands on.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ import select
 import socket
 import ssl
 import threading
+from collections import Counter
 from typing import Any
+
+from .limits import AddressWarnings
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+RELAYS = 200  # relay threads at most (waitress' connection_limit, behind)
 
 
 def _loopback(addr: str) -> bool:
@@ -36,13 +45,19 @@ class TlsFront:
     """Listens on (host, port) with TLS, relays to 127.0.0.1:backend_port."""
 
     def __init__(self, host: str, port: int, backend_port: int, certificate: str, *,
-                 remote_allowed: bool, timeout: float):
+                 remote_allowed: bool, timeout: float, per_address: int = 0,
+                 header_timeout: float = 0.0):
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context.load_cert_chain(certificate)
         self.backend_port = backend_port
         self.remote_allowed = remote_allowed
         self.timeout = timeout
+        self.per_address = per_address
+        self.header_timeout = header_timeout or timeout
+        self.relays: Counter[str] = Counter()  # relay threads per client address
+        self._relays_lock = threading.Lock()
+        self.warnings = AddressWarnings(logger)
         self.peers: dict[int, tuple[str, int]] = {}  # relay's local port: client
         self.sock = socket.create_server((host, port), backlog=64)
         self.sock.settimeout(0.2)
@@ -73,11 +88,43 @@ class TlsFront:
             if not self.remote_allowed and not _loopback(addr[0]):
                 conn.close()
                 continue
-            threading.Thread(target=self._relay, args=(conn, addr[0], addr[1]),
-                             name="tls-relay", daemon=True).start()
+            refused = self._take_slot(addr[0])
+            if refused:
+                self.warnings.warning(addr[0], "TLS connection from %s closed: %s", addr[0],
+                                      refused)
+                conn.close()
+                continue
+            try:
+                threading.Thread(target=self._relay, args=(conn, addr[0], addr[1]),
+                                 name="tls-relay", daemon=True).start()
+            except RuntimeError:  # no thread to be had
+                self._give_slot(addr[0])
+                conn.close()
+
+    def _take_slot(self, client: str) -> str:
+        """Count a relay for `client`; or why not (then nothing is counted)."""
+        with self._relays_lock:
+            if sum(self.relays.values()) >= RELAYS:
+                return f"{RELAYS} TLS connections are open"
+            if self.per_address and self.relays[client] >= self.per_address:
+                return f"it already holds {self.per_address} (HttpConnectionsPerAddress)"
+            self.relays[client] += 1
+            return ""
+
+    def _give_slot(self, client: str) -> None:
+        with self._relays_lock:
+            self.relays[client] -= 1
+            if self.relays[client] <= 0:
+                del self.relays[client]
 
     def _relay(self, conn: socket.socket, client: str, client_port: int) -> None:
-        conn.settimeout(self.timeout)
+        try:
+            self._relay_in_slot(conn, client, client_port)
+        finally:
+            self._give_slot(client)
+
+    def _relay_in_slot(self, conn: socket.socket, client: str, client_port: int) -> None:
+        conn.settimeout(self.header_timeout)  # the handshake's deadline (per read)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = self.context.wrap_socket(conn, server_side=True)
@@ -85,6 +132,7 @@ class TlsFront:
             logger.info("TLS handshake with %s failed: %s", client, e)
             conn.close()
             return
+        tls.settimeout(self.timeout)
         port = 0
         backend: socket.socket | None = None
         try:

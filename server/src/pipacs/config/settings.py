@@ -77,6 +77,13 @@ def _unknown_peers(service: str, default: bool, doc: str) -> Any:
     return _opt(f"DicomAlwaysAllow{service}", default, f"{doc} from unknown peers")
 
 
+def _limit(key: str, default: int, doc: str, check: Any = None) -> Any:
+    """A pipacs-only limit against hostile clients: a number, 0 meaning no cap unless
+    `check` says otherwise."""
+    return _opt(key, default, f"pipacs only: {doc}" + ("" if check else " (0: no cap)"),
+                check=check or _non_negative)
+
+
 def port_problem(v: int) -> str | None:
     return None if 1 <= v <= 65535 else "must be a TCP port between 1 and 65535"
 
@@ -291,6 +298,19 @@ class Settings:
         "Seconds before an idle HTTP connection is closed",
         check=_positive,
     )
+    # pipacs only: limits against careless and hostile clients (issue 13, README)
+    dicom_association_request_timeout: int = _limit(
+        "DicomAssociationRequestTimeout", 5, "seconds a DICOM connection has to send its "
+        "A-ASSOCIATE-RQ", _positive)
+    dicom_associations_per_address: int = _limit(
+        "DicomAssociationsPerAddress", 16, "most DICOM connections from one IP address")
+    http_connections_per_address: int = _limit(
+        "HttpConnectionsPerAddress", 32, "most HTTP connections from one IP address")
+    http_header_timeout: int = _limit(
+        "HttpHeaderTimeout", 10, "seconds an HTTP client has to send a request's headers",
+        _positive)
+    http_maximum_body_size: int = _limit(
+        "HttpMaximumBodySize", 1024, "largest HTTP request body in MB (413 beyond)", _positive)
     store_dicom: bool = _opt("StoreDicom", True, "Keep DICOM files (false: index only)")
     dicom_association_close_delay: int = _opt(
         "DicomAssociationCloseDelay",

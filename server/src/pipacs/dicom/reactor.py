@@ -178,20 +178,89 @@ def pdata_values(body: memoryview) -> list[tuple[int, memoryview]] | None:
     return items or None
 
 
-def _read_pdu_data(self: Any) -> None:
+# Largest A-ASSOCIATE, A-RELEASE or A-ABORT PDU read: the most presentation contexts a
+# request can carry (128), with ten transfer syntaxes each, fit in about 40 KB.
+ASSOCIATION_PDU_LIMIT = 64 * 1024
+# A P-DATA-TF may exceed the maximum length we negotiated by this much (PDV item headers
+# counted differently by some senders).
+PDATA_SLACK = 1024
+
+
+def recv_until(sock: Any, nr_bytes: int, deadline: float) -> bytearray:
+    """Up to `nr_bytes` read from a socket by `deadline` (time.monotonic()); fewer when the
+    peer closes or the deadline passes."""
+    buf = bytearray()
+    if sock is None:  # closed meanwhile
+        return buf
+    timeout = sock.gettimeout()
+    try:
+        while len(buf) < nr_bytes:
+            left = deadline - _time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            chunk = sock.recv(min(nr_bytes - len(buf), RECV_BLOCK))
+            if not chunk:
+                break
+            buf += chunk
+    except OSError:  # the deadline (TimeoutError) or a broken connection
+        pass
+    finally:
+        try:
+            sock.settimeout(timeout)
+        except OSError:
+            pass
+    return buf
+
+
+def pdu_limit(dul_provider: Any, pdu_type: int) -> int:
+    """The largest body length accepted for a PDU of this type on this association (0: any)."""
+    if pdu_type != 0x04:
+        return ASSOCIATION_PDU_LIMIT
+    assoc = dul_provider.assoc
+    local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
+    maximum = int(getattr(local, "maximum_length", 0) or 0)
+    return maximum + PDATA_SLACK if maximum else 0
+
+
+def _refuse(self: Any, pdu_type: int, length: int, limit: int) -> None:
+    """Abort the association for a PDU over its limit, before reading its body: Evt19
+    (invalid PDU) makes the state machine send an A-ABORT; the next read closes."""
+    assoc = self.assoc
+    peer = assoc.requestor if assoc.is_acceptor else assoc.acceptor
+    dul.LOGGER.warning(
+        "DICOM peer %s announced a PDU of type 0x%02X and %d bytes (at most %d): "
+        "association aborted", getattr(peer, "address", "?"), pdu_type, length, limit)
+    self._pipacs_refused = True
+    self.event_queue.put("Evt19")
+    if self.state_machine.current_state == "Sta2":
+        # the acceptor's thread waits for the A-ASSOCIATE-RQ: no more (None: "timed out")
+        self.to_user_queue.put(None)
+
+
+def _read_pdu(self: Any, views: bool) -> None:
     """`DULServiceProvider._read_pdu_data`: read one PDU and queue its event and PDU.
 
-    pynetdicom copied a P-DATA-TF about five times between the socket and the DIMSE layer
-    (appending the body to the header, `bytes()`, slicing the items, slicing each value),
-    all holding the GIL: for a 0.5 MB image as much time as decoding its PDUs. Here the
-    body is read into one buffer and a P-DATA-TF's values are views of it, handed on in a
-    P_DATA primitive as pynetdicom's own would be. Other PDUs, P-DATA-TFs whose items do not
-    add up, and associations with PDU or data event handlers bound (``--trace``) go through
-    pynetdicom's decoder; errors raise the same events it raises.
+    Its length is checked against `pdu_limit` from the 6-byte header, before the body is
+    read: a peer announcing 4 GiB made pynetdicom buffer whatever it sent. With `views`
+    (the "pdata-views" fast path), a P-DATA-TF's values are views of one buffer.
     """
     sock = self.socket
+    if getattr(self, "_pipacs_refused", False):  # aborted: the rest is not read
+        self.event_queue.put("Evt17")
+        return
+    if self.state_machine.current_state == "Sta1":
+        # The connection is over (a request that missed its deadline): what the peer still
+        # sends is not read, and the association thread closes the socket.
+        _time.sleep(IDLE_WAIT)
+        return
+    # Before the association, the A-ASSOCIATE-RQ must arrive whole by a deadline (set by
+    # dicom/slots.py): a byte now and then does not hold the connection.
+    deadline = getattr(self, "request_deadline", None)
+    if deadline is None or self.state_machine.current_state != "Sta2":
+        deadline = None
     try:
-        head = sock.recv(6)
+        head = sock.recv(6) if deadline is None else recv_until(sock.socket, 6, deadline)
     except (OSError, TimeoutError) as exc:
         dul.LOGGER.error("Connection closed before the entire PDU was received")
         dul.LOGGER.exception(exc)
@@ -205,8 +274,13 @@ def _read_pdu_data(self: Any) -> None:
         dul.LOGGER.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
         self.event_queue.put("Evt19")
         return
+    limit = pdu_limit(self, pdu_type)
+    if limit and pdu_length > limit:
+        _refuse(self, pdu_type, pdu_length, limit)
+        return
     try:
-        body = sock.recv(pdu_length)
+        body = sock.recv(pdu_length) if deadline is None else \
+            recv_until(sock.socket, pdu_length, deadline)
     except (OSError, TimeoutError) as exc:
         dul.LOGGER.error("Connection closed before the entire PDU was received")
         dul.LOGGER.exception(exc)
@@ -221,7 +295,7 @@ def _read_pdu_data(self: Any) -> None:
         return
     items = None
     assoc = self.assoc
-    if pdu_type == 0x04 and not (
+    if views and pdu_type == 0x04 and not (
         assoc.get_handlers(evt.EVT_DATA_RECV) or assoc.get_handlers(evt.EVT_PDU_RECV)
     ):
         items = pdata_values(memoryview(body))
@@ -238,6 +312,25 @@ def _read_pdu_data(self: Any) -> None:
             return
     self.event_queue.put(event)
     self._recv_pdu.put(pdu)
+
+
+def _read_pdu_data(self: Any) -> None:
+    """`DULServiceProvider._read_pdu_data` with the "pdata-views" fast path.
+
+    pynetdicom copied a P-DATA-TF about five times between the socket and the DIMSE layer
+    (appending the body to the header, `bytes()`, slicing the items, slicing each value),
+    all holding the GIL: for a 0.5 MB image as much time as decoding its PDUs. Here the
+    body is read into one buffer and a P-DATA-TF's values are views of it, handed on in a
+    P_DATA primitive as pynetdicom's own would be. Other PDUs, P-DATA-TFs whose items do not
+    add up, and associations with PDU or data event handlers bound (``--trace``) go through
+    pynetdicom's decoder; errors raise the same events it raises.
+    """
+    _read_pdu(self, True)
+
+
+def _read_pdu_checked(self: Any) -> None:
+    """`DULServiceProvider._read_pdu_data` with the PDU length limits only (fast paths off)."""
+    _read_pdu(self, False)
 
 
 class _ReceivedPData:
@@ -326,6 +419,11 @@ def patch_waits(p: Any) -> None:
 def patch_recv(p: Any) -> None:
     """Fast path "recv-into": `AssociationSocket.recv` reads a PDU into one buffer."""
     p.set(transport.AssociationSocket, "recv", _recv)
+
+
+def patch_pdu_limits(p: Any) -> None:
+    """Fix "pdu-limits": a PDU longer than `pdu_limit` aborts the association unread."""
+    p.set(dul.DULServiceProvider, "_read_pdu_data", _read_pdu_checked)
 
 
 def patch_read_pdu(p: Any) -> None:

@@ -17,9 +17,12 @@ from .find import handle_find
 from .get import handle_get
 from .move import handle_move
 from .peers import nodelay, on_requested
+from .slots import AddressCap, request_arrived, request_deadline
 from .store import handle_store
 
 logger = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 128
 
 
 class DicomServer:
@@ -51,6 +54,9 @@ class DicomServer:
         ctx = self.context
         return [
             (evt.EVT_CONN_OPEN, nodelay),
+            (evt.EVT_CONN_OPEN, request_deadline,
+             [ctx.settings.dicom_association_request_timeout]),
+            (evt.EVT_REQUESTED, request_arrived),
             (evt.EVT_REQUESTED, on_requested, [ctx]),
             (evt.EVT_C_ECHO, handle_echo, [ctx]),
             (evt.EVT_C_STORE, handle_store, [ctx]),
@@ -65,6 +71,10 @@ class DicomServer:
             (self.host, port), evt_handlers=self.handlers(), contexts=self.contexts
         )
         self.server.contexts = self.contexts
+        AddressCap(self.server, self.context.settings.dicom_associations_per_address)
+        # socketserver listens with a backlog of 5: a burst of connections had its SYNs
+        # dropped and retried after 1 s, 3 s, ... (modalities included)
+        self.server.socket.listen(LISTEN_BACKLOG)
         # pynetdicom's own start_server polls for shutdown every 0.5 s; 0.1 s keeps SIGTERM
         # handling well under a second. The server's shutdown() takes itself out of the AE's
         # (private) list of servers, so it goes in there as start_server would put it.

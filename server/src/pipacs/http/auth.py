@@ -85,6 +85,13 @@ def _authorised(header: str, known: dict[str, str], users: dict[str, str]) -> st
     return user
 
 
+def credentials_check(users: dict[str, str]) -> Callable[[str], bool]:
+    """Whether an Authorization value names a registered user with the right password (for
+    the HTTP channel, which refuses a large body without before reading it)."""
+    credentials = _credential_headers(users)
+    return lambda header: _authorised(header, credentials, users) is not None
+
+
 def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     """The check every request passes first: loopback only (RemoteAccessAllowed false),
     then the registered users (AuthenticationEnabled).

@@ -1,13 +1,24 @@
-"""waitress' HTTP channel for pipacs: Connection: close when KeepAlive is false, and the
-"waitress-send" fast path (see `pipacs.fastpaths`): fewer copies, packets and reads."""
+"""waitress' HTTP channel for pipacs: Connection: close when KeepAlive is false, limits
+against hostile clients (connections per address, a deadline for the request headers, a
+413 in Orthanc's shape), and the "waitress-send" fast path (see `pipacs.fastpaths`): fewer
+copies, packets and reads."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from .. import fastpaths
+from ..limits import AddressWarnings
+from .errors import error_body
+
+logger = logging.getLogger(__name__)
 
 
 def patch(p: Any) -> None:
@@ -20,7 +31,130 @@ def patch(p: Any) -> None:
 COALESCE_LIMIT = 64 * 1024
 
 
-def channel_class(*, keep_alive: bool) -> Any:
+@dataclass(frozen=True)
+class Limits:
+    """What one HTTP client may hold: `per_address` connections at once (0: any), and
+    `header_timeout` seconds to send a request's headers once it has begun (0: no deadline)."""
+
+    per_address: int = 0
+    header_timeout: float = 0.0
+    # With AuthenticationEnabled: whether an Authorization value opens the API; a body over
+    # EARLY_AUTH_BODY bytes without one is refused (401) before it is read.
+    authorised: Callable[[str], bool] | None = None
+    realm: str = ""
+
+
+# waitress reads a whole body before the application sees the request: a 1 GiB upload
+# without credentials was buffered before its 401. Bodies larger than this are checked
+# from the headers.
+EARLY_AUTH_BODY = 64 * 1024
+
+
+def _guarded(base: Any, limits: Limits) -> Any:
+    """`base` (a waitress channel class) with `limits` enforced, and waitress' own errors
+    (a body over max_request_body_size, a malformed request) answered in Orthanc's JSON.
+
+    waitress gives a connection a slot until HttpRequestTimeout seconds pass without a byte:
+    205 half-sent requests, one byte every 29 s each, starved the server. Here a request's
+    headers must be whole `header_timeout` seconds after its first byte (checked on every
+    turn of waitress' loop, at least once a second), and one address holds at most
+    `per_address` connections: the next ones are closed at once.
+    """
+    from waitress.parser import HTTPRequestParser
+    from waitress.task import ErrorTask
+    from waitress.utilities import Error
+
+    class Unauthorized(Error):
+        code = 401
+        reason = "Unauthorized"
+
+    class Parser(HTTPRequestParser):
+        auth_checked = False
+
+        def received(self, data: bytes) -> int:
+            n = int(super().received(data))
+            parser: Any = self  # waitress' attributes, untyped
+            if limits.authorised is not None and not self.auth_checked \
+                    and parser.headers_finished and not parser.completed \
+                    and parser.error is None:
+                self.auth_checked = True
+                if (parser.chunked or parser.content_length > EARLY_AUTH_BODY) \
+                        and not limits.authorised(parser.headers.get("AUTHORIZATION", "")):
+                    parser.error = Unauthorized("authentication required")
+                    parser.completed = True
+            return n
+
+    warnings = AddressWarnings(logger)
+
+    def warn(address: str, what: str) -> None:
+        warnings.warning(address, "HTTP connection from %s closed: %s", address, what)
+
+    class OrthancErrorTask(ErrorTask):
+        def execute(self) -> None:
+            e = self.request.error
+            if isinstance(e, Unauthorized):  # as the application answers it (http/auth.py)
+                data = b"authentication required\n"
+                headers = [("Content-Type", "text/plain"),
+                           ("WWW-Authenticate", f'Basic realm="{limits.realm}"')]
+            else:
+                request = SimpleNamespace(method=self.request.command or "",
+                                          path=self.request.path or "")
+                data = json.dumps(error_body(e.code, e.reason, request, e.body),
+                                  indent=3).encode()
+                headers = [("Content-Type", "application/json")]
+            self.status = f"{e.code} {e.reason}"
+            self.response_headers.extend(headers)
+            self.set_close_on_finish()
+            self.content_length = len(data)
+            self.write(data)
+
+    class Guarded(base):
+        error_task_class = OrthancErrorTask
+        parser_class = Parser
+        request_began = 0.0
+
+        def __init__(self, server: Any, sock: Any, addr: Any, adj: Any,
+                     map: Any = None) -> None:
+            super().__init__(server, sock, addr, adj, map)
+            if limits.per_address and isinstance(addr, tuple):
+                address = addr[0]
+                held = sum(1 for c in list(server.active_channels.values())
+                           if isinstance(getattr(c, "addr", None), tuple)
+                           and c.addr[0] == address)
+                if held > limits.per_address:
+                    warn(address, f"it already holds {limits.per_address} "
+                                  "(HttpConnectionsPerAddress)")
+                    self.handle_close()
+
+        def received(self, data: bytes) -> bool:
+            before = self.request
+            try:
+                return bool(super().received(data))
+            finally:
+                if self.request is not None and self.request is not before:
+                    self.request_began = time.monotonic()
+
+        def readable(self) -> bool:
+            request = self.request
+            if limits.header_timeout and request is not None \
+                    and not request.headers_finished and not getattr(self, "will_close", False) \
+                    and time.monotonic() - self.request_began > limits.header_timeout:
+                address = self.addr[0] if isinstance(self.addr, tuple) else str(self.addr)
+                warn(address, f"no whole request headers in {limits.header_timeout:g} s "
+                              "(HttpHeaderTimeout)")
+                self.will_close = True
+                return False
+            return bool(super().readable())
+
+    return Guarded
+
+
+def channel_class(*, keep_alive: bool, limits: Limits | None = None) -> Any:
+    """The channel class for waitress: `_channel_class`'s, with `limits` enforced."""
+    return _guarded(_channel_class(keep_alive=keep_alive), limits or Limits())
+
+
+def _channel_class(*, keep_alive: bool) -> Any:
     """waitress' HTTP channel; with the "waitress-send" fast path installed, sending answers
     with fewer copies, packets and reads.
 

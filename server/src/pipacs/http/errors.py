@@ -44,7 +44,22 @@ def storage_full(details: str) -> HttpError:
     return HttpError(507, STORAGE_FULL, details)
 
 
+# An error answer quotes at most this much of what the client sent (a path, a value):
+# a 16 MB body echoed in an error message made 96 MB of JSON.
+QUOTE_LIMIT = 100
+# Message and Details of an error answer are cut to this many characters, whatever put the
+# client's input into them.
+TEXT_LIMIT = 1000
+
+
+def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` as an error message may quote it: at most `limit` characters, then how many
+    more there were."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more)"
+
+
 def error_body(status: int, message: str, request: Any, details: str = "") -> dict[str, Any]:
+    message = quote(message, TEXT_LIMIT)
     body = {
         "HttpError": bottle.HTTP_CODES.get(status, "Error"),
         "HttpStatus": status,
@@ -52,8 +67,8 @@ def error_body(status: int, message: str, request: Any, details: str = "") -> di
         "Method": request.method,
         "OrthancError": message,
         "OrthancStatus": code_of(message, status),
-        "Uri": request.path,
+        "Uri": quote(request.path, TEXT_LIMIT),
     }
     if details:
-        body["Details"] = details
+        body["Details"] = quote(details, TEXT_LIMIT)
     return body

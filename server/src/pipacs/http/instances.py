@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from .. import browse, dicomfile, render, tagsjson
 from ..context import ServerContext
 from ..ids import INSTANCE
+from ..limits import MAX_IMAGE_SIZE
 from ..storage import COMPRESSION_NONE, decode_stored
 from .common import LEVEL_ROUTE, PLURALS, query_int, resource
 from .errors import HttpError
@@ -164,9 +165,9 @@ def open_instance(context: ServerContext, pid: str) -> Any:
         os.close(fd)
 
 
-# /rendered fits the image into width x height: no bigger than this (a 4096 px side is ~50 MB
-# of pixels on the way; a class of tablets asks for screen sizes).
-MAX_RENDERED_SIZE = 4096
+# /rendered fits the image into width x height: no bigger than this (the cap shared with
+# DICOMweb's viewport and WADO-URI).
+MAX_RENDERED_SIZE = MAX_IMAGE_SIZE
 
 
 def _accepts_jpeg() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
-from typing import Any
+from typing import IO, Any
 
 import bottle
 
@@ -197,11 +197,16 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post("/instances")
     def upload() -> str:
-        raw = body_bytes()
         origin = Origin("RestApi", remote_ip=bottle.request.environ.get("REMOTE_ADDR", ""),
                         http_user=remote_user())
-        if raw[:4] == b"PK\x03\x04":
-            return json_response(_upload_zip(context, raw, origin))
+        # bottle holds the body in a temporary file (beyond 100 KB): a ZIP archive is read
+        # from there one member at a time, not copied into memory whole
+        body = bottle.request.body
+        if body.read(4) == b"PK\x03\x04":
+            body.seek(0)
+            return json_response(_upload_zip(context, body, origin))
+        body.seek(0)
+        raw = body_bytes()
         try:
             result = context.store(raw, origin)
         except StoreRefused as e:
@@ -234,22 +239,26 @@ ZIP_FREE_EXPANSION = 64 << 20
 ZIP_MEMBER_LIMIT = 512 << 20
 
 
-def _upload_zip(context: ServerContext, raw: bytes, origin: Origin) -> list[dict[str, Any]]:
-    """Store every DICOM file of a ZIP archive; 400 when none could be stored."""
+def _upload_zip(context: ServerContext, source: IO[bytes],
+                origin: Origin) -> list[dict[str, Any]]:
+    """Store every DICOM file of a ZIP archive (read from `source`, a seekable file); 400
+    when none could be stored."""
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
+        archive = zipfile.ZipFile(source)
     except Exception as e:  # zipfile raises more than BadZipFile on hostile input
         raise HttpError(400, "Bad file format", f"not a readable ZIP archive: {e}") from None
     with archive:
         # not is_dir(): it fails on an empty name (found by fuzzing)
         members = [i for i in archive.infolist() if not i.filename.endswith("/")]
         expansion = sum(i.file_size for i in members)
-        limit = max(ZIP_FREE_EXPANSION, ZIP_RATIO * len(raw))
+        limit = max(ZIP_FREE_EXPANSION, ZIP_RATIO * size)
         big = next((i for i in members if i.file_size > ZIP_MEMBER_LIMIT), None)
         if expansion > limit or big is not None:
             raise HttpError(400, "Bad file format",
                             f"the ZIP archive would expand to {expansion} bytes "
-                            f"({len(raw)} uploaded)" + (f", {big.filename!r} alone to "
+                            f"({size} uploaded)" + (f", {big.filename!r} alone to "
                                                         f"{big.file_size}" if big else "")
                             + ": refused")
         out = []

@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 
 from .. import render
 from ..http.errors import HttpError
+from ..limits import MAX_IMAGE_SIZE
 from . import dicomweb_multipart as mp
 
 # The media type of a frame stored in each compressed transfer syntax.
@@ -77,7 +78,7 @@ def viewport_arg(text: str | None) -> tuple[int, int, tuple[int, int, int, int] 
         parts = [int(float(p)) if p.strip() else 0 for p in text.split(",")]
     except ValueError:
         raise HttpError(400, "Bad request", "viewport must be vw,vh[,sx,sy,sw,sh]") from None
-    if len(parts) not in (2, 6) or parts[0] < 0 or parts[1] < 0 or max(parts[:2]) > 1 << 14:
+    if len(parts) not in (2, 6) or parts[0] < 0 or parts[1] < 0:
         raise HttpError(400, "Bad request", "viewport must be vw,vh[,sx,sy,sw,sh]")
     return parts[0], parts[1], (parts[2], parts[3], parts[4], parts[5]) if len(parts) == 6 else None
 
@@ -86,7 +87,10 @@ def render_frame(ds: Dataset, frame: int, fmt: str, quality: int,
                  window: tuple[float, float, str] | None,
                  viewport: tuple[int, int, tuple[int, int, int, int] | None] | None) -> bytes:
     """One frame as JPEG or PNG: windowed (the file's window by default), cropped and fitted
-    into the viewport."""
+    into the viewport (WADO-URI's rows and columns as well), at most MAX_IMAGE_SIZE a side."""
+    if viewport is not None and max(viewport[:2]) > MAX_IMAGE_SIZE:
+        raise HttpError(400, "Bad request", f"the image asked for is {viewport[0]} x "
+                        f"{viewport[1]} pixels: at most {MAX_IMAGE_SIZE} a side")
     try:
         arr = render.decode(ds, frame)
         if arr.ndim == 2:
