@@ -186,7 +186,7 @@ class LuaScripts:
             g[name] = function
         for name in OFFLINE:
             g[name] = self.refuse(name)
-        self.lua.execute(TOOLBOX)
+        self.lua.compile(TOOLBOX)()
 
     # ---------------------------------------------------------------- Lua <-> Python
 
@@ -281,7 +281,7 @@ class LuaScripts:
         with self.lock:
             for f in files:
                 try:
-                    self.lua.execute(f.read_text(encoding="utf-8"))
+                    self.lua.compile(f.read_text(encoding="utf-8"))()
                 except Exception as e:
                     logger.error("LuaScripts: %s failed to load: %s", f, e)
                     continue
@@ -362,11 +362,11 @@ class LuaScripts:
 
     # ---------------------------------------------------------------- /tools/execute-script
 
-    def execute(self, code: str) -> str:
+    def run_script(self, code: str) -> str:
         with self.lock:
             self.output = []
             try:
-                self.lua.execute(code)
+                self.lua.compile(code)()
             finally:
                 output, self.output = self.output, None
         return "".join(output)
@@ -401,7 +401,7 @@ def install(app: bottle.Bottle | None, context: ServerContext) -> None:
             if len(code) > MAX_OUTPUT:
                 raise bottle.HTTPError(413, "a script of more than 1 MiB")
             try:
-                out = scripts.execute(code.decode("utf-8"))
+                out = scripts.run_script(code.decode("utf-8"))
             except Exception as e:
                 raise bottle.HTTPError(500, f"the Lua script failed: {str(e)[:300]}") from None
             bottle.response.content_type = "text/plain; charset=utf-8"
