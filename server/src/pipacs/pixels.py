@@ -1,0 +1,51 @@
+"""Which transfer syntaxes this machine decodes, through pydicom's pixel-data plugins.
+
+pydicom decodes native (little/big endian, deflated) and RLE data by itself; the compressed
+syntaxes need a plugin: pylibjpeg with pylibjpeg-libjpeg (JPEG, JPEG-LS), pylibjpeg-openjpeg
+(JPEG 2000, HTJ2K) and pylibjpeg-rle, pyjpegls (JPEG-LS), Pillow (JPEG baseline/extended and
+JPEG 2000, when built with them) or GDCM's python3-gdcm (what 32-bit Raspberry Pi OS gets:
+PyPI has no armv7l wheels of the others). A syntax without a plugin is refused by name, with
+what would decode it.
+"""
+
+from __future__ import annotations
+
+from pydicom.uid import UID
+
+# The syntaxes Orthanc 1.10.1 decodes (with its GDCM plugin for JPEG 2000), in README order.
+ORTHANC_SYNTAXES = (
+    "1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",
+    "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.5",
+)
+
+
+def missing_decoder(syntax: str) -> str | None:
+    """None when pydicom can decode this transfer syntax here, else why not (for the
+    client: the syntax's name and UID, and what to install)."""
+    from pydicom.pixels import get_decoder
+
+    ts = UID(syntax)
+    label = f"{ts.name} ({ts})" if ts.name != str(ts) else f"transfer syntax {ts}"
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"pipacs does not decode {label}: no decoder exists for it"
+    if decoder.is_available:
+        return None
+    needs = "; or ".join(decoder.missing_dependencies) or "a pixel-data plugin of pydicom"
+    return f"this server has no decoder for {label}: it needs {needs}"
+
+
+def decoders() -> dict[str, list[str]]:
+    """Each syntax Orthanc decodes -> the plugins that decode it here ([] for none;
+    ["pydicom"] for pydicom's own native decoding)."""
+    from pydicom.pixels import get_decoder
+
+    found = {}
+    for syntax in ORTHANC_SYNTAXES:
+        decoder = get_decoder(UID(syntax))
+        plugins = list(decoder.available_plugins) or (["pydicom"] if decoder.is_native else [])
+        found[syntax] = plugins
+    return found
