@@ -231,8 +231,8 @@ def _blocked_codecs(folder: Path, *modules: str) -> str:
 
 def test_missing_codec_is_named(tmp_path: Path, files: dict[str, Path],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the plugins that decode JPEG Lossless and JPEG-LS (an architecture without
-    their wheels), the images answer Orthanc's 415 naming the syntax and what would decode
+    """Without the plugins that decode JPEG Lossless, JPEG-LS and 12-bit JPEG (an architecture
+    without their wheels), the images answer Orthanc's 415 naming the syntax and what would decode
     it; the stored frame (raw) is still served, and the other syntaxes still decode."""
     blocked = _blocked_codecs(tmp_path / "blocked", "pylibjpeg", "jpeg_ls", "gdcm")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([blocked, os.environ["PYTHONPATH"]]))
@@ -242,7 +242,9 @@ def test_missing_codec_is_named(tmp_path: Path, files: dict[str, Path],
     p.start()
     try:
         for name, label in (("jpeg-lossless-sv1", "(1.2.840.10008.1.2.4.70)"),
-                            ("jpeg-ls-lossless", "(1.2.840.10008.1.2.4.80)")):
+                            ("jpeg-ls-lossless", "(1.2.840.10008.1.2.4.80)"),
+                            # Pillow decodes 8-bit JPEG Extended, not 12 bits
+                            ("jpeg-extended-12", "12-bit JPEG Extended")):
             iid = _post(p.url, files[name])
             for route in ("preview", "rendered", "frames/0/image-uint16"):
                 status, _, body = request(f"{p.url}/instances/{iid}/{route}")

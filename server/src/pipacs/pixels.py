@@ -21,7 +21,12 @@ ORTHANC_SYNTAXES = (
 )
 
 
-def missing_decoder(syntax: str) -> str | None:
+# pydicom's GDCM and Pillow plugins decode 8-bit JPEG Extended only; pylibjpeg does 12 bits.
+TWELVE_BIT_JPEG = "1.2.840.10008.1.2.4.51"
+TWELVE_BIT_NEEDS = "pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1 (GDCM and Pillow decode 8 bits)"
+
+
+def missing_decoder(syntax: str, bits_stored: int = 8) -> str | None:
     """None when pydicom can decode this transfer syntax here, else why not (for the
     client: the syntax's name and UID, and what to install)."""
     from pydicom.pixels import get_decoder
@@ -32,6 +37,11 @@ def missing_decoder(syntax: str) -> str | None:
         decoder = get_decoder(ts)
     except NotImplementedError:
         return f"pipacs does not decode {label}: no decoder exists for it"
+    if str(ts) == TWELVE_BIT_JPEG and bits_stored > 8 and decoder.is_available:
+        if "pylibjpeg" in decoder.available_plugins:
+            return None
+        return f"this server has no decoder for {bits_stored}-bit {label}: it needs " \
+            + TWELVE_BIT_NEEDS
     if decoder.is_available:
         return None
     needs = "; or ".join(decoder.missing_dependencies) or "a pixel-data plugin of pydicom"

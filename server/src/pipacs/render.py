@@ -85,7 +85,8 @@ def decode(ds: Dataset, frame: int) -> np.ndarray:
     _check_frame(ds, frame)
     from pydicom.pixels import pixel_array
 
-    missing = pixels.missing_decoder(ds.file_meta.TransferSyntaxUID)
+    missing = pixels.missing_decoder(ds.file_meta.TransferSyntaxUID,
+                                     int(ds.get("BitsStored", 8) or 8))
     if missing:
         raise CodecMissing(missing)
     try:
