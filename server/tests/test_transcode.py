@@ -1,0 +1,238 @@
+"""Transcoding for DICOM peers, as Orthanc 1.7+ does: dcmtk's storescp accepting only some
+syntaxes as the C-STORE / C-MOVE destination, getscu as the C-GET requester; what they
+receive is compared with the stored pixels and with what Debian's Orthanc 1.10.1 sends for
+the same request."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import uid
+
+from conftest import DCMTK_ENV, PipacsProcess, base_config, dcmtk, free_port, need
+from test_codecs import _make
+from test_rest_orthanc import orthanc  # noqa: F401 (a fixture)
+from test_rest_resources import request
+
+
+class Scp:
+    """dcmtk's storescp accepting what its options say (+xi: implicit VR LE only...)."""
+
+    def __init__(self, folder: Path, *options: str, aet: str = "STORESCP"):
+        self.aet, self.port, self.folder = aet, free_port(), folder
+        folder.mkdir()
+        self.proc = subprocess.Popen(
+            [need("storescp"), "-aet", aet, *options, "-od", str(folder), str(self.port)],
+            env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+
+    def received(self, count: int = 1, timeout: float = 10) -> list[pydicom.Dataset]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            files = sorted(p for p in self.folder.iterdir() if p.is_file())
+            if len(files) >= count:
+                time.sleep(0.1)  # storescp writes, then renames
+                return [pydicom.dcmread(p) for p in sorted(self.folder.iterdir())]
+            time.sleep(0.05)
+        return []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def scps(tmp_path: Path) -> Iterator[Any]:
+    started: list[Scp] = []
+
+    def factory(*options: str) -> Scp:
+        s = Scp(tmp_path / f"scp{len(started)}", *options)
+        started.append(s)
+        return s
+
+    yield factory
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def jpegls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JPEG-LS lossless instance (made with dcmtk from our own image)."""
+    return _make(tmp_path_factory.mktemp("transcode"), "jpeg-ls", "mono16", ("dcmcjpls", "+el"))
+
+
+def _pipacs(tmp_path: Path, scp: Scp, **overrides: Any) -> PipacsProcess:
+    modality = {"AET": scp.aet, "Host": "127.0.0.1", "Port": scp.port,
+                **overrides.pop("modality", {})}
+    folder = tmp_path / "pipacs"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config(DicomModalities={"scp": modality}, **overrides))
+    p.start()
+    return p
+
+
+def _post(url: str, path: Path) -> str:
+    status, _, body = request(url + "/instances", "POST", path.read_bytes())
+    assert status == 200, body
+    return str(json.loads(body)["ID"])
+
+
+def _same_pixels(got: pydicom.Dataset, path: Path) -> bool:
+    return bool(np.array_equal(got.pixel_array, pydicom.dcmread(path).pixel_array))
+
+
+def _orthanc_modality(url: str, scp: Scp | None, name: str = "scp", aet: str = "") -> None:
+    """A modality added to Orthanc at run time (dcmtk's movescu and getscu, which Orthanc
+    1.10.1 refuses unless they are known, or a storescp)."""
+    port = scp.port if scp else 104
+    status, _, body = request(f"{url}/modalities/{name}", "PUT", json.dumps(
+        {"AET": scp.aet if scp else aet, "Host": "127.0.0.1", "Port": port}))
+    assert status == 200, body
+
+
+def _move(port: int, aec: str, dest: str, ds: pydicom.Dataset) -> str:
+    proc = dcmtk("movescu", "-S", "-aec", aec, "-aem", dest, "-k", "QueryRetrieveLevel=SERIES",
+                 "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                 "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "127.0.0.1", str(port),
+                 check=False)
+    return proc.stdout + proc.stderr
+
+
+def test_store_scu_sends_a_syntax_the_peer_accepts(tmp_path: Path, scps: Any, jpegls: Path,
+                                                    orthanc: Any) -> None:  # noqa: F811
+    """A JPEG-LS instance to a storescp that accepts implicit VR little endian only: both
+    pipacs and Orthanc send it decompressed, the same pixels."""
+    ours, theirs = scps("+xi"), scps("+xi")
+    p = _pipacs(tmp_path, ours)
+    try:
+        iid = _post(p.url, jpegls)
+        status, _, body = request(f"{p.url}/modalities/scp/store", "POST", json.dumps([iid]))
+        assert status == 200, body
+        _post(orthanc.url, jpegls)
+        _orthanc_modality(orthanc.url, theirs)
+        status, _, body = request(f"{orthanc.url}/modalities/scp/store", "POST", json.dumps([iid]))
+        assert status == 200, body
+        (got,), (reference,) = ours.received(), theirs.received()
+        assert got.file_meta.TransferSyntaxUID == uid.ImplicitVRLittleEndian
+        assert reference.file_meta.TransferSyntaxUID == uid.ImplicitVRLittleEndian
+        assert _same_pixels(got, jpegls)
+        assert np.array_equal(got.pixel_array, reference.pixel_array)
+        assert got.SOPInstanceUID == reference.SOPInstanceUID
+    finally:
+        p.stop()
+
+
+def test_move_transcodes_and_allow_transcoding_false_refuses(
+        tmp_path: Path, scps: Any, jpegls: Path, orthanc: Any) -> None:  # noqa: F811
+    """C-MOVE to a storescp that accepts explicit/implicit VR only (+xe): the sub-operation
+    is decompressed (as Orthanc's); with the modality's AllowTranscoding false the C-MOVE
+    fails with UnableToProcess, as Orthanc's."""
+    ours, theirs = scps("+xe"), scps("+xe")
+    p = _pipacs(tmp_path, ours)
+    ds = pydicom.dcmread(jpegls, stop_before_pixels=True)
+    try:
+        _post(p.url, jpegls)
+        out = _move(p.dicom_port, p.aet, ours.aet, ds)
+        received = ours.received()
+        assert len(received) == 1, out + p.log()
+        got = received[0]
+        assert got.file_meta.TransferSyntaxUID in (uid.ExplicitVRLittleEndian,
+                                                   uid.ImplicitVRLittleEndian), out
+        assert _same_pixels(got, jpegls)
+        _post(orthanc.url, jpegls)
+        _orthanc_modality(orthanc.url, theirs)
+        _orthanc_modality(orthanc.url, None, "movescu", "MOVESCU")
+        orthanc_port = json.loads(request(orthanc.url + "/system")[2])["DicomPort"]
+        _move(orthanc_port, "ORTHANC", theirs.aet, ds)
+        (reference,) = theirs.received()
+        assert got.file_meta.TransferSyntaxUID == reference.file_meta.TransferSyntaxUID
+        assert np.array_equal(got.pixel_array, reference.pixel_array)
+    finally:
+        p.stop()
+    refusing = scps("+xe")
+    folder = tmp_path / "pipacs"
+    p = PipacsProcess(tmp_path / "pipacs", base_config(DicomModalities={"scp": {
+        "AET": refusing.aet, "Host": "127.0.0.1", "Port": refusing.port,
+        "AllowTranscoding": False}}))
+    p.config["DicomPort"], p.config["HttpPort"] = free_port(), free_port()
+    assert folder.exists()
+    p.start()
+    try:
+        out = _move(p.dicom_port, p.aet, refusing.aet, ds)
+        assert "Failed: UnableToProcess" in out, out
+        assert refusing.received(timeout=1) == []
+        assert "transcoding is off" in p.log()
+    finally:
+        p.stop()
+    status, _, body = request(f"{orthanc.url}/modalities/scp", "PUT", json.dumps(
+        {"AET": refusing.aet, "Host": "127.0.0.1", "Port": refusing.port,
+         "AllowTranscoding": False}))
+    assert status == 200, body
+    orthanc_port = json.loads(request(orthanc.url + "/system")[2])["DicomPort"]
+    out = _move(orthanc_port, "ORTHANC", refusing.aet, ds)
+    assert "Failed: UnableToProcess" in out, out
+    assert refusing.received(timeout=1) == []
+
+
+def test_get_offering_explicit_vr_only(tmp_path: Path, jpegls: Path, orthanc: Any) -> None:  # noqa: F811
+    """getscu offering explicit VR little endian only (+xe... -xf) for a JPEG-LS instance:
+    it receives the instance decompressed, as from Orthanc."""
+    folder = tmp_path / "pipacs"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config())
+    p.start()
+    ds = pydicom.dcmread(jpegls, stop_before_pixels=True)
+    got: dict[str, list[pydicom.Dataset]] = {}
+    try:
+        _post(p.url, jpegls)
+        _post(orthanc.url, jpegls)
+        _orthanc_modality(orthanc.url, None, "getscu", "GETSCU")
+        orthanc_port = json.loads(request(orthanc.url + "/system")[2])["DicomPort"]
+        for name, aec, port in (("pipacs", p.aet, p.dicom_port),
+                                ("orthanc", "ORTHANC", orthanc_port)):
+            out = tmp_path / f"got-{name}"
+            out.mkdir()
+            dcmtk("getscu", "-S", "+xe", "-aec", aec, "-od", str(out), "-k",
+                  "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={ds.StudyInstanceUID}",
+                  "-k", f"SeriesInstanceUID={ds.SeriesInstanceUID}", "127.0.0.1", str(port),
+                  check=False)
+            got[name] = [pydicom.dcmread(f) for f in sorted(out.iterdir())]
+    finally:
+        p.stop()
+    assert len(got["pipacs"]) == len(got["orthanc"]) == 1, got
+    ours, theirs = got["pipacs"][0], got["orthanc"][0]
+    assert not ours.file_meta.TransferSyntaxUID.is_compressed
+    assert ours.file_meta.TransferSyntaxUID == theirs.file_meta.TransferSyntaxUID
+    assert _same_pixels(ours, jpegls)
+    assert np.array_equal(ours.pixel_array, theirs.pixel_array)
+
+
+def test_preferred_syntax_compresses(tmp_path: Path, scps: Any, jpegls: Path) -> None:
+    """DicomScuPreferredTransferSyntax RLE and a storescp preferring RLE (+xr): pipacs
+    proposes it and sends the JPEG-LS instance as RLE, the same pixels."""
+    scp = scps("+xr")
+    p = _pipacs(tmp_path, scp, DicomScuPreferredTransferSyntax=str(uid.RLELossless))
+    try:
+        iid = _post(p.url, jpegls)
+        status, _, body = request(f"{p.url}/modalities/scp/store", "POST", json.dumps([iid]))
+        assert status == 200, body
+        (got,) = scp.received()
+        assert got.file_meta.TransferSyntaxUID == uid.RLELossless
+        assert _same_pixels(got, jpegls)
+    finally:
+        p.stop()
