@@ -5,10 +5,12 @@ the same request."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +238,85 @@ def test_preferred_syntax_compresses(tmp_path: Path, scps: Any, jpegls: Path) ->
         assert _same_pixels(got, jpegls)
     finally:
         p.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(orthanc: Any, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+            jpegls: Path) -> Iterator[tuple[str, str, Path, Path]]:
+    """pipacs and Orthanc holding the same explicit VR and JPEG-LS instances."""
+    folder = tmp_path_factory.mktemp("pipacs-transcode")
+    explicit = _make(folder, "explicit", "mono16", ("dcmconv", "+te"))
+    p = PipacsProcess(folder, base_config())
+    p.start()
+    for path in (explicit, jpegls):
+        for url in (p.url, orthanc.url):
+            _post(url, path)
+    yield p.url, orthanc.url, explicit, jpegls
+    p.stop()
+
+
+def _answer_syntax(body: bytes) -> tuple[str, np.ndarray]:
+    ds = pydicom.dcmread(io.BytesIO(body))
+    return str(ds.file_meta.TransferSyntaxUID), ds.pixel_array
+
+
+# What Debian's Orthanc 1.10.1 (DCMTK, no GDCM plugin) cannot write ("Cannot transcode to
+# transfer syntax"), and pipacs can.
+ORTHANC_CANNOT_WRITE = {str(uid.JPEG2000Lossless), str(uid.RLELossless)}
+
+
+@pytest.mark.parametrize("target", [uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian,
+                                    uid.RLELossless, uid.JPEGLSLossless, uid.JPEG2000Lossless])
+def test_modify_transcode(servers: tuple[str, str, Path, Path], target: str) -> None:
+    """POST /instances/{id}/modify {"Transcode": ...}: the answer is in that syntax with the
+    same pixels, as Orthanc's, for an uncompressed and a JPEG-LS instance."""
+    ours, theirs, *paths = servers
+    for path in paths:
+        iid = _post(ours, path)
+        body = json.dumps({"Transcode": str(target)})
+        p_status, _, p_body = request(f"{ours}/instances/{iid}/modify", "POST", body)
+        o_status, _, o_body = request(f"{theirs}/instances/{iid}/modify", "POST", body)
+        assert p_status == 200, p_body
+        syntax, pixels = _answer_syntax(p_body)
+        assert syntax == target
+        assert np.array_equal(pixels, pydicom.dcmread(path).pixel_array)
+        if str(target) in ORTHANC_CANNOT_WRITE:
+            assert o_status != 200
+            continue
+        assert o_status == 200, o_body
+        o_syntax, o_pixels = _answer_syntax(o_body)
+        assert (o_syntax, o_pixels.tolist()) == (syntax, pixels.tolist())
+
+
+def test_modify_transcode_refuses_what_it_cannot_write(
+        servers: tuple[str, str, Path, Path]) -> None:
+    ours, _, explicit, _ = servers
+    iid = _post(ours, explicit)
+    for bad in ("1.2.3", "1.2.840.10008.1.2.4.100", 12):
+        status, _, body = request(f"{ours}/instances/{iid}/modify", "POST",
+                                  json.dumps({"Transcode": bad}))
+        assert status == 400, body
+
+
+def test_study_modify_and_archive_transcode(servers: tuple[str, str, Path, Path]) -> None:
+    """/studies/{id}/modify with "Transcode" stores RLE instances; /studies/{id}/archive
+    ?transcode= answers every file in that syntax (JPEG-LS, as Orthanc)."""
+    ours, theirs, explicit, _ = servers
+    study = json.loads(request(f"{ours}/instances/{_post(ours, explicit)}/study")[2])["ID"]
+    status, _, body = request(f"{ours}/studies/{study}/modify", "POST", json.dumps(
+        {"Transcode": str(uid.RLELossless), "Replace": {"StudyDescription": "rle"}}))
+    assert status == 200, body
+    new_study = json.loads(body)["ID"]
+    for instance in json.loads(request(f"{ours}/studies/{new_study}/instances")[2]):
+        raw = request(f"{ours}/instances/{instance['ID']}/file")[2]
+        assert _answer_syntax(raw)[0] == uid.RLELossless
+    answers = {}
+    for url in (ours, theirs):
+        status, _, body = request(f"{url}/studies/{study}/archive?transcode={uid.JPEGLSLossless}")
+        assert status == 200, body
+        with zipfile.ZipFile(io.BytesIO(body)) as z:
+            answers[url] = sorted((_answer_syntax(z.read(n))[0], _answer_syntax(z.read(n))[1]
+                                   .tobytes()) for n in z.namelist() if n.endswith(".dcm"))
+    assert answers[ours] and answers[ours] == answers[theirs]
+    assert all(syntax == uid.JPEGLSLossless for syntax, _ in answers[ours])
+    assert request(f"{ours}/studies/{study}/archive?transcode=1.2.3")[0] == 400
