@@ -320,3 +320,66 @@ def test_study_modify_and_archive_transcode(servers: tuple[str, str, Path, Path]
     assert answers[ours] and answers[ours] == answers[theirs]
     assert all(syntax == uid.JPEGLSLossless for syntax, _ in answers[ours])
     assert request(f"{ours}/studies/{study}/archive?transcode=1.2.3")[0] == 400
+
+
+def _orthanc_with(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes], str, int]:
+    """Debian's Orthanc with some settings of ours: (process, URL, DICOM port)."""
+    http, dicom = free_port(), free_port()
+    (folder / "o.json").write_text(json.dumps({
+        "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+        "HttpPort": http, "DicomPort": dicom, "Plugins": [], "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, **config}))
+    proc = subprocess.Popen(["/usr/sbin/Orthanc", str(folder / "o.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url, deadline = f"http://127.0.0.1:{http}", time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if request(url + "/system")[0] == 200:
+                return proc, url, dicom
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("Orthanc did not start")
+
+
+@pytest.mark.parametrize("uncompressed", [True, False])
+def test_ingest_transcoding(tmp_path: Path, jpegls: Path, uncompressed: bool) -> None:
+    """IngestTranscoding JPEG-LS: an explicit VR instance, received over REST and over
+    DICOM, is stored as JPEG-LS with the same pixels (and the same ID), as by Orthanc; with
+    IngestTranscodingOfUncompressed false it is stored as received. A JPEG-LS instance with
+    IngestTranscoding explicit VR is stored decompressed."""
+    explicit = _make(tmp_path, "explicit", "mono16", ("dcmconv", "+te"))
+    settings = {"IngestTranscoding": str(uid.JPEGLSLossless),
+                "IngestTranscodingOfUncompressed": uncompressed}
+    proc, orthanc_url, orthanc_dicom = _orthanc_with(tmp_path, **settings)
+    folder = tmp_path / "pipacs"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config(**settings))
+    p.start()
+    want = uid.JPEGLSLossless if uncompressed else uid.ExplicitVRLittleEndian
+    try:
+        for url in (p.url, orthanc_url):
+            iid = _post(url, explicit)
+            syntax, pixels = _answer_syntax(request(f"{url}/instances/{iid}/file")[2])
+            assert (syntax, url) == (want, url)
+            assert np.array_equal(pixels, pydicom.dcmread(explicit).pixel_array)
+        other = _make(tmp_path, "other", "mono16", ("dcmconv", "+te"))
+        p.store(other)
+        iid = json.loads(request(f"{p.url}/tools/lookup", "POST",
+                                 str(pydicom.dcmread(other).SOPInstanceUID))[2])[0]["ID"]
+        assert _answer_syntax(request(f"{p.url}/instances/{iid}/file")[2])[0] == want
+    finally:
+        p.stop()
+        proc.terminate()
+        proc.wait(10)
+    back = tmp_path / "back"
+    back.mkdir()
+    p = PipacsProcess(back, base_config(IngestTranscoding=str(uid.ExplicitVRLittleEndian)))
+    p.start()
+    try:
+        iid = _post(p.url, jpegls)
+        syntax, pixels = _answer_syntax(request(f"{p.url}/instances/{iid}/file")[2])
+        assert syntax == uid.ExplicitVRLittleEndian
+        assert np.array_equal(pixels, pydicom.dcmread(jpegls).pixel_array)
+    finally:
+        p.stop()

@@ -16,6 +16,8 @@ encoding of an image that was not lossy gets a new SOPInstanceUID and LossyImage
 from __future__ import annotations
 
 import io
+import logging
+from typing import Any
 
 import numpy as np
 from pydicom import dcmread
@@ -33,6 +35,8 @@ from pydicom.uid import (
 )
 
 from . import pixels
+
+logger = logging.getLogger(__name__)
 
 NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
 # Syntaxes whose encoding loses information.
@@ -189,3 +193,32 @@ def transcode(raw: bytes, target: str, allow_lossy: bool = False, quality: int =
     if str(ds.file_meta.get("TransferSyntaxUID", "")) == str(target):
         return raw
     return to_bytes(transcode_dataset(ds, target, allow_lossy, quality))
+
+
+# Orthanc's "uncompressed" for IngestTranscodingOfUncompressed (deflated counts as compressed).
+INGEST_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def ingest(settings: Any, raw: bytes) -> bytes:
+    """A received Part 10 file in the IngestTranscoding syntax (when set, and allowed for its
+    kind by IngestTranscodingOfUncompressed/-Compressed); as received when it cannot be
+    transcoded (logged), as Orthanc does."""
+    target = settings.ingest_transcoding
+    if not target or raw[128:132] != b"DICM":
+        return raw
+    try:
+        ds = dcmread(io.BytesIO(raw))
+    except Exception:  # a damaged file: the store refuses it with its own message
+        return raw
+    source = str(ds.file_meta.get("TransferSyntaxUID", ""))
+    wanted = settings.ingest_transcoding_of_uncompressed if source in INGEST_UNCOMPRESSED \
+        else settings.ingest_transcoding_of_compressed
+    if source == target or not wanted:
+        return raw
+    try:
+        quality = settings.dicom_lossy_transcoding_quality
+        return to_bytes(transcode_dataset(ds, target, True, quality))
+    except TranscodeError as e:
+        logger.warning("IngestTranscoding: instance %s stored as received (%s): %s",
+                       ds.get("SOPInstanceUID", "?"), source, e)
+        return raw
