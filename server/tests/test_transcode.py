@@ -365,9 +365,11 @@ def test_ingest_transcoding(tmp_path: Path, jpegls: Path, uncompressed: bool) ->
             assert np.array_equal(pixels, pydicom.dcmread(explicit).pixel_array)
         other = _make(tmp_path, "other", "mono16", ("dcmconv", "+te"))
         p.store(other)
-        iid = json.loads(request(f"{p.url}/tools/lookup", "POST",
-                                 str(pydicom.dcmread(other).SOPInstanceUID))[2])[0]["ID"]
-        assert _answer_syntax(request(f"{p.url}/instances/{iid}/file")[2])[0] == want
+        dcmtk("storescu", "-aec", "ORTHANC", "127.0.0.1", str(orthanc_dicom), str(other))
+        for url in (p.url, orthanc_url):
+            iid = json.loads(request(f"{url}/tools/lookup", "POST",
+                                     str(pydicom.dcmread(other).SOPInstanceUID))[2])[0]["ID"]
+            assert _answer_syntax(request(f"{url}/instances/{iid}/file")[2])[0] == want
     finally:
         p.stop()
         proc.terminate()
