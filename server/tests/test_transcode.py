@@ -385,3 +385,55 @@ def test_ingest_transcoding(tmp_path: Path, jpegls: Path, uncompressed: bool) ->
         assert np.array_equal(pixels, pydicom.dcmread(jpegls).pixel_array)
     finally:
         p.stop()
+
+
+def _parts(headers: Any, body: bytes) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of each part of a multipart answer."""
+    boundary = headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"').encode()
+    out = []
+    for chunk in body.split(b"--" + boundary)[1:-1]:
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        ctype = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-type"))
+        out.append((ctype, data[:-2]))
+    return out
+
+
+def test_wado_rs_transfer_syntax(tmp_path: Path, jpegls: Path) -> None:
+    """WADO-RS with Accept: ...; transfer-syntax=1.2.840.10008.1.2.1 for a JPEG-LS instance:
+    explicit VR with the same pixels, as from Orthanc's DICOMweb plugin; transfer-syntax=*
+    and the stored syntax: the stored file."""
+    plugin = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+    proc, orthanc_url, _ = _orthanc_with(tmp_path, Plugins=[plugin], DicomWeb={"Enable": True})
+    folder = tmp_path / "pipacs"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config(DicomWeb={"Enable": True}))
+    p.start()
+    ds = pydicom.dcmread(jpegls)
+    path = (f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}")
+    answers = {}
+    try:
+        for url in (p.url, orthanc_url):
+            _post(url, jpegls)
+            for syntax in (uid.ExplicitVRLittleEndian, "*", uid.JPEGLSLossless):
+                status, headers, body = request(url + path, headers={
+                    "Accept": f'multipart/related; type="application/dicom"; '
+                              f'transfer-syntax={syntax}'})
+                assert status == 200, (url, syntax, body)
+                ((ctype, data),) = _parts(headers, body)
+                got = pydicom.dcmread(io.BytesIO(data))
+                answers[url, str(syntax)] = (str(got.file_meta.TransferSyntaxUID),
+                                             got.pixel_array.tobytes())
+                if url == p.url:  # Orthanc's parts say application/dicom only
+                    assert ctype.endswith(f"transfer-syntax={got.file_meta.TransferSyntaxUID}")
+        stored = request(f"{p.url}/instances/{_post(p.url, jpegls)}/file")[2]
+    finally:
+        p.stop()
+        proc.terminate()
+        proc.wait(10)
+    for syntax in (uid.ExplicitVRLittleEndian, "*", uid.JPEGLSLossless):
+        assert answers[p.url, str(syntax)] == answers[orthanc_url, str(syntax)], syntax
+    assert answers[p.url, str(uid.ExplicitVRLittleEndian)][0] == uid.ExplicitVRLittleEndian
+    assert answers[p.url, "*"][0] == uid.JPEGLSLossless
+    assert answers[p.url, "*"][1] == pydicom.dcmread(io.BytesIO(stored)).pixel_array.tobytes()
