@@ -13,7 +13,7 @@ from typing import Any
 import bottle
 from pydicom.dataset import Dataset
 
-from .. import dicomfile, render, transcode
+from .. import dicomfile, render
 from ..archive import UnreadableFile, check_file, read_file
 from ..context import Origin, ServerContext, StoreRefused
 from ..http.archives import start_stream, unreadable_error
@@ -34,6 +34,7 @@ from .dicomweb_render import (
     viewport_arg,
     window_arg,
 )
+from .dicomweb_transcode import negotiate_dicom, transcoded
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class DicomWeb:
         before the first byte; one failing once streaming has started cuts the transfer, never a
         well-formed answer without it. An instance deleted meanwhile is left out."""
         rows = self._instances(study, series, sop)
-        wanted = self._negotiate_dicom(rows)
+        wanted = negotiate_dicom(bottle.request.headers.get("Accept", ""), rows)
         what = f"WADO-RS {bottle.request.method} {bottle.request.path}"
         context = self.context
         try:
@@ -257,7 +258,7 @@ class DicomWeb:
                     continue
                 syntax = inst.transfer_syntax
                 if wanted and syntax not in wanted:  # transcoded, as Orthanc's plugin does
-                    syntax, data = self._transcoded(inst, data, wanted)
+                    syntax, data = transcoded(context, inst, data, wanted)
                 ctype = "application/dicom"
                 if syntax:
                     ctype += f"; transfer-syntax={syntax}"
@@ -268,50 +269,6 @@ class DicomWeb:
         answer = start_stream(mp.stream(parts(), boundary), what)
         bottle.response.content_type = mp.content_type("application/dicom", boundary)
         return answer
-
-    def _transcoded(self, inst: InstanceRow, data: bytes, wanted: list[str]) -> tuple[str, bytes]:
-        """The file in the first accepted syntax it can be written in; as stored (its
-        syntax named in the part's header) when none fits, logged."""
-        quality = self.context.settings.dicom_lossy_transcoding_quality
-        for syntax in wanted:
-            if transcode.cannot_write(syntax, allow_lossy=True):
-                continue
-            try:
-                return syntax, transcode.transcode(data, syntax, True, quality)
-            except transcode.TranscodeError as e:
-                logger.warning("WADO-RS: instance %s not sent as %s: %s", inst.public_id,
-                               syntax, e)
-        return inst.transfer_syntax, data
-
-    @staticmethod
-    def _negotiate_dicom(rows: list[InstanceRow]) -> list[str]:
-        """The syntaxes the client accepts, in its order ([]: any, files go out as stored);
-        a file stored in another one is transcoded to the first that pipacs can write.
-        406 for a client that accepts no DICOM, or only syntaxes pipacs cannot write."""
-        accept = bottle.request.headers.get("Accept", "")
-        if not accept.strip():
-            return []
-        syntaxes: list[str] = []
-        for a in mp.parse_accept(accept):
-            if a.media in ("*/*", "multipart/*") or (
-                a.media == "multipart/related" and a.inner in ("", "application/dicom", "*/*")
-            ) or a.media == "application/dicom":
-                ts = a.params.get("transfer-syntax", "*")
-                if ts == "*":
-                    return []
-                syntaxes.append(ts)
-        if not syntaxes:
-            raise HttpError(406, "Not acceptable",
-                            'WADO-RS answers multipart/related; type="application/dicom"')
-        if all(r.transfer_syntax in syntaxes for r in rows):
-            return []
-        writable = [ts for ts in syntaxes if transcode.cannot_write(ts, allow_lossy=True) is None]
-        if not writable:
-            raise HttpError(406, "Not acceptable",
-                            f"pipacs cannot transcode to {', '.join(syntaxes)}: "
-                            + "; ".join(filter(None, (transcode.cannot_write(ts, True)
-                                                      for ts in syntaxes))))
-        return [*writable, *(ts for ts in syntaxes if ts not in writable)]
 
     def retrieve_metadata(self, study: str, series: str | None = None,
                           sop: str | None = None) -> str:
