@@ -461,3 +461,36 @@ def test_modify_transcode_to_jpeg_baseline(servers: tuple[str, str, Path, Path],
     assert diff.mean() < 2 and diff.max() < 8, (diff.mean(), diff.max())
     changed = {url: got.SOPInstanceUID != source.SOPInstanceUID for url, got in answers.items()}
     assert changed[ours] == changed[theirs], changed
+
+
+def test_peer_store_transcode(tmp_path: Path, jpegls: Path) -> None:
+    """POST /peers/{id}/store {"Transcode": implicit VR}: the peer receives the JPEG-LS
+    instance decompressed, from pipacs as from Orthanc."""
+    receivers = []
+    for name in ("from-pipacs", "from-orthanc"):
+        (tmp_path / name).mkdir()
+        receivers.append(PipacsProcess(tmp_path / name, base_config()))
+        receivers[-1].start()
+    folder = tmp_path / "sender"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config(OrthancPeers={"peer": [receivers[0].url]}))
+    p.start()
+    proc, orthanc_url, _ = _orthanc_with(tmp_path, OrthancPeers={"peer": [receivers[1].url]})
+    body = {"Transcode": str(uid.ImplicitVRLittleEndian), "Synchronous": True}
+    try:
+        for url, receiver in ((p.url, receivers[0]), (orthanc_url, receivers[1])):
+            iid = _post(url, jpegls)
+            status, _, answer = request(f"{url}/peers/peer/store", "POST",
+                                        json.dumps({**body, "Resources": [iid]}))
+            assert status == 200, answer
+            syntax, pixels = _answer_syntax(request(f"{receiver.url}/instances/{iid}/file")[2])
+            assert syntax == uid.ImplicitVRLittleEndian, url
+            assert np.array_equal(pixels, pydicom.dcmread(jpegls).pixel_array)
+        status, _, _ = request(f"{p.url}/peers/peer/store", "POST",
+                               json.dumps({**body, "Resources": [iid], "Transcode": "1.2.3"}))
+        assert status == 400
+    finally:
+        for server in (p, *receivers):
+            server.stop()
+        proc.terminate()
+        proc.wait(10)
