@@ -342,34 +342,31 @@ def _orthanc_with(folder: Path, **config: Any) -> tuple[subprocess.Popen[bytes],
     pytest.fail("Orthanc did not start")
 
 
-@pytest.mark.parametrize("uncompressed", [True, False])
-def test_ingest_transcoding(tmp_path: Path, jpegls: Path, uncompressed: bool) -> None:
+def test_ingest_transcoding(tmp_path: Path, jpegls: Path) -> None:
     """IngestTranscoding JPEG-LS: an explicit VR instance, received over REST and over
-    DICOM, is stored as JPEG-LS with the same pixels (and the same ID), as by Orthanc; with
-    IngestTranscodingOfUncompressed false it is stored as received. A JPEG-LS instance with
-    IngestTranscoding explicit VR is stored decompressed."""
+    DICOM, is stored as JPEG-LS with the same pixels (and the same ID), as by Orthanc. A
+    JPEG-LS instance with IngestTranscoding explicit VR is stored decompressed."""
     explicit = _make(tmp_path, "explicit", "mono16", ("dcmconv", "+te"))
-    settings = {"IngestTranscoding": str(uid.JPEGLSLossless),
-                "IngestTranscodingOfUncompressed": uncompressed}
+    other = _make(tmp_path, "other", "mono16", ("dcmconv", "+te"))
+    settings = {"IngestTranscoding": str(uid.JPEGLSLossless)}
     proc, orthanc_url, orthanc_dicom = _orthanc_with(tmp_path, **settings)
     folder = tmp_path / "pipacs"
     folder.mkdir()
     p = PipacsProcess(folder, base_config(**settings))
     p.start()
-    want = uid.JPEGLSLossless if uncompressed else uid.ExplicitVRLittleEndian
     try:
         for url in (p.url, orthanc_url):
             iid = _post(url, explicit)
             syntax, pixels = _answer_syntax(request(f"{url}/instances/{iid}/file")[2])
-            assert (syntax, url) == (want, url)
+            assert (syntax, url) == (uid.JPEGLSLossless, url)
             assert np.array_equal(pixels, pydicom.dcmread(explicit).pixel_array)
-        other = _make(tmp_path, "other", "mono16", ("dcmconv", "+te"))
         p.store(other)
         dcmtk("storescu", "-aec", "ORTHANC", "127.0.0.1", str(orthanc_dicom), str(other))
         for url in (p.url, orthanc_url):
             iid = json.loads(request(f"{url}/tools/lookup", "POST",
                                      str(pydicom.dcmread(other).SOPInstanceUID))[2])[0]["ID"]
-            assert _answer_syntax(request(f"{url}/instances/{iid}/file")[2])[0] == want
+            syntax = _answer_syntax(request(f"{url}/instances/{iid}/file")[2])[0]
+            assert (syntax, url) == (uid.JPEGLSLossless, url)
     finally:
         p.stop()
         proc.terminate()
@@ -383,6 +380,23 @@ def test_ingest_transcoding(tmp_path: Path, jpegls: Path, uncompressed: bool) ->
         syntax, pixels = _answer_syntax(request(f"{p.url}/instances/{iid}/file")[2])
         assert syntax == uid.ExplicitVRLittleEndian
         assert np.array_equal(pixels, pydicom.dcmread(jpegls).pixel_array)
+    finally:
+        p.stop()
+
+
+def test_ingest_transcoding_of_uncompressed_false(tmp_path: Path, jpegls: Path) -> None:
+    """IngestTranscodingOfUncompressed false: an explicit VR instance is stored as received,
+    a JPEG-LS one is still transcoded (to RLE here)."""
+    explicit = _make(tmp_path, "explicit", "mono16", ("dcmconv", "+te"))
+    folder = tmp_path / "pipacs"
+    folder.mkdir()
+    p = PipacsProcess(folder, base_config(IngestTranscoding=str(uid.RLELossless),
+                                          IngestTranscodingOfUncompressed=False))
+    p.start()
+    try:
+        for path, want in ((explicit, uid.ExplicitVRLittleEndian), (jpegls, uid.RLELossless)):
+            iid = _post(p.url, path)
+            assert _answer_syntax(request(f"{p.url}/instances/{iid}/file")[2])[0] == want
     finally:
         p.stop()
 
