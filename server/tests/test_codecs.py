@@ -128,6 +128,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipacsProcess]:
     p = PipacsProcess(tmp_path_factory.mktemp("pipacs-codecs"),
                       base_config(DicomWeb={"Enable": True}))
     p.start()
+    assert "images: every transfer syntax Orthanc decodes (13)" in p.log()
     yield p
     p.stop()
 
@@ -259,6 +260,10 @@ def test_missing_codec_is_named(tmp_path: Path, files: dict[str, Path],
             assert status == 415 and label in json.loads(body)["Details"]
         iid = _post(p.url, files["rle"])
         assert request(f"{p.url}/instances/{iid}/frames/0/image-uint16")[0] == 200
+        said = next(line for line in p.log().splitlines() if "images: " in line)
+        for name in ("JPEG Lossless", "JPEG-LS Lossless", "12-bit JPEG Extended"):
+            assert name in said, said
+        assert "RLE" not in said and "Big Endian" not in said, said
     finally:
         p.stop()
 

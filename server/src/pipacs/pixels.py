@@ -48,14 +48,12 @@ def missing_decoder(syntax: str, bits_stored: int = 8) -> str | None:
     return f"this server has no decoder for {label}: it needs {needs}"
 
 
-def decoders() -> dict[str, list[str]]:
-    """Each syntax Orthanc decodes -> the plugins that decode it here ([] for none;
-    ["pydicom"] for pydicom's own native decoding)."""
-    from pydicom.pixels import get_decoder
-
-    found = {}
-    for syntax in ORTHANC_SYNTAXES:
-        decoder = get_decoder(UID(syntax))
-        plugins = list(decoder.available_plugins) or (["pydicom"] if decoder.is_native else [])
-        found[syntax] = plugins
-    return found
+def summary() -> str:
+    """One log line: the syntaxes Orthanc decodes that this machine cannot (at start)."""
+    missing = [UID(ts).name for ts in ORTHANC_SYNTAXES if missing_decoder(ts, 8)]
+    if missing_decoder(TWELVE_BIT_JPEG, 12):
+        missing.append("12-bit JPEG Extended")
+    if not missing:
+        return f"images: every transfer syntax Orthanc decodes ({len(ORTHANC_SYNTAXES)})"
+    return ("images: no decoder here for " + ", ".join(missing)
+            + " (415 for those; see pipacs/pixels.py)")
