@@ -9,9 +9,10 @@ into a cache on the controller and reuses them while the lock is unchanged; the 
 part of the release id. `make lock` runs this script.
 
 - amd64 and arm64: every dependency as a manylinux wheel (x86_64, aarch64).
-- armhf (32-bit Raspberry Pi OS): PyPI has no numpy or Pillow wheels for it; the lock holds the
-  pure-Python wheels only and the release's venv sees the OS's python3-numpy and python3-pil
-  (the role's vars/arch/armhf.yml lists the packages; keep both in step).
+- armhf (32-bit Raspberry Pi OS): PyPI has no numpy, Pillow or codec wheels for it; the lock
+  holds the pure-Python wheels only and the release's venv sees the OS's python3-numpy,
+  python3-pil and python3-gdcm (JPEG, JPEG-LS and JPEG 2000 through pydicom's GDCM plugin; RLE
+  is pydicom's own). The role's vars/Debian.yml lists the packages; keep both in step.
 - build: setuptools and wheel, what the controller builds the pipacs wheel with.
 """
 
@@ -34,8 +35,16 @@ PYTHON = "3.11"
 # manylinux_2_<n>: n from the oldest tag pip knows up to bookworm's glibc (2.36).
 GLIBC_MINORS = range(17, 37)
 WHEEL_MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
-# Compiled dependencies that 32-bit Raspberry Pi OS takes from its own packages.
-OS_PROVIDED = {"numpy": "python3-numpy", "pillow": "python3-pil"}
+# Compiled dependencies that 32-bit Raspberry Pi OS takes from its own packages: the package
+# that stands in for each ("" when pydicom itself does the work).
+OS_PROVIDED = {
+    "numpy": "python3-numpy",
+    "pillow": "python3-pil",
+    "pylibjpeg-libjpeg": "python3-gdcm",
+    "pylibjpeg-openjpeg": "python3-gdcm",
+    "pyjpegls": "python3-gdcm",
+    "pylibjpeg-rle": "",
+}
 
 
 def inputs_digest() -> str:
@@ -118,15 +127,20 @@ def resolve(work: Path) -> None:
     if compiled - set(OS_PROVIDED):
         sys.exit(
             f"no armhf path for {sorted(compiled - set(OS_PROVIDED))}: add them to OS_PROVIDED "
-            "(and the role's vars/arch/armhf.yml) or find armv7l wheels"
+            "(and the role's vars/Debian.yml) or find armv7l wheels"
         )
     write_lock(
         HERE / "armhf.txt",
         "Runtime dependencies of pipacs for armhf Pis (32-bit Raspberry Pi OS).",
         {n: w for n, w in pure.items() if n not in OS_PROVIDED},
         [
-            f"{name}: from the OS package {deb} (no armv7l wheels on PyPI); the release's venv"
-            " sees the system site-packages."
+            f"{name}: no armv7l wheels on PyPI; "
+            + (
+                f"the OS package {deb} stands in (the release's venv sees the system"
+                " site-packages)."
+                if deb
+                else "pydicom's own decoder does its work."
+            )
             for name, deb in sorted(OS_PROVIDED.items())
         ],
     )

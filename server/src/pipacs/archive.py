@@ -24,7 +24,7 @@ from typing import Any
 
 from pydicom.fileset import FileSet
 
-from . import browse
+from . import browse, transcode
 from .context import ServerContext
 from .errorcodes import INEXISTENT_FILE
 from .ids import INSTANCE, PATIENT, STUDY
@@ -104,9 +104,21 @@ def read_file(context: ServerContext, public_id: str, sop_uid: str = "") -> byte
         raise UnreadableFile(public_id, _reason(e), sop_uid, missing) from e
 
 
-def _reader(context: ServerContext, public_id: str) -> Callable[[], bytes | None]:
-    """Reads the instance's file for the archive (see read_file)."""
-    return lambda: read_file(context, public_id)
+def _reader(context: ServerContext, public_id: str,
+            syntax: str = "") -> Callable[[], bytes | None]:
+    """Reads the instance's file for the archive (see read_file), transcoded to `syntax`
+    when one is given (Orthanc's ?transcode= and "Transcode")."""
+    if not syntax:
+        return lambda: read_file(context, public_id)
+
+    def read() -> bytes | None:
+        data = read_file(context, public_id)
+        if data is None:
+            return None
+        quality = context.settings.dicom_lossy_transcoding_quality
+        return transcode.transcode(data, syntax, allow_lossy=True, quality=quality)
+
+    return read
 
 
 class _Sink:
@@ -184,7 +196,7 @@ def instances_of(context: ServerContext, items: list[Resource]) -> list[Resource
     return out
 
 
-def archive_entries(context: ServerContext, instances: list[Resource]
+def archive_entries(context: ServerContext, instances: list[Resource], syntax: str = ""
                     ) -> Iterator[tuple[str, Callable[[], bytes | None]]]:
     """(path in the ZIP, reader) for each instance: Patient/Study/Series/XX000000.dcm."""
     idx = context.index
@@ -225,7 +237,7 @@ def archive_entries(context: ServerContext, instances: list[Resource]
         counters[series.id] = n + 1
         modality = _clean(series.tags.get("Modality", ""))[:2].upper() or "IM"
         name = f"{p}/{s}/{se}/{modality}{n:06d}.dcm"
-        yield name, _reader(context, inst.public_id)
+        yield name, _reader(context, inst.public_id, syntax)
 
 
 class MediaFolder:
@@ -233,7 +245,7 @@ class MediaFolder:
     temporary folder. A full disk raises ENOSPC naming that folder."""
 
     def __init__(self, context: ServerContext, instances: list[Resource],
-                 check: Callable[[], None] | None = None):
+                 check: Callable[[], None] | None = None, syntax: str = ""):
         self.tmp = Path(_temporary(context,
                                    lambda d: tempfile.mkdtemp(prefix="pipacs-media-", dir=d)))
         staged = self.tmp / "in"
@@ -248,7 +260,7 @@ class MediaFolder:
                 for i, inst in enumerate(instances):
                     if check is not None:
                         check()
-                    data = _reader(context, inst.public_id)()
+                    data = _reader(context, inst.public_id, syntax)()
                     if data is None:
                         continue
                     path = staged / f"{i}.dcm"
@@ -333,7 +345,8 @@ class ArchiveFile:
             pass
 
 
-def archive_job(context: ServerContext, items: list[Resource], media: bool) -> Job:
+def archive_job(context: ServerContext, items: list[Resource], media: bool,
+                syntax: str = "") -> Job:
     """Write the archive (or media) to a temporary file, served once the job succeeded.
     A missing or unreadable file fails the job ("Inexistent file", naming the instance);
     a full temporary folder fails it as a full disk (507)."""
@@ -351,13 +364,14 @@ def archive_job(context: ServerContext, items: list[Resource], media: bool) -> J
         try:
             with os.fdopen(fd, "wb") as f:
                 def counted() -> Iterator[tuple[str, Callable[[], bytes | None]]]:
-                    for n, entry in enumerate(archive_entries(context, instances)):
+                    for n, entry in enumerate(archive_entries(context, instances, syntax)):
                         job.check_cancelled()
                         job.set_progress(n, total)
                         yield entry
 
                 if media:
-                    chunks = MediaFolder(context, instances, job.check_cancelled).stream()
+                    chunks = MediaFolder(context, instances, job.check_cancelled,
+                                         syntax).stream()
                 else:
                     chunks = stream_zip(counted())
                 for chunk in chunks:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import dicomfile, peers, queries
+from . import dicomfile, peers, queries, transcode
 from .config import Modality, Settings
 from .dicomfile import DicomParseError, ParsedInstance
 from .ids import INSTANCE, PATIENT
@@ -250,8 +250,8 @@ class ServerContext:
         `raw` is a Part 10 file, or a bare dataset when `transfer_syntax` is given.
         Raises StoreRefused; on any failure nothing is left behind.
         """
-        origin = origin or Origin()
-        s = self.settings
+        origin, s = origin or Origin(), self.settings
+        raw = transcode.ingest(s, raw)  # IngestTranscoding (a Part 10 file only)
         try:
             parsed = dicomfile.parse(raw, s.default_encoding, transfer_syntax)
         except DicomParseError as e:

@@ -14,7 +14,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from . import __version__, dicomfile
+from . import __version__, dicomfile, transcode
 from .context import Origin, ServerContext, StoreRefused
 from .ids import INSTANCE, LEVEL_NAMES, LEVEL_PLURALS, PATIENT, STUDY
 from .index import METADATA_NUMBERS, DatabaseError, Resource
@@ -185,6 +185,7 @@ class Request:
     force: bool = False
     uid_map: dict[str, str] = field(default_factory=dict)
     patient_map: dict[str, str] = field(default_factory=dict)
+    transcode: str = ""  # "Transcode": the transfer syntax of the new instances
 
 
 def parse_request(body: dict[str, Any], level: int, anonymize: bool) -> Request:
@@ -204,6 +205,13 @@ def parse_request(body: dict[str, Any], level: int, anonymize: bool) -> Request:
     for name in ("Force", "KeepSource", "RemovePrivateTags", "KeepPrivateTags"):
         if name in body and not isinstance(body[name], bool):
             raise ModifyError(f"{name} must be true or false")
+    syntax = body.get("Transcode", "")
+    if not isinstance(syntax, str):
+        raise ModifyError('"Transcode" must be a transfer syntax UID')
+    why = transcode.cannot_write(syntax, allow_lossy=True) if syntax else None
+    if why:
+        raise ModifyError(f'"Transcode": {why}')
+    req.transcode = syntax
     req.force = body.get("Force", False)
     req.keep_source = body.get("KeepSource", True)
     if anonymize:
@@ -299,6 +307,9 @@ def apply(ds: Dataset, req: Request) -> Dataset:
 def modified_bytes(context: ServerContext, public_id: str, req: Request) -> bytes:
     ds = dicomfile.read_full(context.read_instance(public_id))
     apply(ds, req)
+    if req.transcode:
+        quality = context.settings.dicom_lossy_transcoding_quality
+        return transcode.to_bytes(transcode.transcode_dataset(ds, req.transcode, True, quality))
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()

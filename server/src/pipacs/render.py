@@ -10,7 +10,9 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.uid import ExplicitVRBigEndian
 
+from . import pixels
 from .values import is_multi
 
 logger = logging.getLogger(__name__)
@@ -18,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 class RenderError(ValueError):
     """The instance has no image pipacs can decode; the message says why."""
+
+
+class CodecMissing(RenderError):
+    """No decoder for the transfer syntax here (Orthanc: 415); the message names the syntax
+    and what would decode it."""
 
 
 @dataclass
@@ -56,7 +63,21 @@ def raw_frame(ds: Dataset, frame: int) -> bytes:
     spp = int(ds.get("SamplesPerPixel", 1))
     bits = int(ds.BitsAllocated)
     size = rows * cols * spp * bits // 8
-    return bytes(ds.PixelData[frame * size:(frame + 1) * size])
+    data = bytes(ds.PixelData[frame * size:(frame + 1) * size])
+    if ds.file_meta.TransferSyntaxUID == ExplicitVRBigEndian and bits in (16, 32):
+        # little endian, as Orthanc answers it (DCMTK swaps big endian data when it reads)
+        data = np.frombuffer(data, f">u{bits // 8}").astype(f"<u{bits // 8}").tobytes()
+    return data
+
+
+# Orthanc's Content-Type of a raw frame: JPEG baseline and JPEG 2000 have one, the rest are
+# application/octet-stream.
+RAW_MEDIA = {"1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.90": "image/jp2",
+             "1.2.840.10008.1.2.4.91": "image/jp2"}
+
+
+def raw_media(ds: Dataset) -> str:
+    return RAW_MEDIA.get(str(ds.file_meta.TransferSyntaxUID), "application/octet-stream")
 
 
 def decode(ds: Dataset, frame: int) -> np.ndarray:
@@ -64,16 +85,15 @@ def decode(ds: Dataset, frame: int) -> np.ndarray:
     _check_frame(ds, frame)
     from pydicom.pixels import pixel_array
 
+    missing = pixels.missing_decoder(ds.file_meta.TransferSyntaxUID,
+                                     int(ds.get("BitsStored", 8) or 8))
+    if missing:
+        raise CodecMissing(missing)
     try:
         arr = pixel_array(ds, index=frame, raw=False)
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError) as e:
         raise RenderError(f"cannot decode the pixel data ({e})") from e
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if arr.ndim == 3 and photometric.startswith("YBR"):
-        from pydicom.pixels import convert_color_space
-
-        arr = convert_color_space(arr, photometric, "RGB")
-    return arr
+    return arr  # colour as RGB: pydicom converts YBR_* itself (as_rgb)
 
 
 def _is_color(arr: np.ndarray) -> bool:

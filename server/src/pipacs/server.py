@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from . import fastpaths
+from . import fastpaths, pixels
 from .config import Settings
 from .context import ServerContext
 
@@ -34,6 +34,7 @@ class Server:
         s = self.settings
         self.context.start()
         logger.info("%s", fastpaths.install(s.fast_paths))
+        logger.info("%s", pixels.summary())
         from .dicom.scp import DicomServer
         from .dicom.scu import Scu
 

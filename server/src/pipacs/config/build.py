@@ -77,7 +77,7 @@ def _parse_modality(name: str, value: Any, errors: list[str]) -> Modality | None
         )
         return None
     flags = {}
-    for k in ("AllowEcho", "AllowFind", "AllowGet", "AllowMove", "AllowStore"):
+    for k in ("AllowEcho", "AllowFind", "AllowGet", "AllowMove", "AllowStore", "AllowTranscoding"):
         v = value.get(k, True)
         if not isinstance(v, bool):
             errors.append(f"{where}: {k} must be true or false")

@@ -25,6 +25,7 @@ class Modality:
     allow_get: bool = True
     allow_move: bool = True
     allow_store: bool = True
+    allow_transcoding: bool = True
 
     def as_orthanc(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Modality:
             "AllowGet": self.allow_get,
             "AllowMove": self.allow_move,
             "AllowStore": self.allow_store,
+            "AllowTranscoding": self.allow_transcoding,
         }
 
 
@@ -112,6 +114,15 @@ def _pdu(v: int) -> str | None:
 
 def _encoding(v: str) -> str | None:
     return None if v in DEFAULT_ENCODINGS else f"must be one of {', '.join(DEFAULT_ENCODINGS)}"
+
+
+def _syntax_uid(v: str) -> str | None:
+    """A transfer syntax pipacs can write ("" for none, where the key allows it)."""
+    if not v:
+        return None
+    from ..transcode import cannot_write
+
+    return cannot_write(v, allow_lossy=True)
 
 
 def _storage_mode(v: str) -> str | None:
@@ -206,6 +217,27 @@ class Settings:
     rle_transfer_syntax_accepted: bool = _syntax("Rle", "RLE lossless")
     unknown_sop_class_accepted: bool = _opt(
         "UnknownSopClassAccepted", False, "Accept C-STORE of any SOP class (promiscuous mode)"
+    )
+    # Transcoding (transcode.py): for DICOM peers, at ingest.
+    transcode_dicom_protocol: bool = _opt(
+        "TranscodeDicomProtocol", True, "Transcode for DICOM peers that refuse the stored syntax"
+    )
+    dicom_scu_preferred_transfer_syntax: str = _opt(
+        "DicomScuPreferredTransferSyntax", "1.2.840.10008.1.2.1",
+        "The syntax to transcode to for a DICOM peer, when it accepts it", check=_syntax_uid
+    )
+    dicom_lossy_transcoding_quality: int = _opt(
+        "DicomLossyTranscodingQuality", 90, "Quality (1-100) of lossy transcoding",
+        check=lambda v: None if 1 <= v <= 100 else "must be between 1 and 100",
+    )
+    ingest_transcoding: str = _opt(
+        "IngestTranscoding", "", "Store received instances in this syntax", check=_syntax_uid
+    )
+    ingest_transcoding_of_uncompressed: bool = _opt(
+        "IngestTranscodingOfUncompressed", True, "IngestTranscoding applies to uncompressed"
+    )
+    ingest_transcoding_of_compressed: bool = _opt(
+        "IngestTranscodingOfCompressed", True, "IngestTranscoding applies to compressed"
     )
     dicom_scp_timeout: int = _opt(
         "DicomScpTimeout",

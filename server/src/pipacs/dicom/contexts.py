@@ -97,10 +97,11 @@ def build_contexts(settings: Any) -> list[PresentationContext]:
 
 
 def retrieve_contexts(
-    instances: list[tuple[str, str, str, str, int]],
+    instances: list[tuple[str, str, str, str, int]], preferred: str | None = None
 ) -> list[PresentationContext]:
     """The contexts to send these instances in: each SOP class with its stored syntaxes
-    first, then the two little endian ones (at most 128 contexts)."""
+    first, then DicomScuPreferredTransferSyntax when pipacs may transcode (`preferred`), then
+    the two little endian ones (at most 128 contexts)."""
     by_class: dict[str, list[str]] = {}
     for _, _, sop_class, ts, _ in instances:
         syntaxes = by_class.setdefault(sop_class or "", [])
@@ -110,7 +111,9 @@ def retrieve_contexts(
     for sop_class, syntaxes in sorted(by_class.items())[:128]:
         cx = PresentationContext()
         cx.abstract_syntax = sop_class
-        cx.transfer_syntax = [*syntaxes, *(str(t) for t in UNCOMPRESSED[:2] if t not in syntaxes)]
+        extra = [preferred] if preferred and preferred not in syntaxes else []
+        extra += [str(t) for t in UNCOMPRESSED[:2] if t not in syntaxes and t not in extra]
+        cx.transfer_syntax = [*syntaxes, *extra]
         contexts.append(cx)
     return contexts
 

@@ -9,8 +9,8 @@ from typing import Any
 from pynetdicom import evt
 
 from ..context import ServerContext
-from .peers import allowed
-from .retrieve import datasets, requested_instances
+from .peers import allowed, peer_of
+from .retrieve import PeerSyntaxes, datasets, requested_instances
 from .statuses import NOT_AUTHORIZED, UNABLE_TO_PROCESS
 
 logger = logging.getLogger(__name__)
@@ -26,8 +26,10 @@ def handle_get(event: evt.Event, ctx: ServerContext) -> Iterator[Any]:
         if instances is None:
             yield 0
             return
+        modality = ctx.modality_for(*peer_of(event))
+        allow = modality.allow_transcoding if modality is not None else True
         yield len(instances)
-        yield from datasets(ctx, event, instances)
+        yield from datasets(ctx, event, instances, PeerSyntaxes(ctx, event.assoc, allow))
     except Exception:
         logger.exception("C-GET failed")
         yield UNABLE_TO_PROCESS, None

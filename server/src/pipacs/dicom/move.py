@@ -12,7 +12,7 @@ from pynetdicom.presentation import build_context
 from ..context import ServerContext
 from .contexts import VERIFICATION, retrieve_contexts
 from .peers import aet_equal, allowed, nodelay
-from .retrieve import datasets, requested_instances
+from .retrieve import PeerSyntaxes, datasets, requested_instances
 from .statuses import UNABLE_TO_PROCESS
 
 logger = logging.getLogger(__name__)
@@ -41,17 +41,20 @@ def handle_move(event: evt.Event, ctx: ServerContext) -> Iterator[Any]:
             yield modality.host, modality.port, {"ae_title": modality.aet}
             yield UNABLE_TO_PROCESS, None
             return
+        peer = PeerSyntaxes(ctx, allow=modality.allow_transcoding)
+        contexts = retrieve_contexts(instances, peer.preferred if peer.allow else None)
         yield (
             modality.host,
             modality.port,
             {
                 "ae_title": modality.aet,
-                "contexts": retrieve_contexts(instances) or [build_context(VERIFICATION)],
-                "evt_handlers": [(evt.EVT_CONN_OPEN, nodelay)],
+                "contexts": contexts or [build_context(VERIFICATION)],
+                "evt_handlers": [(evt.EVT_CONN_OPEN, nodelay),
+                                 (evt.EVT_ESTABLISHED, peer.established)],
             },
         )
         yield len(instances)
-        yield from datasets(ctx, event, instances)
+        yield from datasets(ctx, event, instances, peer)
     except Exception:
         logger.exception("C-MOVE failed")
         yield UNABLE_TO_PROCESS, None

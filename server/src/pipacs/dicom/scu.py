@@ -16,7 +16,7 @@ from ..config import Modality
 from ..context import ServerContext
 from .contexts import retrieve_contexts, verification_contexts
 from .peers import nodelay
-from .retrieve import outgoing_dataset
+from .retrieve import PeerSyntaxes, outgoing_dataset
 from .statuses import SUCCESS, SUCCESS_OR_WARNING
 
 logger = logging.getLogger(__name__)
@@ -143,18 +143,20 @@ class Scu:
             if res is None:
                 raise ScuError(f"unknown instance {pid}")
             rows.extend(idx.instances_under(res.id, res.level))
-        contexts = retrieve_contexts(rows)
+        peer = PeerSyntaxes(self.context, allow=m.allow_transcoding)
+        contexts = retrieve_contexts(rows, peer.preferred if peer.allow else None)
         if not contexts:
             return StoreReport(0, [])
         key, assoc = self._associate(m, contexts)
+        peer.assoc = assoc
         failed = []
         sent = 0
         try:
             for public_id, _, sop_class, ts, _ in rows:
                 try:
-                    ds = outgoing_dataset(self.context, public_id, sop_class, ts)
+                    ds = outgoing_dataset(self.context, public_id, sop_class, ts, peer)
                     status = assoc.send_c_store(ds)
-                except (OSError, ValueError, AttributeError) as e:
+                except (OSError, ValueError, AttributeError) as e:  # TranscodeError too
                     logger.error("cannot send instance %s: %s", public_id, e)
                     status = None
                 if status and status.Status in SUCCESS_OR_WARNING:

@@ -12,6 +12,7 @@ from typing import Any
 
 import bottle
 
+from .. import transcode
 from ..archive import (
     MediaFolder,
     UnreadableFile,
@@ -80,9 +81,23 @@ def _started(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
             close()  # the client has gone before the rest was asked for
 
 
+def transcode_arg(value: Any) -> str:
+    """The syntax of ?transcode= or "Transcode" ("" for none); 400 when pipacs cannot
+    write it."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise HttpError(400, "Bad request", "Transcode must be a transfer syntax UID")
+    why = transcode.cannot_write(value, allow_lossy=True)
+    if why:
+        raise HttpError(400, "Bad request", why)
+    return value
+
+
 def install(app: bottle.Bottle, context: ServerContext) -> None:
 
-    def send(items: list[Resource], media: bool, filename: str) -> Iterator[bytes]:
+    def send(items: list[Resource], media: bool, filename: str,
+             syntax: str = "") -> Iterator[bytes]:
         """Stream the ZIP. Every file is checked first, and the first chunk is made here,
         so that what fails before the first byte is an error answer with its status."""
         what = f"archive {bottle.request.method} {bottle.request.path}"
@@ -90,9 +105,9 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         try:
             check_files(context, instances)
             if media:
-                chunks = MediaFolder(context, instances).stream()
+                chunks = MediaFolder(context, instances, syntax=syntax).stream()
             else:
-                chunks = stream_zip(archive_entries(context, instances))
+                chunks = stream_zip(archive_entries(context, instances, syntax))
         except UnreadableFile as e:
             logger.error("%s: %s: refused", what, e.details)
             raise unreadable_error(e) from None
@@ -103,15 +118,17 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     def answer(items: list[Resource], media: bool, body: dict[str, Any], filename: str) -> Any:
         asynchronous = flag(body, "Asynchronous", False) or not flag(body, "Synchronous", True)
+        syntax = transcode_arg(body.get("Transcode"))
         if asynchronous:
-            return run(context, body, archive_job(context, items, media),
+            return run(context, body, archive_job(context, items, media, syntax),
                        synchronous_default=False)
-        return send(items, media, filename)
+        return send(items, media, filename, syntax)
 
     @app.get(f"/{LEVEL_ROUTE}/<pid>/<kind:re:archive|media>")
     def get_archive(plural: str, pid: str, kind: str) -> Any:
         res = resource(context, PLURALS[plural], pid)
-        return send([res], kind == "media", f"{pid}.zip")
+        syntax = transcode_arg(bottle.request.query.get("transcode"))
+        return send([res], kind == "media", f"{pid}.zip", syntax)
 
     @app.post(f"/{LEVEL_ROUTE}/<pid>/<kind:re:archive|media>")
     def post_archive(plural: str, pid: str, kind: str) -> Any:

@@ -180,7 +180,7 @@ def image(ds: Dataset, frame: int, kind: str) -> bytes:
     try:
         if kind == "raw":
             data = render.raw_frame(ds, frame)
-            bottle.response.content_type = "application/octet-stream"
+            bottle.response.content_type = render.raw_media(ds)
             return data
         arr = render.decode(ds, frame)
         if kind in ("image-uint8", "image-uint16"):
@@ -213,6 +213,8 @@ def image(ds: Dataset, frame: int, kind: str) -> bytes:
         return render.encode(out, "png")
     except IndexError as e:
         raise HttpError(404, "Inexistent item", str(e)) from None
+    except render.CodecMissing as e:
+        raise HttpError(415, "Not implemented", str(e)) from None
     except render.RenderError as e:
         raise HttpError(400, "Incompatible image format", str(e)) from None
     except ValueError as e:

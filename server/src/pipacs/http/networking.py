@@ -29,6 +29,8 @@ from ..ids import LEVEL_NAMES, PATIENT
 from ..index import DatabaseError, Resource
 from ..jobs import Job, JobFailed, disk_full
 from ..services import ScuPool
+from ..transcode import TranscodeError, transcode
+from .archives import transcode_arg
 from .auth import basic_header
 from .common import (
     JSON_BODY_LIMIT,
@@ -386,6 +388,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         p = peer(name)
         body, items = _store_body(context)
         instances = instances_of(context, items)
+        syntax = transcode_arg(body.get("Transcode"))  # Orthanc 1.7+
 
         def work(job: Job) -> dict[str, Any]:
             size = 0
@@ -394,7 +397,11 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
                 job.set_progress(n, len(instances))
                 data = context.read_instance(inst.public_id)
                 try:
+                    if syntax:
+                        data = transcode(data, syntax, True, s.dicom_lossy_transcoding_quality)
                     _peer_request(context, p, "POST", "instances", data, "application/dicom")
+                except TranscodeError as e:
+                    raise JobFailed("Cannot transcode", 500, str(e)) from e
                 except HttpError as e:
                     raise JobFailed(NETWORK_ERROR, 500, e.details) from e
                 size += len(data)

@@ -34,6 +34,7 @@ from .dicomweb_render import (
     viewport_arg,
     window_arg,
 )
+from .dicomweb_transcode import negotiate_dicom, transcoded
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class DicomWeb:
         before the first byte; one failing once streaming has started cuts the transfer, never a
         well-formed answer without it. An instance deleted meanwhile is left out."""
         rows = self._instances(study, series, sop)
-        self._negotiate_dicom(rows)
+        wanted = negotiate_dicom(bottle.request.headers.get("Accept", ""), rows)
         what = f"WADO-RS {bottle.request.method} {bottle.request.path}"
         context = self.context
         try:
@@ -255,39 +256,19 @@ class DicomWeb:
                 data = read_file(context, inst.public_id, inst.sop_uid)
                 if data is None:
                     continue
+                syntax = inst.transfer_syntax
+                if wanted and syntax not in wanted:  # transcoded, as Orthanc's plugin does
+                    syntax, data = transcoded(context, inst, data, wanted)
                 ctype = "application/dicom"
-                if inst.transfer_syntax:
-                    ctype += f"; transfer-syntax={inst.transfer_syntax}"
+                if syntax:
+                    ctype += f"; transfer-syntax={syntax}"
                 yield ctype, data, {}
+
 
         boundary = mp.new_boundary()
         answer = start_stream(mp.stream(parts(), boundary), what)
         bottle.response.content_type = mp.content_type("application/dicom", boundary)
         return answer
-
-    @staticmethod
-    def _negotiate_dicom(rows: list[InstanceRow]) -> None:
-        """Files go out as stored: refuse (406) a client that accepts none of their syntaxes."""
-        accept = bottle.request.headers.get("Accept", "")
-        if not accept.strip():
-            return
-        syntaxes: set[str] = set()
-        for a in mp.parse_accept(accept):
-            if a.media in ("*/*", "multipart/*") or (
-                a.media == "multipart/related" and a.inner in ("", "application/dicom", "*/*")
-            ) or a.media == "application/dicom":
-                ts = a.params.get("transfer-syntax", "*")
-                if ts == "*":
-                    return
-                syntaxes.add(ts)
-        if not syntaxes:
-            raise HttpError(406, "Not acceptable",
-                            'WADO-RS answers multipart/related; type="application/dicom"')
-        stored = {r.transfer_syntax for r in rows}
-        if not stored <= syntaxes:
-            raise HttpError(406, "Not acceptable",
-                            "pipacs sends files in their stored transfer syntax ("
-                            + ", ".join(sorted(stored)) + ") and does not transcode")
 
     def retrieve_metadata(self, study: str, series: str | None = None,
                           sop: str | None = None) -> str:

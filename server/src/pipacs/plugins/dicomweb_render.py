@@ -127,5 +127,7 @@ def render_frame(ds: Dataset, frame: int, fmt: str, quality: int,
         return render.encode(img, fmt, quality)
     except IndexError as e:
         raise HttpError(404, "Inexistent item", str(e)) from None
+    except render.CodecMissing as e:
+        raise HttpError(415, "Not implemented", str(e)) from None
     except render.RenderError as e:
         raise HttpError(400, "Incompatible image format", str(e)) from None
