@@ -13,7 +13,19 @@ from ..context import ServerContext
 from ..index import DatabaseError
 from ..jobs import disk_full
 from ..plugins import welcome
-from . import archives, instances, jobs, modification, networking, resources, system, tools
+from . import (
+    archives,
+    instances,
+    jobs,
+    modification,
+    networking,
+    networking_extra,
+    pixels,
+    resources,
+    system,
+    tools,
+    tools_extra,
+)
 from .auth import access_check
 from .crosssite import origin_check
 from .errors import HttpError, error_body, quiet_aborts, storage_full
@@ -22,7 +34,8 @@ from .responses import maybe_gzip
 logger = logging.getLogger(__name__)
 
 # The REST resource families, registered in this order (as Orthanc's RegisterResources).
-FAMILIES = (system, resources, instances, archives, tools, jobs, modification, networking)
+FAMILIES = (system, resources, instances, archives, tools, jobs, modification, networking,
+            tools_extra, pixels, networking_extra)
 
 
 def create_app(context: ServerContext) -> bottle.Bottle:

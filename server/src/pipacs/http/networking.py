@@ -158,6 +158,7 @@ def _peer_request(context: ServerContext, peer: Peer, method: str, path: str,
 def install(app: bottle.Bottle, context: ServerContext) -> None:
     s = context.settings
     queries = Queries(s.query_retrieve_size)
+    app.config["pipacs.queries"] = queries  # child queries (networking_extra.py)
 
     def modality(name: str) -> Modality:
         m = s.modalities.get(name)
