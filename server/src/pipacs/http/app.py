@@ -15,6 +15,9 @@ from ..jobs import disk_full
 from ..plugins import welcome
 from . import (
     archives,
+    attachments,
+    bulk,
+    createdicom,
     instances,
     jobs,
     modification,
@@ -35,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 # The REST resource families, registered in this order (as Orthanc's RegisterResources).
 FAMILIES = (system, resources, instances, archives, tools, jobs, modification, networking,
-            tools_extra, pixels, networking_extra)
+            tools_extra, pixels, networking_extra, attachments, bulk,
+            createdicom)
 
 
 def create_app(context: ServerContext) -> bottle.Bottle:

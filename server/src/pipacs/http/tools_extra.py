@@ -16,7 +16,7 @@ from pynetdicom import _config as pynetdicom_config
 from ..config.keys import DEFAULT_ENCODINGS
 from ..context import ServerContext
 from ..dicom.contexts import OPTIONAL_SYNTAXES, UNCOMPRESSED, build_contexts
-from .common import body_bytes
+from .common import LEVEL_ROUTE, PLURALS, body_bytes, resource
 from .errors import HttpError
 from .responses import json_response, text_response
 from .system import LOG_LEVELS, statistics_json
@@ -233,6 +233,23 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     @app.post("/tools/execute-script")
     def execute_script() -> str:
         raise unsupported("Lua scripts", "pipacs embeds no Lua interpreter")
+
+    @app.post("/tools/reconstruct")
+    @app.post(f"/{LEVEL_ROUTE}/<pid>/reconstruct")
+    def reconstruct(plural: str = "", pid: str = "") -> str:
+        if plural:
+            resource(context, PLURALS[plural], pid)
+        raise unsupported("reconstruct", "pipacs' main tags are always those of the stored "
+                          "files; `pipacs --reindex` rebuilds the whole index from them")
+
+    @app.get("/plugins/explorer.js")
+    def explorer_js() -> str:
+        raise unsupported("Orthanc Explorer", "pipacs serves its own welcome page and viewer")
+
+    @app.delete("/<table:re:changes|exports>")
+    def clear_log(table: str) -> str:
+        context.index.clear_log(table)
+        return text_response("")
 
     @app.post("/tools/invalidate-tags")
     def invalidate_tags() -> str:
