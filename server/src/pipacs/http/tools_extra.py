@@ -15,7 +15,7 @@ from pynetdicom import _config as pynetdicom_config
 
 from ..config.keys import DEFAULT_ENCODINGS
 from ..context import ServerContext
-from ..dicom.contexts import OPTIONAL_SYNTAXES, UNCOMPRESSED, build_contexts
+from ..dicom.contexts import OPTIONAL_SYNTAXES, UNCOMPRESSED, accepted_syntaxes, build_contexts
 from .common import LEVEL_ROUTE, PLURALS, body_bytes, resource
 from .errors import HttpError
 from .responses import json_response, text_response
@@ -71,7 +71,7 @@ def boolean_body() -> bool:
 
 def syntaxes_of_body() -> list[str]:
     """PUT /tools/accepted-transfer-syntaxes: a JSON string or list of UIDs, "*" and "?"
-    wildcards allowed; each must match a syntax pipacs knows."""
+    wildcards allowed."""
     try:
         value = json.loads(body_bytes(65536))
     except (ValueError, UnicodeDecodeError):
@@ -81,34 +81,36 @@ def syntaxes_of_body() -> list[str]:
         raise HttpError(400, "Bad file format", "expected a JSON string or list of strings")
     chosen: list[str] = []
     for pattern in patterns:
+        # a pattern that matches no known syntax adds none (Orthanc does the same)
         found = [u for u in ALL_SYNTAXES if fnmatch.fnmatchcase(u, pattern.strip())]
-        if not found:
-            raise HttpError(400, "Bad file format", f"unknown transfer syntax {pattern!r}")
         chosen.extend(u for u in found if u not in chosen)
     return chosen
 
 
-def accepted(context: ServerContext) -> list[str]:
-    """The transfer syntaxes the SCP accepts now, sorted as Orthanc lists them."""
-    s = context.settings
-    uids = [str(u) for u in UNCOMPRESSED]
-    for attr, group in OPTIONAL_SYNTAXES.items():
-        if getattr(s, attr):
-            uids.extend(group)
+def accepted(context: ServerContext, chosen: list[str] | None) -> list[str]:
+    """The transfer syntaxes the SCP accepts for storage now, sorted as Orthanc lists them:
+    the ones last PUT (`chosen`), else those of the <Name>TransferSyntaxAccepted keys."""
+    uids = list(chosen) if chosen is not None else accepted_syntaxes(context.settings)
     return sorted(uids, key=lambda u: [int(p) for p in u.split(".")])
 
 
 def set_accepted(context: ServerContext, uids: list[str]) -> None:
-    """Accept these syntaxes from now on: a group of Orthanc's <Name>TransferSyntaxAccepted
-    keys is on when any of its UIDs is chosen. Uncompressed syntaxes are always accepted
-    (pipacs' SCP cannot store without them). New associations see the change (the DICOM
-    server rebuilds its presentation contexts on "SettingsChanged")."""
+    """Accept exactly these syntaxes for storage from now on (Orthanc's PUT). The groups of
+    <Name>TransferSyntaxAccepted keys follow (on when any of their UIDs is chosen). New
+    associations see the change: the DICOM server takes the new presentation contexts on
+    "SettingsChanged"; query/retrieve contexts keep the uncompressed syntaxes."""
     for attr, group in OPTIONAL_SYNTAXES.items():
         setattr(context.settings, attr, any(u in uids for u in group))
-    context._emit("SettingsChanged", {"Contexts": build_contexts(context.settings)})
+    storage = accepted_syntaxes(context.settings)
+    order = [u for u in storage if u in uids] + [u for u in uids if u not in storage]
+    contexts = build_contexts(context.settings)
+    for cx in contexts:
+        if list(cx.transfer_syntax) == storage:
+            cx.transfer_syntax = list(order)
+    context._emit("SettingsChanged", {"Contexts": contexts})
 
 
-def conformance(context: ServerContext) -> str:
+def conformance(context: ServerContext, chosen: list[str] | None) -> str:
     """A conformance statement made from what the SCP accepts now."""
     s = context.settings
     lines = [f"DICOM conformance statement of pipacs (AET {s.dicom_aet}, port {s.dicom_port})",
@@ -117,7 +119,7 @@ def conformance(context: ServerContext) -> str:
         uid = str(cx.abstract_syntax)
         lines.append(f"  {uid:40} {pydicom.uid.UID(uid).name}")
     lines += ["", "Transfer syntaxes accepted for storage:"]
-    lines += [f"  {u:40} {pydicom.uid.UID(u).name}" for u in accepted(context)]
+    lines += [f"  {u:40} {pydicom.uid.UID(u).name}" for u in accepted(context, chosen)]
     unknown = "yes" if s.unknown_sop_class_accepted else "no"
     lines += ["", f"Unknown SOP classes accepted: {unknown}", ""]
     return "\n".join(lines)
@@ -138,7 +140,8 @@ def prometheus(context: ServerContext) -> str:
 
 def install(app: bottle.Bottle, context: ServerContext) -> None:
     s = context.settings
-    state: dict[str, Any] = {"metrics": True, "lua": "default"}
+    state: dict[str, Any] = {"metrics": True, "syntaxes": None,
+                             "lua": level_name(logging.getLogger().getEffectiveLevel())}
 
     @app.get("/tools")
     def tools() -> str:
@@ -161,12 +164,13 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/tools/accepted-transfer-syntaxes")
     def get_syntaxes() -> str:
-        return json_response(accepted(context))
+        return json_response(accepted(context, state["syntaxes"]))
 
     @app.put("/tools/accepted-transfer-syntaxes")
     def put_syntaxes() -> str:
-        set_accepted(context, syntaxes_of_body())
-        return json_response(accepted(context))
+        state["syntaxes"] = syntaxes_of_body()
+        set_accepted(context, state["syntaxes"])
+        return json_response(accepted(context, state["syntaxes"]))
 
     @app.get("/tools/unknown-sop-class-accepted")
     def get_unknown() -> str:
@@ -228,7 +232,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/tools/dicom-conformance")
     def dicom_conformance() -> str:
-        return text_response(conformance(context))
+        return text_response(conformance(context, state["syntaxes"]))
 
     @app.post("/tools/execute-script")
     def execute_script() -> str:
@@ -255,4 +259,4 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def invalidate_tags() -> str:
         # Orthanc drops its cached tags (DICOM-as-JSON attachments) so that they are read
         # again from the files; pipacs keeps no such cache: every tags answer reads the file.
-        return json_response({})
+        return text_response("")
