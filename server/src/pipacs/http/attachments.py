@@ -19,9 +19,14 @@ DICOM_NAMES = ("dicom", "1")
 USER_RANGE = range(1024, 65536)
 
 
-def find_attachment(context: ServerContext, plural: str, pid: str, name: str) -> Attachment:
-    """The attachment `name` of a resource (pipacs has one: an instance's DICOM file)."""
+def find_attachment(context: ServerContext, plural: str, pid: str, name: str,
+                    acting: bool = False) -> Attachment:
+    """The attachment `name` of a resource (pipacs has one: an instance's DICOM file).
+    `acting` (compress, verify-md5...): a DICOM file asked of a patient, study or series is
+    a bad request, as in Orthanc; reading one is a 404."""
     res = resource(context, PLURALS[plural], pid)
+    if acting and res.level != INSTANCE and name in DICOM_NAMES:
+        raise HttpError(400, "Bad request", "only instances have a DICOM file")
     att = context.index.attachment(res.id) if res.level == INSTANCE else None
     if name not in DICOM_NAMES or att is None:
         raise HttpError(404, "Inexistent item", f"no attachment {name!r}")
@@ -44,7 +49,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post(f"/{LEVEL_ROUTE}/<pid>/attachments/<name>/verify-md5")
     def verify_md5(plural: str, pid: str, name: str) -> str:
-        att = find_attachment(context, plural, pid, name)
+        att = find_attachment(context, plural, pid, name, acting=True)
         if not att.md5:
             raise HttpError(400, "Bad request", "no MD5 was stored for this attachment "
                             "(StoreMD5ForAttachments was false)")
@@ -59,7 +64,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post(f"/{LEVEL_ROUTE}/<pid>/attachments/<name>/<op:re:compress|uncompress>")
     def change_compression(plural: str, pid: str, name: str, op: str) -> str:
-        att = find_attachment(context, plural, pid, name)
+        att = find_attachment(context, plural, pid, name, acting=True)
         if (att.compression != COMPRESSION_NONE) == (op == "compress"):
             return json_response({})  # already so: Orthanc does nothing either
         raise unsupported(f"{op} of one attachment", "the whole storage area follows "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 import uuid
 from typing import Any
 
@@ -118,6 +119,11 @@ def build(context: ServerContext, body: dict[str, Any]) -> Dataset:
     ds.SeriesInstanceUID = generate_uid()
     ds.SOPInstanceUID = generate_uid()
     ds.SOPClassUID = SECONDARY_CAPTURE
+    now = time.localtime()
+    date, clock = time.strftime("%Y%m%d", now), time.strftime("%H%M%S.000000", now)
+    for what in ("Study", "Series", "Acquisition", "Content", "InstanceCreation"):
+        setattr(ds, f"{what}Date", date)
+        setattr(ds, f"{what}Time", clock)
     parent_id = body.get("Parent")
     if parent_id is not None:
         parent = context.index.get(str(parent_id))
@@ -170,5 +176,4 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             result = context.store(buf.getvalue(), origin)
         except StoreRefused as e:
             raise store_error(e) from None
-        answer = store_json(result)
-        return json_response({"ID": answer["ID"], "Path": answer["Path"]})
+        return json_response(store_json(result))

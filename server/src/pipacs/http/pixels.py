@@ -8,6 +8,7 @@ from typing import Any
 
 import bottle
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -17,6 +18,11 @@ from ..ids import INSTANCE, SERIES
 from .common import query_flag, resource
 from .errors import HttpError
 from .responses import json_response
+
+
+def rescaled() -> bool:
+    """?rescale: on by default, as in Orthanc ("0" or "false" turn it off)."""
+    return "rescale" not in bottle.request.query or query_flag("rescale")
 
 # GET /instances/{id}/frames/{n}: what can be asked of one frame (Orthanc's list).
 FRAME_OPERATIONS = ["image-int16", "image-uint16", "image-uint8", "matlab", "numpy", "preview",
@@ -58,13 +64,13 @@ def npy(arr: np.ndarray) -> bytes:
 
 
 def matlab(arr: np.ndarray) -> str:
-    """A frame as MATLAB text: one row per line, columns separated by spaces."""
+    """A frame as Orthanc's MATLAB text: double([ v v ; v v ]), rows split by "; "."""
     grey = arr[:, :, 0] if arr.shape[2] == 1 else arr
     if grey.ndim == 3:
         raise HttpError(400, "Incompatible image format", "MATLAB output of a colour image")
-    rows = [" ".join(str(int(v)) for v in row) for row in grey]
+    rows = ["".join(f"{int(v)} " for v in row) for row in grey]
     bottle.response.content_type = "text/plain"
-    return "[ " + " ;\n".join(rows) + " ]\n"
+    return "double([ " + "; ".join(rows) + "])"
 
 
 def int16_png(ds: Dataset, frame: int) -> bytes:
@@ -90,8 +96,11 @@ def content_item(value: Any, path: list[str]) -> Any:
                 raise HttpError(400, "Bad request", f"not a DICOM tag: {step[:40]!r}") from None
             if tag not in node:
                 raise HttpError(404, "Inexistent item", f"no tag {step}")
+            raw = node.get_item(tag)  # before node[tag] decodes it: the bytes as stored
             elem = node[tag]
-            node = elem.value if isinstance(elem.value, Sequence) else elem
+            node = elem.value if isinstance(elem.value, Sequence) else \
+                raw.value if isinstance(raw, RawDataElement) and \
+                isinstance(raw.value, bytes) else elem
         elif isinstance(node, Sequence):
             if not step.isdigit() or int(step) >= len(node):
                 raise HttpError(404, "Inexistent item", f"no item {step[:40]}")
@@ -102,8 +111,10 @@ def content_item(value: Any, path: list[str]) -> Any:
         return json_response([f"{e.tag.group:04x}-{e.tag.elem:04x}" for e in node])
     if isinstance(node, Sequence):
         return json_response([str(i) for i in range(len(node))])
-    raw = node.value
     bottle.response.content_type = "application/octet-stream"
+    if isinstance(node, bytes):  # as stored, padding included (as Orthanc answers)
+        return node
+    raw = node.value
     if isinstance(raw, bytes):
         return raw
     if isinstance(raw, list | tuple) or type(raw).__name__ == "MultiValue":
@@ -115,19 +126,17 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/instances/<pid>/frames/<frame:int>")
     def frame_operations(pid: str, frame: int) -> str:
-        ds = instance_dataset(context, pid)
-        if not 0 <= frame < render.frame_count(ds):
-            raise HttpError(404, "Inexistent item", f"frame {frame} does not exist")
+        resource(context, INSTANCE, pid)  # Orthanc checks no frame number here
         return json_response(FRAME_OPERATIONS)
 
     @app.get("/instances/<pid>/frames/<frame:int>/numpy")
     def frame_numpy(pid: str, frame: int) -> bytes:
-        return npy(frame_values(instance_dataset(context, pid), frame, query_flag("rescale")))
+        return npy(frame_values(instance_dataset(context, pid), frame, rescaled()))
 
     @app.get("/instances/<pid>/numpy")
     def instance_numpy(pid: str) -> bytes:
         ds = instance_dataset(context, pid)
-        rescale = query_flag("rescale")
+        rescale = rescaled()
         frames = [frame_values(ds, n, rescale) for n in range(render.frame_count(ds))]
         if not frames:
             raise HttpError(400, "Incompatible image format", "this instance has no pixel data")
@@ -136,7 +145,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     @app.get("/series/<pid>/numpy")
     def series_numpy(pid: str) -> bytes:
         series = resource(context, SERIES, pid)
-        rescale = query_flag("rescale")
+        rescale = rescaled()
         frames: list[np.ndarray] = []
         instances = browse.descendants(context, series, INSTANCE)
         for inst in sorted(instances, key=lambda r: _instance_number(r.tags)):
