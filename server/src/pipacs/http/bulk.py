@@ -165,7 +165,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if isinstance(body, str):
             m = context.settings.modalities.get(body)
             if m is None:
-                raise HttpError(404, "Unknown modality", f"no modality named {body!r}")
+                raise HttpError(404, "Inexistent item", f"no modality named {body!r}")
         else:
             try:
                 m = Modality("(dicom-echo)", str(body["AET"]), str(body["Host"]),

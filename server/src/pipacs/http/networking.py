@@ -163,7 +163,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def modality(name: str) -> Modality:
         m = s.modalities.get(name)
         if m is None:
-            raise HttpError(404, "Unknown modality", f"no modality named {name!r}")
+            raise HttpError(404, "Inexistent item", f"no modality named {name!r}")
         return m
 
     def peer(name: str) -> Peer:
@@ -178,7 +178,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def modalities() -> str:
         if query_flag("expand"):
             return json_response({n: m.as_orthanc() for n, m in s.modalities.items()})
-        return json_response(list(s.modalities))
+        return json_response(sorted(s.modalities))  # Orthanc lists them sorted
 
     @app.get("/modalities/<name>")
     def modality_operations(name: str) -> str:
@@ -348,7 +348,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def peers() -> str:
         if query_flag("expand"):
             return json_response({n: _peer_json(p) for n, p in s.peers.items()})
-        return json_response(list(s.peers))
+        return json_response(sorted(s.peers))
 
     @app.get("/peers/<name>")
     def peer_operations(name: str) -> str:

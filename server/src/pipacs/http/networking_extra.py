@@ -19,24 +19,29 @@ from ..config.build import _parse_modality, _parse_peer
 from ..context import ServerContext
 from ..dicom import qrscu
 from ..dicom.scu import ScuError
-from ..dicomfile import LEVEL_UID
+from ..dicomfile import LEVEL_UID, MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from .common import body_bytes, body_json, parse_level
 from .errors import HttpError
 from .networking import NETWORK_ERROR, Queries, Query, _peer_request
-from .responses import json_response
+from .responses import json_response, text_response
 from .tools import known_keyword
 from .tools_extra import unsupported
 
-# The keys each older find-* route sends at its level (Orthanc fills in the same ones).
+# The keys each older find-* route asks for (as Orthanc's find-patient ... find-instance):
+# the patient's main tags; for the other levels the identifiers and a few tags (Orthanc's
+# find-instance also asks for MediaStorageSOPInstanceUID, a file meta tag: pipacs does not).
 FIND_KEYS = {
-    PATIENT: ["PatientID", "PatientName", "PatientBirthDate", "PatientSex"],
-    STUDY: ["PatientID", "StudyInstanceUID", "AccessionNumber", "StudyDate", "StudyTime",
-            "StudyDescription", "ModalitiesInStudy", "PatientName"],
-    SERIES: ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
-             "SeriesNumber", "SeriesDescription"],
-    INSTANCE: ["PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-               "InstanceNumber"],
+    PATIENT: list(MAIN_TAGS[PATIENT]),
+    STUDY: ["AccessionNumber", "PatientID", "ReferringPhysicianName", "StudyDate",
+            "StudyDescription", "StudyID", "StudyInstanceUID", "StudyTime"],
+    SERIES: ["AccessionNumber", "BodyPartExamined", "Modality", "OperatorsName", "PatientID",
+             "PerformedProcedureStepDescription", "ProtocolName", "SeriesDate",
+             "SeriesDescription", "SeriesInstanceUID", "SeriesNumber", "SeriesTime",
+             "StudyInstanceUID"],
+    INSTANCE: ["AccessionNumber", "InstanceCreationDate", "InstanceCreationTime",
+               "InstanceNumber", "PatientID", "SOPInstanceUID", "SeriesInstanceUID",
+               "StudyInstanceUID"],
 }
 CHILD_LEVELS = {"query-studies": STUDY, "query-series": SERIES, "query-instances": INSTANCE}
 
@@ -55,7 +60,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def modality(name: str) -> Modality:
         m = s.modalities.get(name)
         if m is None:
-            raise HttpError(404, "Unknown modality", f"no modality named {name!r}")
+            raise HttpError(404, "Inexistent item", f"no modality named {name!r}")
         return m
 
     def c_find(m: Modality, level: int, query: dict[str, str]) -> list[Dataset]:
@@ -78,13 +83,13 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if m is None:
             raise HttpError(400, "Bad file format", "; ".join(errors))
         s.modalities[name] = m
-        return json_response({})
+        return text_response("")
 
     @app.delete("/modalities/<name>")
     def delete_modality(name: str) -> str:
-        modality(name)
-        del s.modalities[name]
-        return json_response({})
+        if s.modalities.pop(name, None) is None:
+            raise HttpError(404, "Inexistent item", f"no modality named {name!r}")
+        return text_response("")
 
     @app.put("/peers/<name>")
     def put_peer(name: str) -> str:
@@ -93,13 +98,13 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if p is None:
             raise HttpError(400, "Bad file format", "; ".join(errors))
         s.peers[name] = p
-        return json_response({})
+        return text_response("")
 
     @app.delete("/peers/<name>")
     def delete_peer(name: str) -> str:
         if s.peers.pop(name, None) is None:
             raise HttpError(404, "Unknown resource", f"no Orthanc peer named {name!r}")
-        return json_response({})
+        return text_response("")
 
     # ------------------------------------------------------------ older C-FIND routes
 
@@ -208,8 +213,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if code not in (0, 0xB000, 0xB007, 0xB006):
             raise HttpError(500, NETWORK_ERROR, f"C-STORE to {m.name} failed with status "
                             f"0x{code & 0xFFFF:04X}")
-        return json_response({"RemoteAET": m.aet, "SOPClassUID": sop_class,
-                              "SOPInstanceUID": sop_uid})
+        return json_response({"SOPClassUID": sop_class, "SOPInstanceUID": sop_uid})
 
     @app.post("/peers/<name>/store-straight")
     def peer_store_straight(name: str) -> str:
