@@ -14,11 +14,11 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openapi_coverage import Answer, call
 
 from conftest import PipacsProcess, base_config, free_port, http_request
 
@@ -108,21 +108,10 @@ def error_shape(body: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- servers
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: Any
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
 def _call(url: str, method: str, body: Any, headers: dict[str, str] | None) -> Answer:
     data = body if isinstance(body, bytes) or body is None else \
         body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    status, hdrs, raw = http_request(url, method, data, headers)
-    return Answer(status, hdrs, raw)
+    return call(url, method, data, headers, timeout=30)
 
 
 class Pair:
@@ -165,8 +154,10 @@ class Pair:
         return a.json()
 
 
-def _start_orthanc(folder: Path, config: dict[str, Any]) -> tuple[subprocess.Popen[bytes],
-                                                                  str]:
+def start_orthanc(folder: Path, config: dict[str, Any], *args: str
+                  ) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's Orthanc with `config` (its storage, index and no plugins added) and `args`
+    before the configuration file; waits for its /system. (process, URL)."""
     if not Path(ORTHANC).exists():
         pytest.fail("Orthanc is not installed: run `make setup`")
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,8 +165,7 @@ def _start_orthanc(folder: Path, config: dict[str, Any]) -> tuple[subprocess.Pop
            "Plugins": [], "Name": "Reference"}
     (folder / "orthanc.json").write_text(json.dumps(cfg))
     log = (folder / "orthanc.log").open("wb")
-    # --verbose, as PipacsProcess starts pipacs: the log levels start equal
-    proc = subprocess.Popen([ORTHANC, "--verbose", str(folder / "orthanc.json")], stdout=log,
+    proc = subprocess.Popen([ORTHANC, *args, str(folder / "orthanc.json")], stdout=log,
                             stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
     url = f"http://127.0.0.1:{config['HttpPort']}"
     deadline = time.monotonic() + 30
@@ -200,7 +190,8 @@ def start_pair(folder: Path, files: list[Path], **extra: Any) -> Iterator[Pair]:
         cfg["DicomModalities"] = {"self": [cfg["DicomAet"], "127.0.0.1", cfg["DicomPort"]]}
         cfg["OrthancPeers"] = {"self": [f"http://127.0.0.1:{cfg['HttpPort']}/"]}
         cfg["StoreMD5ForAttachments"] = True
-    proc, theirs = _start_orthanc(folder / "orthanc", theirs_cfg)
+    # --verbose, as PipacsProcess starts pipacs: the log levels start equal
+    proc, theirs = start_orthanc(folder / "orthanc", theirs_cfg, "--verbose")
     (folder / "pipacs").mkdir()
     p = PipacsProcess(folder / "pipacs", ours_cfg)
     p.start()

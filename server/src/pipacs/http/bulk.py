@@ -64,24 +64,33 @@ def at_level(context: ServerContext, items: list[Resource], level: int) -> list[
     return list(out.values())
 
 
+def _modify_each(context: ServerContext, job: Job,
+                 items: list[tuple[Resource, modify.Request]]) -> list[dict[str, Any]]:
+    """modify.run on each resource in turn (a job's work): the results, in order."""
+    results = []
+    for n, (res, req) in enumerate(items):
+        job.check_cancelled()
+        job.set_progress(n, len(items))
+        try:
+            results.append(modify.run(context, res, req,
+                                      browse.descendants(context, res, INSTANCE)))
+        except modify.ModifyError as e:
+            raise JobFailed("Cannot modify the resource", 500, str(e)) from e
+    return results
+
+
+def _counts(results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"Description": "REST API",
+            "FailedInstancesCount": sum(r["FailedInstancesCount"] for r in results),
+            "InstancesCount": sum(r["InstancesCount"] for r in results)}
+
+
 def _modify_job(context: ServerContext, jobs: list[tuple[Resource, modify.Request]],
                 anonymize: bool) -> Job:
     def work(job: Job) -> dict[str, Any]:
-        done: list[dict[str, Any]] = []
-        failed = count = 0
-        for n, (res, req) in enumerate(jobs):
-            job.check_cancelled()
-            job.set_progress(n, len(jobs))
-            instances = browse.descendants(context, res, INSTANCE)
-            try:
-                result = modify.run(context, res, req, instances)
-            except modify.ModifyError as e:
-                raise JobFailed("Cannot modify the resource", 500, str(e)) from e
-            failed += result["FailedInstancesCount"]
-            count += result["InstancesCount"]
-            done.append({"ID": result["ID"], "Path": result["Path"], "Type": result["Type"]})
-        return {"Description": "REST API", "FailedInstancesCount": failed,
-                "InstancesCount": count, "IsAnonymization": anonymize, "Resources": done}
+        results = _modify_each(context, job, jobs)
+        done = [{"ID": r["ID"], "Path": r["Path"], "Type": r["Type"]} for r in results]
+        return {**_counts(results), "IsAnonymization": anonymize, "Resources": done}
 
     return Job("ResourceModification", work)
 
@@ -206,24 +215,12 @@ def _restructure_request(body: dict[str, Any], values: dict[str, str]) -> modify
 def _restructure_job(context: ServerContext, chosen: list[Resource], req: modify.Request,
                      key: str, value: str) -> Job:
     def work(job: Job) -> dict[str, Any]:
-        failed = count = 0
+        results = _modify_each(context, job, [(res, req) for res in chosen])
         target = ""
-        for n, res in enumerate(chosen):
-            job.check_cancelled()
-            job.set_progress(n, len(chosen))
-            instances = browse.descendants(context, res, INSTANCE)
-            try:
-                result = modify.run(context, res, req, instances)
-            except modify.ModifyError as e:
-                raise JobFailed("Cannot modify the resource", 500, str(e)) from e
-            failed += result["FailedInstancesCount"]
-            count += result["InstancesCount"]
+        for result in results:
             new = context.index.get(result["ID"])
             parent = browse.ancestor(context, new, STUDY) if new is not None else None
             target = parent.public_id if parent is not None else target
-        out = {"Description": "REST API", "FailedInstancesCount": failed,
-               "InstancesCount": count, "TargetStudy": target}
-        out[key] = value
-        return out
+        return {**_counts(results), "TargetStudy": target, key: value}
 
     return Job("ResourceModification", work)

@@ -76,34 +76,24 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     # ------------------------------------------------------------ editing
 
-    @app.put("/modalities/<name>")
-    def put_modality(name: str) -> str:
+    parsers = {"modalities": (_parse_modality, s.modalities, "Inexistent item"),
+               "peers": (_parse_peer, s.peers, "Unknown resource")}
+
+    @app.put("/<kind:re:modalities|peers>/<name>")
+    def put_remote(kind: str, name: str) -> str:
+        parse, known, _ = parsers[kind]
         errors: list[str] = []
-        m = _parse_modality(name, body_json(kind=(dict, list)), errors)
-        if m is None:
+        value = parse(name, body_json(kind=(dict, list)), errors)
+        if value is None:
             raise HttpError(400, "Bad file format", "; ".join(errors))
-        s.modalities[name] = m
+        known[name] = value  # type: ignore[index]
         return text_response("")
 
-    @app.delete("/modalities/<name>")
-    def delete_modality(name: str) -> str:
-        if s.modalities.pop(name, None) is None:
-            raise HttpError(404, "Inexistent item", f"no modality named {name!r}")
-        return text_response("")
-
-    @app.put("/peers/<name>")
-    def put_peer(name: str) -> str:
-        errors: list[str] = []
-        p = _parse_peer(name, body_json(kind=(dict, list)), errors)
-        if p is None:
-            raise HttpError(400, "Bad file format", "; ".join(errors))
-        s.peers[name] = p
-        return text_response("")
-
-    @app.delete("/peers/<name>")
-    def delete_peer(name: str) -> str:
-        if s.peers.pop(name, None) is None:
-            raise HttpError(404, "Unknown resource", f"no Orthanc peer named {name!r}")
+    @app.delete("/<kind:re:modalities|peers>/<name>")
+    def delete_remote(kind: str, name: str) -> str:
+        _, known, missing = parsers[kind]
+        if known.pop(name, None) is None:  # type: ignore[attr-defined]
+            raise HttpError(404, missing, f"no {kind[:-1].replace('ie', 'y')} named {name!r}")
         return text_response("")
 
     # ------------------------------------------------------------ older C-FIND routes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import bottle
@@ -39,14 +41,21 @@ def instance_dataset(context: ServerContext, pid: str) -> Dataset:
         raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}") from None
 
 
-def frame_values(ds: Dataset, frame: int, rescale: bool = False) -> np.ndarray:
-    """One frame's values as Orthanc gives them to numpy: rows x columns x channels."""
+@contextlib.contextmanager
+def frame_errors() -> Iterator[None]:
+    """A missing frame is a 404, pixel data that cannot be decoded a 400 (as Orthanc)."""
     try:
-        arr = render.decode(ds, frame)
+        yield
     except IndexError as e:
         raise HttpError(404, "Inexistent item", str(e)) from None
     except render.RenderError as e:
         raise HttpError(400, "Incompatible image format", str(e)) from None
+
+
+def frame_values(ds: Dataset, frame: int, rescale: bool = False) -> np.ndarray:
+    """One frame's values as Orthanc gives them to numpy: rows x columns x channels."""
+    with frame_errors():
+        arr = render.decode(ds, frame)
     if rescale and arr.ndim == 2:
         arr = render.rescale(ds, arr).astype(np.float32)
     return arr if arr.ndim == 3 else arr[:, :, np.newaxis]
@@ -175,12 +184,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     @app.get("/instances/<pid>/frames/<frame:int>/raw.gz")
     def frame_raw_gz(pid: str, frame: int) -> bytes:
         ds = instance_dataset(context, pid)
-        try:
+        with frame_errors():
             data = render.raw_frame(ds, frame)
-        except IndexError as e:
-            raise HttpError(404, "Inexistent item", str(e)) from None
-        except render.RenderError as e:
-            raise HttpError(400, "Incompatible image format", str(e)) from None
         bottle.response.content_type = "application/gzip"
         return gzip.compress(data, compresslevel=6)
 
