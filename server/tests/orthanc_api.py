@@ -74,6 +74,8 @@ OPERATIONS = {
     ("POST", "/tools/create-dicom"): "new UIDs are random; the stored tags are compared. "
         "Orthanc writes no SOPClassUID for an image (DCMTK's private class in the meta "
         "header); pipacs writes Secondary Capture Image Storage, in both places",
+    ("GET", "/patients/{id}/module"): "read from one instance of the patient, which one is "
+        "not said; datagen gives a patient's CT and MR instances different PatientSex",
     ("GET", "/tools/generate-uid"): "random; pipacs uses pydicom's UID root, Orthanc DCMTK's",
     ("PUT", "/tools/default-encoding"):
         "both answer the encoding; Orthanc's 400 names no details",

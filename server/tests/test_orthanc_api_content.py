@@ -94,6 +94,26 @@ def test_content_tree(pair: Pair) -> None:
     pair.same("GET", f"/instances/{inst}/content/7777-0010")
 
 
+def test_modules_and_instances_tags(pair: Pair) -> None:
+    for plural in ("studies", "series", "instances"):
+        rid = first(pair, plural)
+        for query in ("", "?short", "?simplify"):
+            pair.same("GET", f"/{plural}/{rid}/module{query}")
+    study = first(pair, "studies")
+    pair.same("GET", f"/studies/{study}/module-patient")
+    # a patient's module comes from one of its instances (OPERATIONS): the IDs agree
+    patient = first(pair, "patients")
+    a, b = pair.both("GET", f"/patients/{patient}/module?simplify")
+    assert ("GET", "/patients/{id}/module") in OPERATIONS
+    assert a.status == b.status == 200
+    assert {k: a.json()[k] for k in ("PatientID", "PatientName", "PatientBirthDate")} == \
+        {k: b.json()[k] for k in ("PatientID", "PatientName", "PatientBirthDate")}
+    series = first(pair, "series")
+    for query in ("", "?short", "?simplify"):
+        ours, _ = pair.same("GET", f"/series/{series}/instances-tags{query}")
+        assert len(ours) == 10
+
+
 def test_bulk_content(pair: Pair) -> None:
     study = first(pair, "studies")
     patient = first(pair, "patients")

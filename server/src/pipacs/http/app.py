@@ -21,6 +21,7 @@ from . import (
     instances,
     jobs,
     modification,
+    modules,
     networking,
     networking_extra,
     pixels,
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 # The REST resource families, registered in this order (as Orthanc's RegisterResources).
 FAMILIES = (system, resources, instances, archives, tools, jobs, modification, networking,
             tools_extra, pixels, networking_extra, attachments, bulk,
-            createdicom)
+            createdicom, modules)
 
 
 def create_app(context: ServerContext) -> bottle.Bottle:
