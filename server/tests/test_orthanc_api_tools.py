@@ -125,3 +125,17 @@ def test_delete_changes_and_exports(pair: Pair) -> None:
     a, b = pair.both("GET", "/changes")
     assert ("GET", "/changes") in OPERATIONS  # "Last" differs once the log is empty
     assert a.json()["Changes"] == b.json()["Changes"] == []
+
+
+def test_method_override(pair: Pair) -> None:
+    """POST with X-HTTP-Method-Override: PUT or DELETE is that method; other values 400."""
+    patient = sorted(pair.get("/patients"))[0]
+    route = f"/patients/{patient}/protected"
+    pair.same("POST", route, "1", headers={"X-HTTP-Method-Override": "PUT"}, json_body=False)
+    ours, theirs = pair.same("GET", route, json_body=False)
+    assert ours == theirs == b"1"
+    pair.same("POST", route, "0", headers={"X-HTTP-Method-Override": "PATCH"})
+    pair.same("POST", "/system", "", headers={"X-HTTP-Method-Override": "GET"})
+    pair.same("POST", route, "0", headers={"X-HTTP-Method-Override": "put"}, json_body=False)
+    ours, theirs = pair.same("GET", route, json_body=False)
+    assert ours == theirs == b"0"

@@ -43,6 +43,17 @@ FAMILIES = (system, resources, instances, archives, tools, jobs, modification, n
             createdicom, modules)
 
 
+def method_override(env: dict[str, Any]) -> None:
+    """Orthanc's X-HTTP-Method-Override: a POST carrying it is a PUT or a DELETE (for
+    clients that can only POST); any other value is a 400. Done before access control."""
+    override = env.get("HTTP_X_HTTP_METHOD_OVERRIDE")
+    if override is None or env.get("REQUEST_METHOD") != "POST":
+        return
+    if override.strip().upper() not in ("PUT", "DELETE"):
+        raise bottle.HTTPError(400, "X-HTTP-Method-Override must be PUT or DELETE")
+    env["REQUEST_METHOD"] = override.strip().upper()
+
+
 def create_app(context: ServerContext) -> bottle.Bottle:
     app = bottle.Bottle()
     app.uninstall(True)  # no dict-to-JSON or template plugins: one wrapper per route (wrap)
@@ -54,6 +65,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     @app.hook("before_request")
     def _before() -> None:
         env = bottle.request.environ
+        method_override(env)
         check_access(env)
         check_origin(env)
         # Orthanc ignores empty path segments ("/patients/", "//system"); clients such as
