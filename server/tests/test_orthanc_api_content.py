@@ -215,6 +215,28 @@ def pair_call(url: str, path: str, body: dict[str, object]) -> dict[str, object]
     return json.loads(raw)  # type: ignore[no-any-return]
 
 
+def test_bulk_modify_and_anonymize(pair: Pair) -> None:
+    """Same counts and the same kinds of new resources; without "Level" the instances are
+    modified one by one and keep their series (same series IDs on both servers)."""
+    series = next(s for s in sorted(pair.get("/series"))
+                  if len(pair.get(f"/series/{s}")["Instances"]) == 10)
+    instances = sorted(pair.get(f"/series/{series}")["Instances"])[:2]
+    body = {"Resources": instances, "Replace": {"ImageComments": "bulk"}}
+    a, b = pair.both("POST", "/tools/bulk-modify", body)
+    assert a.status == b.status == 200, (a.body, b.body)
+    ja, jb = a.json(), b.json()
+    assert ja["InstancesCount"] == jb["InstancesCount"] == 2
+    assert [r["Type"] for r in ja["Resources"]] == [r["Type"] for r in jb["Resources"]]
+    assert [r["ID"] for r in ja["Resources"][2:]] == [r["ID"] for r in jb["Resources"][2:]]
+    body = {"Resources": [series], "Level": "Series"}
+    a, b = pair.both("POST", "/tools/bulk-anonymize", body)
+    assert a.status == b.status == 200, (a.body, b.body)
+    ja, jb = a.json(), b.json()
+    assert ja["IsAnonymization"] is jb["IsAnonymization"] is True
+    assert ja["InstancesCount"] == jb["InstancesCount"]
+    assert [r["Type"] for r in ja["Resources"]] == [r["Type"] for r in jb["Resources"]]
+
+
 def test_bulk_delete(pair: Pair) -> None:
     pair.same("POST", "/tools/bulk-delete", {"Resources": ["nope"]}, json_body=False)
     inst = first(pair, "instances")

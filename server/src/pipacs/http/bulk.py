@@ -72,8 +72,9 @@ def _modify_each(context: ServerContext, job: Job,
         job.check_cancelled()
         job.set_progress(n, len(items))
         try:
-            results.append(modify.run(context, res, req,
-                                      browse.descendants(context, res, INSTANCE)))
+            instances = [res] if res.level == INSTANCE else \
+                browse.descendants(context, res, INSTANCE)
+            results.append(modify.run(context, res, req, instances))
         except modify.ModifyError as e:
             raise JobFailed("Cannot modify the resource", 500, str(e)) from e
     return results
@@ -89,7 +90,21 @@ def _modify_job(context: ServerContext, jobs: list[tuple[Resource, modify.Reques
                 anonymize: bool) -> Job:
     def work(job: Job) -> dict[str, Any]:
         results = _modify_each(context, job, jobs)
-        done = [{"ID": r["ID"], "Path": r["Path"], "Type": r["Type"]} for r in results]
+        # every resource made, instances first, then series, studies, patients (as Orthanc)
+        made: list[dict[str, Resource]] = [{}, {}, {}, {}]
+        for result in results:
+            res = context.index.get(result["ID"])
+            if res is None:
+                continue
+            for inst in browse.descendants(context, res, INSTANCE) if res.level < INSTANCE \
+                    else [res]:
+                node: Resource | None = inst
+                while node is not None:
+                    made[node.level].setdefault(node.public_id, node)
+                    node = context.index.get_by_id(node.parent) if node.parent is not None \
+                        else None
+        done = [browse.short_json(r) for level in reversed(range(4))
+                for r in made[level].values()]
         return {**_counts(results), "IsAnonymization": anonymize, "Resources": done}
 
     return Job("ResourceModification", work)
@@ -124,17 +139,16 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def bulk_modify(kind: str) -> str:
         body = body_json(kind=dict)
         anonymize = kind == "bulk-anonymize"
-        items = _known(context, _ids(body))
-        if "Level" in body:
-            items = at_level(context, items, parse_level(body["Level"]))
+        # Without "Level", Orthanc modifies each instance on its own (new SOPInstanceUIDs
+        # only); with it, each resource at that level, as /{level}/{id}/modify does.
+        level = parse_level(body["Level"]) if "Level" in body else INSTANCE
+        items = at_level(context, _known(context, _ids(body)), level)
         options = {k: v for k, v in body.items() if k not in ("Resources", "Level")}
-        jobs = []
-        for res in items:
-            try:
-                jobs.append((res, modify.parse_request(options, res.level, anonymize)))
-            except modify.ModifyError as e:
-                raise HttpError(400, "Bad request", str(e)) from None
-        return run(context, body, _modify_job(context, jobs, anonymize))
+        try:
+            req = modify.parse_request(options, level, anonymize)  # one UID map for all
+        except modify.ModifyError as e:
+            raise HttpError(400, "Bad request", str(e)) from None
+        return run(context, body, _modify_job(context, [(r, req) for r in items], anonymize))
 
     @app.post("/studies/<pid>/split")
     def split(pid: str) -> str:
