@@ -11,7 +11,8 @@ unknown: 405, or a 404 whose body is not an Orthanc error naming a resource (Ort
 an unknown route with an empty 404, pipacs with ``"Message": "Not found: '...'"``).
 
 Usage: ``.venv/bin/python bench/openapi_coverage.py [--server pipacs|orthanc] [--keep]``;
-prints the missing operations and ``existing / total``. Exit status 0.
+prints the missing operations and ``existing / total``. ``--compare`` runs both servers on
+the same data and lists the operations answered with a different status. Exit status 0.
 """
 
 from __future__ import annotations
@@ -240,19 +241,35 @@ def measure(probe: Probe, ops: list[tuple[str, str]],
     return answers
 
 
+def answers_of(kind: str, root: Path, ops: list[tuple[str, str]], verbose: bool = False,
+               data: bool = True) -> dict[tuple[str, str], Answer]:
+    """Every operation's answer from a fresh server of `kind` (see the module's doc)."""
+    files = datagen.make_small(root / "data", patients=1, seed=41) if data else []
+    probe = Probe(kind, root / kind)
+    probe.start(files)
+    try:
+        return measure(probe, ops, print if verbose else None)
+    finally:
+        probe.stop()
+
+
 def run(kind: str, root: Path, verbose: bool = False, data: bool = True
         ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(all operations, missing operations) of a server of `kind`; without `data` the
     server holds nothing and path parameters are placeholders (quicker, routes only)."""
     ops = operations(make_openapi(root))
-    files = datagen.make_small(root / "data", patients=1, seed=41) if data else []
-    probe = Probe(kind, root / kind)
-    probe.start(files)
-    try:
-        answers = measure(probe, ops, print if verbose else None)
-    finally:
-        probe.stop()
+    answers = answers_of(kind, root, ops, verbose, data)
     return ops, [op for op in ops if route_missing(answers[op])]
+
+
+def compare(root: Path) -> list[tuple[str, str, int, int]]:
+    """Operations whose status differs between pipacs and Orthanc, each sent the same
+    request sequence on the same data: (method, path, pipacs' status, Orthanc's)."""
+    ops = operations(make_openapi(root))
+    ours = answers_of("pipacs", root, ops)
+    theirs = answers_of("orthanc", root, ops)
+    return [(m, p, ours[(m, p)].status, theirs[(m, p)].status) for m, p in ops
+            if ours[(m, p)].status != theirs[(m, p)].status]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,9 +279,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print every answer")
     parser.add_argument("--empty", action="store_true",
                         help="no data set: placeholder IDs (routes only, quicker)")
+    parser.add_argument("--compare", action="store_true",
+                        help="run both servers and list the operations whose status differs")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="openapi-coverage-"))
     t0 = time.perf_counter()
+    if args.compare:
+        differing = compare(root)
+        for method, path, ours, theirs in differing:
+            print(f"{method} {path}: pipacs {ours}, Orthanc {theirs}")
+        print(f"{len(differing)} operations answered with another status than Orthanc's "
+              f"({time.perf_counter() - t0:.1f} s)")
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+        return 0
     ops, missing = run(args.server, root, args.verbose, not args.empty)
     for method, path in missing:
         print(f"missing: {method} {path}")

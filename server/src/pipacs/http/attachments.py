@@ -22,8 +22,8 @@ USER_RANGE = range(1024, 65536)
 def find_attachment(context: ServerContext, plural: str, pid: str, name: str,
                     acting: bool = False) -> Attachment:
     """The attachment `name` of a resource (pipacs has one: an instance's DICOM file).
-    `acting` (compress, verify-md5...): a DICOM file asked of a patient, study or series is
-    a bad request, as in Orthanc; reading one is a 404."""
+    `acting` (verify-md5): a DICOM file asked of a patient, study or series is a bad
+    request, as in Orthanc; reading or compressing one is a 404."""
     res = resource(context, PLURALS[plural], pid)
     if acting and res.level != INSTANCE and name in DICOM_NAMES:
         raise HttpError(400, "Bad request", "only instances have a DICOM file")
@@ -64,7 +64,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post(f"/{LEVEL_ROUTE}/<pid>/attachments/<name>/<op:re:compress|uncompress>")
     def change_compression(plural: str, pid: str, name: str, op: str) -> str:
-        att = find_attachment(context, plural, pid, name, acting=True)
+        att = find_attachment(context, plural, pid, name)
         if (att.compression != COMPRESSION_NONE) == (op == "compress"):
             return json_response({})  # already so: Orthanc does nothing either
         raise unsupported(f"{op} of one attachment", "the whole storage area follows "

@@ -31,7 +31,9 @@ MERGED_TAGS = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
                "AccessionNumber", "ReferringPhysicianName")
 
 
-def _ids(body: dict[str, Any], key: str = "Resources") -> list[str]:
+def _ids(body: dict[str, Any], key: str = "Resources", required: bool = True) -> list[str]:
+    if required and key not in body:
+        raise HttpError(400, "Bad request", f'the body needs "{key}"')
     value = body.get(key, [])
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise HttpError(400, "Bad request", f'"{key}" must be a list of resource IDs')
@@ -154,8 +156,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def split(pid: str) -> str:
         study = resource(context, STUDY, pid)
         body = body_json(kind=dict)
-        chosen = [resource(context, SERIES, i) for i in _ids(body, "Series")] + \
-            [resource(context, INSTANCE, i) for i in _ids(body, "Instances")]
+        chosen = [resource(context, SERIES, i) for i in _ids(body, "Series", False)] + \
+            [resource(context, INSTANCE, i) for i in _ids(body, "Instances", False)]
         if not chosen:
             raise HttpError(400, "Bad request", 'give "Series" or "Instances" to split off')
         for res in chosen:

@@ -115,6 +115,8 @@ def _log_exports(context: ServerContext, items: list[Resource], target: str) -> 
 def _store_body(context: ServerContext) -> tuple[dict[str, Any], list[Resource]]:
     raw = body_json(kind=(dict, list, str))
     body = raw if isinstance(raw, dict) else {"Resources": raw}
+    if "Resources" not in body:  # as Orthanc: an object must name what to send
+        raise HttpError(400, "Bad request", 'the body needs "Resources"')
     items = resources_of_body(context, body)
     return body, items
 

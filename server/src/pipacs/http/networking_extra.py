@@ -102,7 +102,11 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def find_level(name: str, route: str) -> str:
         m = modality(name)
         level = parse_level(route[5:])
-        return json_response(simplified(c_find(m, level, _body_query())))
+        query = _body_query()
+        needed = [LEVEL_UID[lv] for lv in range(PATIENT, level)]  # the parents' identifiers
+        if any(key not in query for key in needed):
+            raise HttpError(400, "Bad request", f"{route} needs {', '.join(needed)}")
+        return json_response(simplified(c_find(m, level, query)))
 
     @app.post("/modalities/<name>/find")
     def find_tree(name: str) -> str:
@@ -157,7 +161,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
             raise HttpError(404, "Inexistent item", f"query {qid} has no answer {n}")
         level = CHILD_LEVELS[route]
         if level <= parent.level:
-            raise HttpError(400, "Bad request", f"{route} below a {parent.level} query")
+            raise HttpError(404, "Inexistent item", f"no {route} below a {parent.level} query")
         answer = parent.answers[n]
         body = body_json(default={}, kind=dict)
         raw = body.get("Query", {})
