@@ -139,3 +139,23 @@ def test_method_override(pair: Pair) -> None:
     pair.same("POST", route, "0", headers={"X-HTTP-Method-Override": "put"}, json_body=False)
     ours, theirs = pair.same("GET", route, json_body=False)
     assert ours == theirs == b"0"
+
+
+def test_only_a_paused_job_resumes(pair: Pair) -> None:
+    """A finished job: pause is accepted, resume is a 400 (Bad sequence of calls)."""
+    import json
+    import time
+
+    from conftest import http_request
+
+    study = sorted(pair.get("/studies"))[0]
+    body = json.dumps({"Resources": [study], "Asynchronous": True}).encode()
+    statuses = []
+    for url in (pair.ours, pair.theirs):
+        job = json.loads(http_request(url + "/tools/create-archive", "POST", body)[2])["ID"]
+        deadline = time.monotonic() + 20
+        while json.loads(http_request(f"{url}/jobs/{job}")[2])["State"] != "Success":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        statuses.append(http_request(f"{url}/jobs/{job}/resume", "POST", b"")[0])
+    assert statuses == [400, 400]
