@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import time
 import zipfile
@@ -14,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from conftest import free_port, need
+from conftest import free_port
+from orthanc_api import start_orthanc
 from test_rest_resources import request
 
 pytestmark = pytest.mark.orthanc
@@ -29,30 +29,11 @@ class Orthanc:
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
-    binary = need("Orthanc") if not Path("/usr/sbin/Orthanc").exists() else "/usr/sbin/Orthanc"
     folder = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    config = {"Name": "Reference", "StorageDirectory": str(folder / "db"),
-              "IndexDirectory": str(folder / "db"), "HttpPort": port, "DicomPort": free_port(),
-              "Plugins": [], "AuthenticationEnabled": False, "RemoteAccessAllowed": False,
-              "StableAge": 1, "DicomAet": "ORTHANC"}
-    (folder / "orthanc.json").write_text(json.dumps(config))
+    config = {"HttpPort": free_port(), "DicomPort": free_port(), "AuthenticationEnabled": False,
+              "RemoteAccessAllowed": False, "StableAge": 1, "DicomAet": "ORTHANC"}
+    proc, url = start_orthanc(folder, config)
     log = folder / "orthanc.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=out,
-                                stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if request(url + "/system")[0] == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"Orthanc did not start:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
     yield Orthanc(url, proc, log)
     proc.terminate()
     proc.wait(10)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
+from .privatetags import private_name, retired_tags
 from .values import format_value, is_multi
 
 FULL, SIMPLIFY, SHORT = "full", "simplify", "short"
 BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "OB or OW", "US or OW"}
 NUMBER_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "SV", "UV"}
 UNKNOWN_NAME = "Unknown Tag & Data"
+# Retired in DCMTK's dictionary, yet named plainly by Orthanc (which registers its main
+# DICOM tags itself).
+ORTHANC_NAMED = {"OtherPatientIDs"}
 
 
 def tag_key(tag: int) -> str:
@@ -21,15 +25,17 @@ def tag_key(tag: int) -> str:
 
 
 def element_name(elem: DataElement) -> str:
-    if elem.keyword:
-        return str(elem.keyword)
+    """The tag's name as Orthanc (DCMTK's dictionaries) gives it: retired tags are
+    "RETIRED_<keyword>", repeating groups (60xx overlays) are named too."""
+    keyword = elem.keyword or (keyword_for_tag(elem.tag) if not elem.tag.is_private else "")
+    if keyword:
+        retired = elem.tag in retired_tags() and keyword not in ORTHANC_NAMED
+        return f"RETIRED_{keyword}" if retired else str(keyword)
     if elem.tag.is_private_creator:
         return "PrivateCreator"  # as Orthanc names (gggg,0010-00ff)
-    if elem.tag.is_private and not elem.tag.is_private_creator:
-        name = str(elem.name).strip("[]")
-        if name and not name.startswith("Private tag data"):
-            words = re.findall(r"[A-Za-z0-9]+", name)
-            return "".join(w[:1].upper() + w[1:] for w in words) or UNKNOWN_NAME
+    if elem.tag.is_private:  # named from DCMTK's private dictionary, as Orthanc does
+        creator = getattr(elem, "private_creator", None) or ""
+        return private_name(elem.tag.group, elem.tag.element, creator) or UNKNOWN_NAME
     return UNKNOWN_NAME
 
 
@@ -71,8 +77,10 @@ def to_json(ds: Dataset, mode: str = FULL) -> dict[str, Any]:
         elif mode == SHORT:
             out[tag_key(elem.tag)] = value
         else:
+            # Orthanc keys a private tag by its name even when that is "Unknown Tag & Data"
             name = element_name(elem)
-            out[name if name != UNKNOWN_NAME else tag_key(elem.tag)] = value
+            out[name if name != UNKNOWN_NAME or elem.tag.is_private else tag_key(elem.tag)] = \
+                value
     return out
 
 

@@ -49,6 +49,12 @@ class DicomServer:
         self.ae.require_called_aet = False  # checked in on_requested, honouring case rules
         self.contexts = SharedContexts(build_contexts(s))
         self.server: Any = None
+        context.add_listener(self._on_event)
+
+    def _on_event(self, event: str, payload: dict[str, Any]) -> None:
+        """PUT /tools/accepted-transfer-syntaxes: new associations negotiate the new list."""
+        if event == "SettingsChanged" and "Contexts" in payload:
+            self.contexts[:] = payload["Contexts"]
 
     def handlers(self) -> list[tuple[Any, Any, list[Any]] | tuple[Any, Any]]:
         ctx = self.context

@@ -15,14 +15,20 @@ from ..jobs import disk_full
 from ..plugins import welcome
 from . import (
     archives,
+    attachments,
+    bulk,
+    createdicom,
     instances,
     jobs,
     modification,
+    modules,
     networking,
-    numpyframes,
+    networking_extra,
+    pixels,
     resources,
     system,
     tools,
+    tools_extra,
 )
 from .auth import access_check
 from .crosssite import origin_check
@@ -32,8 +38,20 @@ from .responses import maybe_gzip
 logger = logging.getLogger(__name__)
 
 # The REST resource families, registered in this order (as Orthanc's RegisterResources).
-FAMILIES = (system, resources, instances, numpyframes, archives, tools, jobs, modification,
-            networking)
+FAMILIES = (system, resources, instances, archives, tools, jobs, modification, networking,
+            tools_extra, pixels, networking_extra, attachments, bulk,
+            createdicom, modules)
+
+
+def method_override(env: dict[str, Any]) -> None:
+    """Orthanc's X-HTTP-Method-Override: a POST carrying it is a PUT or a DELETE (for
+    clients that can only POST); any other value is a 400. Done before access control."""
+    override = env.get("HTTP_X_HTTP_METHOD_OVERRIDE")
+    if override is None or env.get("REQUEST_METHOD") != "POST":
+        return
+    if override.strip().upper() not in ("PUT", "DELETE"):
+        raise bottle.HTTPError(400, "X-HTTP-Method-Override must be PUT or DELETE")
+    env["REQUEST_METHOD"] = override.strip().upper()
 
 
 def create_app(context: ServerContext) -> bottle.Bottle:
@@ -47,6 +65,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
     @app.hook("before_request")
     def _before() -> None:
         env = bottle.request.environ
+        method_override(env)
         check_access(env)
         check_origin(env)
         # Orthanc ignores empty path segments ("/patients/", "//system"); clients such as

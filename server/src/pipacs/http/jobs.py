@@ -11,7 +11,7 @@ import bottle
 
 from ..context import ServerContext
 from ..errorcodes import code_of
-from ..jobs import FAILURE, Job, JobFailed
+from ..jobs import FAILURE, PAUSED, Job, JobFailed
 from .common import flag, query_flag
 from .errors import HttpError, StreamAborted
 from .responses import json_response
@@ -82,7 +82,8 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.post("/jobs/<job_id>/resume")
     def resume(job_id: str) -> str:
-        _job(job_id)
+        if _job(job_id).state != PAUSED:  # as Orthanc: only a paused job resumes
+            raise HttpError(400, "Bad sequence of calls", "only a paused job can be resumed")
         engine.resume(job_id)
         return json_response({})
 

@@ -132,6 +132,8 @@ def _store_body(context: ServerContext) -> tuple[dict[str, Any], list[Resource]]
     bare = BARE_ID.fullmatch(body_bytes(JSON_BODY_LIMIT))
     raw = bare.group(1).decode() if bare else body_json(kind=(dict, list, str))
     body = raw if isinstance(raw, dict) else {"Resources": raw}
+    if "Resources" not in body:  # as Orthanc: an object must name what to send
+        raise HttpError(400, "Bad request", 'the body needs "Resources"')
     items = resources_of_body(context, body)
     return body, items
 
@@ -175,11 +177,12 @@ def _peer_request(context: ServerContext, peer: Peer, method: str, path: str,
 def install(app: bottle.Bottle, context: ServerContext) -> None:
     s = context.settings
     queries = Queries(s.query_retrieve_size)
+    app.config["pipacs.queries"] = queries  # child queries (networking_extra.py)
 
     def modality(name: str) -> Modality:
         m = s.modalities.get(name)
         if m is None:
-            raise HttpError(404, "Unknown modality", f"no modality named {name!r}")
+            raise HttpError(404, "Inexistent item", f"no modality named {name!r}")
         return m
 
     def peer(name: str) -> Peer:
@@ -194,7 +197,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def modalities() -> str:
         if query_flag("expand"):
             return json_response({n: m.as_orthanc() for n, m in s.modalities.items()})
-        return json_response(list(s.modalities))
+        return json_response(sorted(s.modalities))  # Orthanc lists them sorted
 
     @app.get("/modalities/<name>")
     def modality_operations(name: str) -> str:
@@ -364,7 +367,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     def peers() -> str:
         if query_flag("expand"):
             return json_response({n: _peer_json(p) for n, p in s.peers.items()})
-        return json_response(list(s.peers))
+        return json_response(sorted(s.peers))
 
     @app.get("/peers/<name>")
     def peer_operations(name: str) -> str:

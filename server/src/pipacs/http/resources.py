@@ -14,6 +14,7 @@ from ..context import Origin, ServerContext, StoreRefused, StoreResult
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import Resource
 from ..storage import StorageFullError
+from .attachments import etag, find_attachment
 from .auth import remote_user
 from .common import (
     LEVEL_ROUTE,
@@ -140,12 +141,9 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     # ------------------------------------------------------------ attachments
 
     def _attachment(plural: str, pid: str, name: str) -> Any:
-        res = resource(context, PLURALS[plural], pid)
-        if name not in ("dicom", "1"):
-            raise HttpError(404, "Inexistent item", f"no attachment {name!r}")
-        att = idx.attachment(res.id) if res.level == INSTANCE else None
-        if att is None:
-            raise HttpError(404, "Inexistent item", f"no attachment {name!r}")
+        att = find_attachment(context, plural, pid, name)
+        if etag(att):  # Orthanc's ETag on every attachment answer
+            bottle.response.set_header("ETag", etag(att))
         return att
 
     @app.get(f"/{LEVEL_ROUTE}/<pid>/attachments")

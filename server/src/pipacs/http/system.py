@@ -83,7 +83,7 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         if "last" in q:
             last = context.index.last_change()
             return json_response({"Changes": [last] if last else [], "Done": True,
-                                  "Last": last["Seq"] if last else 0})
+                                  "Last": last["Seq"] if last else context.index.last_change_seq()})
         since = query_int("since", 0)
         limit = query_int("limit", 100)
         if limit <= 0 or limit > 10000:

@@ -319,8 +319,12 @@ class Reads(Database):
         return change_json(row) if row else None
 
     def last_change_seq(self) -> int:
+        """The last change's number, kept after DELETE /changes (AUTOINCREMENT's record)."""
         row = self._conn.execute("SELECT max(seq) FROM changes").fetchone()
-        return int(row[0] or 0)
+        if row[0] is None:
+            row = self._conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name='changes'").fetchone()
+        return int(row[0] or 0) if row else 0
 
     def counts(self) -> list[int]:
         out = [0, 0, 0, 0]

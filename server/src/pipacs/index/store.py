@@ -248,3 +248,10 @@ class Writes(Database):
                 "series_uid, sop_uid, date) VALUES(?,?,?,?,?,?,?,?)",
                 (level, public_id, target, *padded, now_iso()),
             )
+
+    def clear_log(self, table: str) -> None:
+        """DELETE /changes or /exports: empty the log (AUTOINCREMENT: numbers go on)."""
+        if table not in ("changes", "exports"):
+            raise ValueError(f"not a log table: {table}")
+        with self._write() as c:
+            c.execute(f"DELETE FROM {table}")
