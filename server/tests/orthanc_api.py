@@ -59,7 +59,6 @@ OPERATIONS = {
         "pipacs lists those it has a <Name>TransferSyntaxAccepted key for, plus 4.201-203 "
         "(HTJ2K) with JPEG 2000",
     ("GET", "/tools/metrics-prometheus"): "pipacs gives the counts, not Orthanc's timings",
-    ("POST", "/tools/execute-script"): "pipacs runs no Lua (501 Not implemented)",
     ("POST", "/{level}/{id}/reconstruct"):
         "pipacs' main tags always come from the files (501 Not implemented)",
     ("POST", "/{level}/{id}/attachments/{name}/compress"):

@@ -14,11 +14,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from .. import browse, dicomfile, render
+from .. import browse, render
 from ..context import ServerContext
 from ..ids import INSTANCE, SERIES
 from .common import query_flag, resource
 from .errors import HttpError
+from .instances import instance_dataset
 from .responses import json_response
 
 
@@ -31,14 +32,6 @@ FRAME_OPERATIONS = ["image-int16", "image-uint16", "image-uint8", "matlab", "num
                     "raw", "raw.gz", "rendered"]
 
 
-def instance_dataset(context: ServerContext, pid: str) -> Dataset:
-    resource(context, INSTANCE, pid)
-    try:
-        return dicomfile.read_full(context.read_instance(pid))
-    except (KeyError, FileNotFoundError):
-        raise HttpError(404, "Inexistent file", f"instance {pid} has no DICOM file") from None
-    except (ValueError, EOFError, AttributeError, TypeError) as e:
-        raise HttpError(500, "Bad file format", f"the stored file is unreadable: {e}") from None
 
 
 @contextlib.contextmanager
@@ -59,6 +52,23 @@ def frame_values(ds: Dataset, frame: int, rescale: bool = False) -> np.ndarray:
     if rescale and arr.ndim == 2:
         arr = render.rescale(ds, arr).astype(np.float32)
     return arr if arr.ndim == 3 else arr[:, :, np.newaxis]
+
+
+# One numpy answer holds at most this many values (a 512x512 CT frame is 262,144; 64 Mi
+# float32 values are 256 MB built in memory, more than a small Pi should at once).
+MAX_VALUES = 64 * 1024 * 1024
+
+
+def frame_size(ds: Dataset) -> int:
+    return int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * int(
+        ds.get("SamplesPerPixel", 1) or 1)
+
+
+def values_within_bound(count: int) -> None:
+    if count > MAX_VALUES:
+        raise HttpError(400, "Parameter out of range",
+                        f"{count} pixel values are more than one answer holds ({MAX_VALUES}): "
+                        "ask for one frame at a time (/frames/{n}/numpy)")
 
 
 def npy(arr: np.ndarray) -> bytes:
@@ -140,13 +150,20 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/instances/<pid>/frames/<frame:int>/numpy")
     def frame_numpy(pid: str, frame: int) -> bytes:
-        return npy(frame_values(instance_dataset(context, pid), frame, rescaled()))
+        ds = instance_dataset(context, pid)
+        if not 0 <= frame < max(1, render.frame_count(ds)):  # Orthanc: 400, not 404, here
+            raise HttpError(400, "Parameter out of range",
+                            f"frame {frame} does not exist (the instance has "
+                            f"{render.frame_count(ds)})")
+        return npy(frame_values(ds, frame, rescaled()))
 
     @app.get("/instances/<pid>/numpy")
     def instance_numpy(pid: str) -> bytes:
         ds = instance_dataset(context, pid)
         rescale = rescaled()
-        frames = [frame_values(ds, n, rescale) for n in range(render.frame_count(ds))]
+        count = render.frame_count(ds)
+        values_within_bound(count * frame_size(ds))
+        frames = [frame_values(ds, n, rescale) for n in range(count)]
         if not frames:
             raise HttpError(400, "Incompatible image format", "this instance has no pixel data")
         return npy(np.stack(frames))
@@ -157,8 +174,11 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
         rescale = rescaled()
         frames: list[np.ndarray] = []
         instances = browse.descendants(context, series, INSTANCE)
+        total = 0
         for inst in sorted(instances, key=lambda r: _instance_number(r.tags)):
             ds = instance_dataset(context, inst.public_id)
+            total += render.frame_count(ds) * frame_size(ds)
+            values_within_bound(total)
             frames.extend(frame_values(ds, n, rescale) for n in range(render.frame_count(ds)))
         if not frames or len({f.shape for f in frames}) != 1:
             raise HttpError(400, "Incompatible image format",
