@@ -52,7 +52,7 @@ ORTHANC = Path(os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc"))
 AET = "POWERPACS"
 ASSOCIATIONS = 4
 # the index's main database file: only checkpoints write to it in pipacs (WAL mode)
-INDEX_FILE = {"pipacs": "/index/pipacs-index.db", "orthanc": "/index/index"}
+INDEX_FILE = {"pipacs": "*/index/pipacs-index.db", "orthanc": "*/index/index"}
 
 
 def free_port() -> int:

@@ -49,8 +49,10 @@ takes one command per line and answers with one JSON line:
 
 * `freeze`: stop time. Every later file system call waits (the program stalls mid-write,
   as at the instant of a cut), and nothing more becomes durable.
-* `arm SUFFIX N`: freeze at the N-th write to a file whose path ends with SUFFIX (a cut
-  during an index checkpoint, or mid-commit).
+* `arm PATTERN N [write|fsync]`: freeze at the N-th write to a file whose path (from the
+  mount point, as "/a/b") matches the glob PATTERN, before the write (a cut during an index
+  checkpoint, or mid-commit); with `fsync`, right after the N-th fsync of such a file has
+  made it durable, before the program learns it.
 * `cut`: the power cut: drop everything not durable, then let the waiting calls fail (EIO)
   and thaw. Kill the programs using the file system before (after a `freeze`).
 * `status`: counters (fsyncs, writes, frozen or not, trigger hit or not).
@@ -60,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fnmatch
 import json
 import os
 import stat
@@ -169,7 +172,7 @@ class PowerFS(pyfuse3.Operations):
         self.next_fh = 1
         self.frozen = False
         self.thaw = trio.Event()
-        self.trigger: tuple[str, int] | None = None
+        self.trigger: tuple[str, int, str] | None = None  # (pattern, count, "write"|"fsync")
         self.stats = {"fsyncs": 0, "writes": 0, "cuts": 0, "triggered": 0}
 
     # ------------------------------------------------------------ the model
@@ -255,6 +258,19 @@ class PowerFS(pyfuse3.Operations):
         if self.frozen:
             await self.thaw.wait()
             raise pyfuse3.FUSEError(errno.EIO)
+
+    async def _tick(self, node: Node, kind: str) -> None:
+        """Count a write or fsync against the armed trigger; freeze at its last one."""
+        if not self.trigger or self.trigger[2] != kind:
+            return
+        pattern, left, _ = self.trigger
+        if not fnmatch.fnmatchcase(node.name, pattern):
+            return
+        self.trigger = (pattern, left - 1, kind) if left > 1 else None
+        if left == 1:
+            self.frozen = True
+            self.stats["triggered"] += 1
+            await self._gate()
 
     def _node(self, ino: int) -> Node:
         try:
@@ -442,13 +458,7 @@ class PowerFS(pyfuse3.Operations):
     async def write(self, fh, off, buf):  # type: ignore[no-untyped-def]
         await self._gate()
         node = self._file(fh)
-        if self.trigger and node.name.endswith(self.trigger[0]):
-            left = self.trigger[1] - 1
-            self.trigger = (self.trigger[0], left) if left else None
-            if not left:
-                self.frozen = True
-                self.stats["triggered"] += 1
-                await self._gate()
+        await self._tick(node, "write")
         node.write(off, bytes(buf))
         node.mtime_ns = time.time_ns()
         self.stats["writes"] += 1
@@ -467,6 +477,7 @@ class PowerFS(pyfuse3.Operations):
         node.sync_data()
         self._commit(node, data)
         self.stats["fsyncs"] += 1
+        await self._tick(node, "fsync")
 
     async def fsyncdir(self, fh, datasync):  # type: ignore[no-untyped-def]
         await self._gate()
@@ -492,8 +503,11 @@ class PowerFS(pyfuse3.Operations):
         words = line.split()
         if words[:1] == ["freeze"]:
             self.frozen = True
-        elif words[:1] == ["arm"] and len(words) == 3:
-            self.trigger = (words[1], max(1, int(words[2])))
+        elif words[:1] == ["arm"] and len(words) in (3, 4):
+            kind = words[3] if len(words) == 4 else "write"
+            if kind not in ("write", "fsync"):
+                return {"error": f"arm: {kind!r} is neither write nor fsync"}
+            self.trigger = (words[1], max(1, int(words[2])), kind)
         elif words[:1] == ["cut"]:
             self.cut()
             self.frozen = False

@@ -4,7 +4,11 @@ trials, and Orthanc beside pipacs, are `python bench/powercut.py` (bench/README.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,43 @@ def test_pipacs_makes_its_folders_and_file_names_durable() -> None:
                           strict=True, seed=6, quiet=True)["pipacs"]
     assert totals.trials >= 1 and totals.acknowledged > 0, totals
     assert (totals.lost, totals.repairs) == (0, 0), totals.notes
+
+
+def test_deleting_then_a_power_cut_leaves_index_and_files_agreeing(
+    tmp_path: Path, small_data: list[Path]
+) -> None:
+    """A study is deleted, then a new file's fsync commits the journal (with the deleted
+    files' unlinks) and the power goes. The index's delete must be durable before the
+    unlinks: it was not, and the restarted pipacs listed instances whose files were gone."""
+    with powercut.mounted(tmp_path / "fs") as (mnt, ctl):
+        data = mnt / "pacs"
+        data.mkdir()
+        powercut._fsync_dir(mnt)
+        srv = powercut.Server("pipacs", data, tmp_path)
+        store = ["storescu", "-aec", powercut.AET, "127.0.0.1", str(srv.dicom_port)]
+        assert srv.start()
+        try:
+            subprocess.run([*store, *map(str, small_data[:40])], check=True, timeout=120)
+            time.sleep(1.5)  # settled: the index made durable, the files moved into place
+            study = json.loads(srv.get("/studies"))[0]
+            req = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/studies/{study}",
+                                         method="DELETE")
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 200
+            powerfs.control(ctl, "arm */.incoming/* 1 fsync")
+            client = subprocess.Popen([*store, str(small_data[40])], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while not powerfs.control(ctl, "status")["frozen"]:
+                assert time.monotonic() < deadline, "the new file was never fsynced"
+                time.sleep(0.01)
+            srv.kill()
+            powerfs.control(ctl, "cut")
+            srv.wait()
+            client.kill()
+            client.wait()
+            assert srv.start(), srv.log.read_text()
+            assert len(json.loads(srv.get("/instances"))) in (20, 40, 41, 21)
+        finally:
+            srv.stop()
+        assert srv.disagreements() == []
