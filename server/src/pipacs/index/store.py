@@ -130,10 +130,9 @@ class Writes(Database):
             )
             return StoreOutcome("Success", public_ids, created, removed)
 
-        outcome = self._grouped(work)
-        if outcome.removed_files:
-            self.make_durable()  # before the replaced files go: see `delete`
-        return outcome
+        # The replaced files (OverwriteInstances) go before this commit is durable: after a
+        # cut the new file, staged, is indexed again by `recover` and replaces the old row.
+        return self._grouped(work)
 
     def _drop_size(self, c: sqlite3.Connection, instance_id: int) -> None:
         c.execute(
