@@ -114,7 +114,7 @@ class Server:
     """pipacs or Orthanc with its storage and index under `data` (on powerfs), its
     configuration and log under `work` (not on powerfs)."""
 
-    def __init__(self, kind: str, data: Path, work: Path):
+    def __init__(self, kind: str, data: Path, work: Path, **overrides: object):
         self.kind, self.data, self.work = kind, data, work
         self.dicom_port, self.http_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -127,12 +127,30 @@ class Server:
         }
         if kind == "orthanc":
             config["Plugins"] = []
+        config.update(overrides)
         self.config = work / f"{kind}.json"
         self.config.write_text(json.dumps(config))
         self.log = work / f"{kind}.log"
 
     def start(self, timeout: float = 60) -> bool:
-        """Start and wait for HTTP; False (and the log kept) when it exits or hangs."""
+        """Start and wait for HTTP; False (and the log kept) when it exits or hangs. Ports
+        another program took meanwhile are replaced by free ones."""
+        for _attempt in range(3):
+            begin = self.log.stat().st_size if self.log.exists() else 0
+            if self._start(timeout):
+                return True
+            with self.log.open("rb") as f:
+                f.seek(begin)
+                said = f.read().decode(errors="replace")
+            if "in use" not in said:
+                return False
+            self.dicom_port, self.http_port = free_port(), free_port()
+            config = json.loads(self.config.read_text())
+            config.update(DicomPort=self.dicom_port, HttpPort=self.http_port)
+            self.config.write_text(json.dumps(config))
+        return False
+
+    def _start(self, timeout: float) -> bool:
         cmd = ([str(ORTHANC)] if self.kind == "orthanc"
                else [sys.executable, "-m", "pipacs"]) + [str(self.config)]
         with self.log.open("ab") as log:
@@ -148,6 +166,7 @@ class Server:
             except (OSError, ValueError):
                 time.sleep(0.05)
         self.kill()
+        self.wait()
         return False
 
     def get(self, route: str, body: bytes | None = None) -> bytes:
@@ -175,17 +194,23 @@ class Server:
 
     def readable(self, sop_uid: str) -> bool:
         """The instance is found by its UID and its file parses as that instance."""
+        return not self.unreadable(sop_uid)
+
+    def unreadable(self, sop_uid: str) -> str:
+        """Why the instance cannot be read back whole ("" when it can)."""
         try:
             found = json.loads(self.get("/tools/lookup", sop_uid.encode()))
             ids = [f["ID"] for f in found if f.get("Type") == "Instance"]
             if not ids:
-                return False
+                return f"{sop_uid}: not found"
             raw = self.get(f"/instances/{ids[0]}/file")
             ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(raw))
             ds.PixelData  # noqa: B018 - read to the end
-            return str(ds.SOPInstanceUID) == sop_uid
-        except (OSError, ValueError, pydicom.errors.InvalidDicomError, AttributeError):
-            return False
+        except (OSError, ValueError, pydicom.errors.InvalidDicomError, AttributeError) as e:
+            return f"{sop_uid}: {e}"
+        if str(ds.SOPInstanceUID) != sop_uid:
+            return f"{sop_uid}: the file is {ds.SOPInstanceUID}'s"
+        return ""
 
     def disagreements(self) -> list[str]:
         """Index and storage folder compared (server stopped): what does not match."""
@@ -281,15 +306,15 @@ def trial(kind: str, n: int, mnt: Path, ctl: str, work: Path, chunks: Sequence[S
                             + srv.log.read_text(errors="replace")[-400:])
         shutil.rmtree(data, ignore_errors=True)
         return
-    lost = [u for u in acked if not srv.readable(u)]
+    lost = [why for why in map(srv.unreadable, acked) if why]
     srv.stop()
     wrong = srv.disagreements()
     totals.lost += len(lost)
     if wrong:
         totals.repairs += 1
     if lost or wrong:
-        totals.notes.append(f"{kind} trial {n}: {len(lost)} of {len(acked)} acknowledged lost; "
-                            f"{len(wrong)} disagreement(s) {wrong[:3]}")
+        totals.notes.append(f"{kind} trial {n}: {len(lost)} of {len(acked)} acknowledged lost "
+                            f"{lost[:2]}; {len(wrong)} disagreement(s) {wrong[:3]}")
     shutil.rmtree(data, ignore_errors=True)
 
 

@@ -124,7 +124,10 @@ class Node:
 
     def truncate(self, size: int) -> None:
         _cut_pages(self.pages, size)
+        # the pages cut off are changes too: an fsync after the file grew again must not
+        # keep their old durable content in what is now a hole
         self.dirty = {i for i in self.dirty if i * PAGE < size}
+        self.dirty.update(i for i in self.dur_pages if i * PAGE >= size)
         if size % PAGE and size < self.size:
             self.dirty.add(size // PAGE)
         self.size = size

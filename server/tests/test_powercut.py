@@ -9,8 +9,11 @@ import os
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pydicom
 import pytest
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
@@ -76,41 +79,85 @@ def test_pipacs_makes_its_folders_and_file_names_durable() -> None:
     assert (totals.lost, totals.repairs) == (0, 0), totals.notes
 
 
+@pytest.fixture
+def pacs_on_powerfs(tmp_path: Path) -> Iterator[Any]:
+    """A factory: pipacs on a fresh powerfs, and the control socket's path."""
+    servers = []
+    with powercut.mounted(tmp_path / "fs") as (mnt, ctl):
+
+        def start(**config: object) -> tuple[Any, str]:
+            data = mnt / "pacs"
+            data.mkdir()
+            powercut._fsync_dir(mnt)
+            srv = powercut.Server("pipacs", data, tmp_path, **config)
+            servers.append(srv)
+            assert srv.start(), srv.log.read_text()
+            return srv, ctl
+
+        yield start
+        for srv in servers:
+            srv.kill()
+            srv.wait()
+
+
+def _store(srv: Any, *paths: Path, wait: bool = True) -> subprocess.Popen[bytes]:
+    client = subprocess.Popen(["storescu", "-aec", powercut.AET, "127.0.0.1",
+                               str(srv.dicom_port), *map(str, paths)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if wait:
+        assert client.wait(120) == 0
+        time.sleep(1.5)  # settled: the index made durable, the files moved into place
+    return client
+
+
+def _cut_at_next_store(srv: Any, ctl: str, path: Path) -> None:
+    """Send `path`; cut the power right after its staged file's fsync (which commits the
+    journal, with every unlink made before it), then restart pipacs."""
+    powerfs.control(ctl, "arm */.incoming/* 1 fsync")
+    client = _store(srv, path, wait=False)
+    deadline = time.monotonic() + 30
+    while not powerfs.control(ctl, "status")["frozen"]:
+        assert time.monotonic() < deadline, "the new file was never fsynced"
+        time.sleep(0.01)
+    srv.kill()
+    powerfs.control(ctl, "cut")
+    srv.wait()
+    client.kill()
+    client.wait()
+    assert srv.start(), srv.log.read_text()
+
+
 def test_deleting_then_a_power_cut_leaves_index_and_files_agreeing(
-    tmp_path: Path, small_data: list[Path]
+    pacs_on_powerfs: Any, small_data: list[Path]
 ) -> None:
     """A study is deleted, then a new file's fsync commits the journal (with the deleted
     files' unlinks) and the power goes. The index's delete must be durable before the
-    unlinks: it was not, and the restarted pipacs listed instances whose files were gone."""
-    with powercut.mounted(tmp_path / "fs") as (mnt, ctl):
-        data = mnt / "pacs"
-        data.mkdir()
-        powercut._fsync_dir(mnt)
-        srv = powercut.Server("pipacs", data, tmp_path)
-        store = ["storescu", "-aec", powercut.AET, "127.0.0.1", str(srv.dicom_port)]
-        assert srv.start()
-        try:
-            subprocess.run([*store, *map(str, small_data[:40])], check=True, timeout=120)
-            time.sleep(1.5)  # settled: the index made durable, the files moved into place
-            study = json.loads(srv.get("/studies"))[0]
-            req = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/studies/{study}",
-                                         method="DELETE")
-            with urllib.request.urlopen(req, timeout=30) as r:
-                assert r.status == 200
-            powerfs.control(ctl, "arm */.incoming/* 1 fsync")
-            client = subprocess.Popen([*store, str(small_data[40])], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 30
-            while not powerfs.control(ctl, "status")["frozen"]:
-                assert time.monotonic() < deadline, "the new file was never fsynced"
-                time.sleep(0.01)
-            srv.kill()
-            powerfs.control(ctl, "cut")
-            srv.wait()
-            client.kill()
-            client.wait()
-            assert srv.start(), srv.log.read_text()
-            assert len(json.loads(srv.get("/instances"))) in (20, 40, 41, 21)
-        finally:
-            srv.stop()
-        assert srv.disagreements() == []
+    unlinks: it was not, and the restarted pipacs listed 20 instances whose files were gone."""
+    srv, ctl = pacs_on_powerfs()
+    _store(srv, *small_data[:40])
+    study = json.loads(srv.get("/studies"))[0]
+    req = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/studies/{study}",
+                                 method="DELETE")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+    _cut_at_next_store(srv, ctl, small_data[40])
+    assert len(json.loads(srv.get("/instances"))) in (20, 21)
+    srv.stop()
+    assert srv.disagreements() == []
+
+
+def test_overwritten_instances_survive_a_power_cut(
+    pacs_on_powerfs: Any, small_data: list[Path]
+) -> None:
+    """OverwriteInstances: the replaced files went before the commit replacing their rows
+    was durable; after a cut the old rows named removed files, and the new files (staged)
+    were dropped as already stored: 10 acknowledged instances unreadable."""
+    srv, ctl = pacs_on_powerfs(OverwriteInstances=True)
+    _store(srv, *small_data[:10])
+    _store(srv, *small_data[:10])  # acknowledged again: replaced
+    _cut_at_next_store(srv, ctl, small_data[40])
+    for path in small_data[:10]:
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        assert not srv.unreadable(uid), (path, srv.unreadable(uid), srv.log.read_text())
+    srv.stop()
+    assert srv.disagreements() == []

@@ -130,9 +130,13 @@ class Writes(Database):
             )
             return StoreOutcome("Success", public_ids, created, removed)
 
-        # The replaced files (OverwriteInstances) go before this commit is durable: after a
-        # cut the new file, staged, is indexed again by `recover` and replaces the old row.
-        return self._grouped(work)
+        outcome = self._grouped(work)
+        if outcome.removed_files:
+            # before the replaced files (OverwriteInstances) go, as in `delete`: else a cut
+            # could keep their removal and the old row, and `recover` would find the new,
+            # staged file already stored and drop it
+            self.make_durable()
+        return outcome
 
     def _drop_size(self, c: sqlite3.Connection, instance_id: int) -> None:
         c.execute(
