@@ -30,6 +30,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -118,8 +119,11 @@ class Server:
         self.kind, self.data, self.work = kind, data, work
         self.dicom_port, self.http_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # a name of its own: a server another program started on a port freed by the cut
+        # must not be taken for this one
+        self.name = f"powercut-{kind}-{os.getpid()}-{random.randrange(1 << 30)}"
         config = {
-            "Name": f"powercut-{kind}", "StorageDirectory": str(data / "storage"),
+            "Name": self.name, "StorageDirectory": str(data / "storage"),
             "IndexDirectory": str(data / "index"), "DicomAet": AET,
             "DicomPort": self.dicom_port, "HttpPort": self.http_port,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
@@ -161,10 +165,15 @@ class Server:
             if self.proc.poll() is not None:
                 return False
             try:
-                self.get("/system")
-                return True
+                name = json.loads(self.get("/system")).get("Name")
             except (OSError, ValueError):
                 time.sleep(0.05)
+                continue
+            if name == self.name:
+                return True
+            with self.log.open("a") as log:  # someone else's server: take other ports
+                log.write(f"\npowercut: port {self.http_port} in use by {name!r}\n")
+            break
         self.kill()
         self.wait()
         return False
@@ -256,6 +265,17 @@ def trial(kind: str, n: int, mnt: Path, ctl: str, work: Path, chunks: Sequence[S
     data.mkdir()
     _fsync_dir(mnt)  # the trial's own folder is durable: what follows is the server's
     srv = Server(kind, data, work)
+    try:
+        _trial(srv, n, ctl, work, chunks, sop_of, rng, totals)
+    finally:
+        srv.kill()  # on an error or an interrupt: no server left on the mount
+        srv.wait()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[Path]],
+           sop_of: dict[str, str], rng: random.Random, totals: Totals) -> None:
+    kind = srv.kind
     if not srv.start():
         raise RuntimeError(f"{kind} did not start on a fresh folder:\n{srv.log.read_text()}")
     # where the cut comes: at a random write to the index's main file (checkpoints), to its
@@ -304,7 +324,6 @@ def trial(kind: str, n: int, mnt: Path, ctl: str, work: Path, chunks: Sequence[S
         totals.lost += len(acked)
         totals.notes.append(f"{kind} trial {n}: did not restart: "
                             + srv.log.read_text(errors="replace")[-400:])
-        shutil.rmtree(data, ignore_errors=True)
         return
     lost = [why for why in map(srv.unreadable, acked) if why]
     srv.stop()
@@ -315,7 +334,6 @@ def trial(kind: str, n: int, mnt: Path, ctl: str, work: Path, chunks: Sequence[S
     if lost or wrong:
         totals.notes.append(f"{kind} trial {n}: {len(lost)} of {len(acked)} acknowledged lost "
                             f"{lost[:2]}; {len(wrong)} disagreement(s) {wrong[:3]}")
-    shutil.rmtree(data, ignore_errors=True)
 
 
 def run(kinds: Sequence[str], trials: int, seconds: float, *, strict: bool = False,
@@ -358,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=40, help="files per association")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
+    # SIGTERM unwinds like ^C: servers killed, powerfs unmounted, temporary folder removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not os.path.exists("/dev/fuse") or os.geteuid() != 0:
         print("powercut needs root and /dev/fuse", file=sys.stderr)
         return 2

@@ -73,7 +73,7 @@ def test_pipacs_makes_its_folders_and_file_names_durable() -> None:
     """Without a journal's ordering a name is durable only once its folder is fsynced: the
     storage and index folders, .incoming's staged files and the fan-out folders (before,
     every acknowledged instance was lost here)."""
-    totals = powercut.run(["pipacs"], trials=2, seconds=40, files_per_association=10,
+    totals = powercut.run(["pipacs"], trials=1, seconds=40, files_per_association=10,
                           strict=True, seed=6, quiet=True)["pipacs"]
     assert totals.trials >= 1 and totals.acknowledged > 0, totals
     assert (totals.lost, totals.repairs) == (0, 0), totals.notes
