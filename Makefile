@@ -7,9 +7,11 @@ EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-
 
 # Debian packages: dcmtk (real DICOM peers for tests), orthanc (the reference the IDs and
 # benchmarks compare with), podman and debootstrap (simulated Pis), busybox/dnsmasq/hostapd
-# (hotspot checks), sqlite3 (inspecting an index by hand), rsync (backup.yml pulls with it).
+# (hotspot checks), sqlite3 (inspecting an index by hand), rsync (backup.yml pulls with it),
+# libfuse3-dev pkg-config gcc python3-dev (pip builds pyfuse3, for bench/powerfs.py, from source).
 APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
-	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2 nftables rsync
+	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2 nftables rsync \
+	libfuse3-dev pkg-config gcc python3-dev
 # Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
 APT_LEAN := chromium fonts-liberation
 

@@ -42,13 +42,21 @@ class Attachment:
 class StorageArea:
     """Stores blobs under ROOT/ab/cd/<uuid>; one fsync per file, and no file ever lost.
 
-    A write is staged as ROOT/.incoming/<uuid>.<crc32> and fsynced before the instance is
-    acknowledged. The index records it in a transaction that is not fsynced on its own (one
-    fsync per instance instead of two: SD cards are slow at them); a background step makes
-    a batch of commits durable with one checkpoint, then `settle`s the batch: moves the
-    files into place. So a file outside .incoming is always durably indexed, and after a
-    power cut `recover` puts back what the index knows, re-indexes complete staged files the
-    index lost (their CRC proves them whole), and removes partial ones (never acknowledged).
+    A write is staged as ROOT/.incoming/<uuid>.<crc32> and fsynced, and so is its name in
+    .incoming (one fsync of the folder for the writes made meanwhile: see GroupedSync),
+    before the instance is acknowledged. The index records it in a transaction that is not
+    fsynced on its own (SD cards are slow at fsyncs); a background step makes a batch of
+    commits durable with one checkpoint, then `settle`s the batch: moves the files into
+    place. So a file outside .incoming is always durably indexed, and after a power cut
+    `recover` puts back what the index knows, re-indexes complete staged files the index
+    lost (their CRC proves them whole), and removes partial ones (never acknowledged).
+
+    Every folder is made durable in its parent before anything durable depends on it: ROOT
+    and .incoming when the area opens, a new fan-out folder before a file settles in it. A
+    journalled file system (ext4) keeps names through a file's fsync anyway (its journal
+    commits in order); one without that ordering (ext2, ext4 without a journal) keeps a
+    name only once its folder is fsynced: bench/powercut.py --strict lost every instance.
+    On ext4 the folder's fsync finds the journal committed and costs a cache flush.
     """
 
     INCOMING = ".incoming"
@@ -62,13 +70,16 @@ class StorageArea:
         self.md5 = md5
         self.sync = sync
         self._made: set[str] = set()
+        self._unsynced_parents: set[str] = set()  # of fan-out folders made since a settle
         self._staged: dict[str, str] = {}  # uuid -> staged file name
         self._lock = threading.Lock()
         self._stuck_since = 0.0  # when files first could not settle (a full disk)
         # fsyncs of large files, run while the writing thread computes their MD5
         self._syncer = futures.ThreadPoolExecutor(8, thread_name_prefix="fsync")
         self.incoming = self.root / self.INCOMING
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.incoming, sync=sync)
+        # fsyncs of .incoming, shared by the writes that need one at the same time
+        self._incoming_sync = GroupedSync(str(self.incoming))
         # The same as strings: the store path builds a few paths per file (pathlib's
         # objects cost more than the rest of a small file's write).
         self._root_s = str(self.root)
@@ -133,6 +144,8 @@ class StorageArea:
                         os.fsync(fd)
             finally:
                 os.close(fd)
+            if self.sync:  # the file's name, which its own fsync may not make durable
+                self._incoming_sync.sync()
         except OSError as e:
             _unlink_quietly(staged)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -184,15 +197,39 @@ class StorageArea:
     def _move_into_place(self, name: str, file_uuid: str) -> None:
         folder = self._folder(file_uuid)
         self._make_folder(folder)
+        self._sync_new_folders()
         try:
             os.rename(f"{self._incoming_s}/{name}", f"{folder}/{file_uuid}")
         except FileNotFoundError:
             pass  # removed meanwhile
 
     def _make_folder(self, folder: str) -> None:
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            self._made.add(folder)
+        if folder in self._made:
+            return
+        for path in (os.path.dirname(folder), folder):  # ROOT/ab, then ROOT/ab/cd
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue
+            with self._lock:
+                self._unsynced_parents.add(os.path.dirname(path))
+        self._made.add(folder)
+
+    def _sync_new_folders(self) -> None:
+        """Make the fan-out folders made so far durable, before a file settles in one: a
+        rename into a folder whose own name a power cut loses would lose the file (made
+        in the write path, they are synced here, off it, once for a batch)."""
+        if not self._unsynced_parents or not self.sync:
+            return
+        with self._lock:
+            parents, self._unsynced_parents = sorted(self._unsynced_parents), set()
+        try:
+            for parent in parents:  # ROOT before ROOT/ab
+                fsync_dir(parent)
+        except OSError:
+            with self._lock:
+                self._unsynced_parents.update(parents)
+            raise
 
     def discard(self, file_uuid: str) -> None:
         with self._lock:
@@ -334,6 +371,61 @@ class SpaceReserve:
         logger.warning("the disk of %s is full: its space reserve (%d KB) is released for the "
                        "index", self.folder, size // 1024)
         return True
+
+
+class GroupedSync:
+    """fsyncs of one folder shared by the threads that need one at the same time: a caller
+    waits for an fsync that started after it called (so that it covers what the caller did
+    before), running it itself when none is running. With parallel writers this makes one
+    directory fsync per batch instead of one per file."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._cond = threading.Condition()
+        self._started = 0  # fsyncs started, numbered from 1
+        self._done = 0  # the number of the last one that completed
+        self._running = False
+
+    def sync(self) -> None:
+        with self._cond:
+            need = self._started + 1  # the first that can start after this call
+            while self._done < need:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                self._running = True
+                self._started += 1
+                number = self._started
+                self._cond.release()
+                try:
+                    fsync_dir(self.folder)
+                finally:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                self._done = number
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a folder's entries durable (the names of the files and folders made in it)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(folder: str | Path, *, sync: bool = True) -> None:
+    """os.makedirs, each folder made being made durable in its parent (`sync`)."""
+    missing = []
+    path = os.path.abspath(folder)
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    if sync:
+        for made in reversed(missing):
+            fsync_dir(os.path.dirname(made))
 
 
 def free_bytes(folder: str | Path) -> int:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from ..storage import make_dirs
 from .errors import IndexError_
 from .schema import INDEX_FILE, SCHEMA_VERSION, check_version, migrate, stored_version
 
@@ -27,7 +28,7 @@ class IndexLock:
     def __init__(self, folder: str | Path):
         import fcntl
 
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        make_dirs(folder)  # durable in its parent: the index is made in it next
         self.path = Path(folder) / "pipacs.lock"
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
@@ -103,7 +104,7 @@ class Database:
         """Open (creating or migrating) the index; `schema_version` below the current one
         builds an old index, for tests of --upgrade."""
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.folder, sync=sync)  # durable: what a cut loses in it is then SQLite's
         self.path = self.folder / INDEX_FILE
         self.sync = sync
         self._local = threading.local()

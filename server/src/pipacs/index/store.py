@@ -130,7 +130,13 @@ class Writes(Database):
             )
             return StoreOutcome("Success", public_ids, created, removed)
 
-        return self._grouped(work)
+        outcome = self._grouped(work)
+        if outcome.removed_files:
+            # before the replaced files (OverwriteInstances) go, as in `delete`: else a cut
+            # could keep their removal and the old row, and `recover` would find the new,
+            # staged file already stored and drop it
+            self.make_durable()
+        return outcome
 
     def _drop_size(self, c: sqlite3.Connection, instance_id: int) -> None:
         c.execute(
@@ -149,8 +155,10 @@ class Writes(Database):
     def delete(self, public_id: str) -> tuple[list[str], list[tuple[int, str]]]:
         """Delete a resource, its descendants and any parent left empty.
 
-        Returns the attachment uuids to remove from the storage area (after the commit) and
-        the (level, public_id) of every resource deleted.
+        Returns the attachment uuids to remove from the storage area (after the commit, made
+        durable here: a power cut that kept the files' removal but not the commit would
+        leave rows naming missing files) and the (level, public_id) of every resource
+        deleted.
         """
         date = now_iso()
         with self._write() as c:
@@ -202,6 +210,8 @@ class Writes(Database):
                 [(lv, pid, date) for lv, pid in deleted],
             )
             self._id_cache.clear()
+        if uuids:
+            self.make_durable()
         return uuids, deleted
 
     # ------------------------------------------------------------ metadata
