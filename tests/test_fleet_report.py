@@ -1,7 +1,7 @@
 """The fleet report (roles/fleet/tasks/report.yml and templates/fleet-report/): rows from probe
 results (unreachable, failed and never-probed Pis included), the fixed-width table, CSV and HTML
 written on the controller, nothing in check mode, unchanged files left alone; and the probe's
-station count (roles/fleet/library/fleet_report_probe.py).
+station count (plugins/modules/fleet_report_probe.py).
 
 The expected files in tests/data/fleet_report/ are what the earlier hand-written module
 (fleet_report_write) produced for the same probes: the templates give the same bytes."""
