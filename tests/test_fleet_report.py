@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fleet_modules import load
 
 ROOT = Path(__file__).resolve().parents[1]
