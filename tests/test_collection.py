@@ -63,11 +63,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     top = {n.split("/")[0] for n in names}
     assert not top & {"tests", "molecule", "bench", ".cache", ".venv", ".git", "fleet-data"}, top
     assert not [n for n in names if n.startswith("server/tests") or "__pycache__" in n]
-    # Offline: the dependencies come from the `ansible` package already installed.
-    done = run(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "-p", str(tmp / "installed"),
-               str(tarball), cwd=tmp)
+    # Offline: the dependencies come from the `ansible` package already installed. --force:
+    # ansible-lint installs the collection it lints into ~/.ansible/collections, and without it
+    # ansible-galaxy would find that copy and install nothing here.
+    done = run(str(BIN / "ansible-galaxy"), "collection", "install", "--offline", "--force", "-p",
+               str(tmp / "installed"), str(tarball), cwd=tmp)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{FQCN}:{GALAXY['version']} was installed successfully" in done.stdout, done.stdout
+    assert (tmp / "installed" / "ansible_collections" / FQCN.replace(".", "/") / "MANIFEST.json").is_file()
     return tmp
 
 
