@@ -21,7 +21,7 @@ OHIF_VERSION := 3.13.2
 OHIF_BUILD := $(CURDIR)/.cache/ohif/$(OHIF_VERSION)/.complete
 
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
-	lint-ansible molecule molecule-% bench clean lock
+	lint-ansible molecule molecule-% bench clean lock collection
 
 setup: $(BIN)/pipacs $(OHIF_BUILD) ## install Debian packages and the Python venv (idempotent)
 
@@ -109,3 +109,9 @@ bench: setup ## ingest benchmark, pipacs side by side with Debian's Orthanc
 
 clean:
 	rm -rf .cache server/.pytest_cache
+
+# The roles and playbooks as the Ansible collection pipacs.classroom (galaxy.yml); staff install
+# the tarball with `ansible-galaxy collection install` (README.md, "Install as a collection").
+COLLECTION_DIR := $(CURDIR)/.cache/collection
+collection: setup ## build the Ansible collection into .cache/collection/pipacs-classroom-VERSION.tar.gz
+	$(BIN)/ansible-galaxy collection build --force --output-path $(COLLECTION_DIR)

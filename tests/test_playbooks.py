@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,36 @@ def test_argument_specs_stop_a_wrong_type_before_any_change(tmp_path: Path, play
     assert failed_task.startswith(f"fleet : Validating arguments against arg spec '{entry}'"), out
     assert wrong.split("=")[0] in out[out.index("fatal:"):], out
     assert "changed=0" in out and "failed=1" in out, out
+
+
+# The entry points other roles and playbooks call with tasks_from have their own spec: one
+# wrong-typed variable each, one Pi each, all in one run.
+ROLE_ENTRY_CASES = [("server", "stage", "server_http_port=soon"), ("server", "config", "server_keep_releases=few"),
+                    ("daemon", "health", "daemon_health_timeout=long")]
+
+
+def test_role_entry_points_check_their_arguments(tmp_path: Path) -> None:
+    hosts = {f"pi-{role}-{entry}": (role, entry, wrong) for role, entry, wrong in ROLE_ENTRY_CASES}
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  hosts:\n" + "".join(f"    {h}:\n" for h in hosts)
+        + f"  vars:\n    ansible_connection: local\n    ansible_python_interpreter: {sys.executable}\n")
+    tasks = "".join(
+        f"    - name: {entry} of {role}\n      ansible.builtin.include_role: {{name: {role}, tasks_from: {entry}}}\n"
+        f"      vars: {{{wrong.split('=')[0]}: {wrong.split('=')[1]}}}\n      when: inventory_hostname == '{host}'\n"
+        for host, (role, entry, wrong) in hosts.items())
+    (tmp_path / "play.yml").write_text(f"- name: Entry points\n  hosts: all\n  gather_facts: false\n  tasks:\n{tasks}")
+    result = subprocess.run(
+        [tool("ansible-playbook"), "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "play.yml")],
+        cwd=ROOT, env=dict(ENV, ANSIBLE_GATHERING="explicit"), capture_output=True, text=True, timeout=300,
+        check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    for host, (role, entry, wrong) in hosts.items():
+        # The host's only task that ran is its spec check, and it names the variable.
+        failed = re.search(rf"^TASK \[{role} : Validating arguments against arg spec '{entry}'[^\n]*\n"
+                           rf"(?:[^\n]*\n)*?fatal: \[{host}\]: FAILED![^\n]*{wrong.split('=')[0]}", out, re.MULTILINE)
+        assert failed, (host, out)
+    assert out.count("changed=0") == len(hosts) and out.count("failed=1") == len(hosts), out
 
 
 def test_no_tasks_from_names_a_file() -> None:
