@@ -14,7 +14,8 @@ from ..index import DatabaseError
 from ..jobs import disk_full
 from ..plugins import welcome
 from . import archives, instances, jobs, modification, networking, resources, system, tools
-from .auth import access_check
+from .access import RoutePermission
+from .auth import access_check, challenge
 from .crosssite import origin_check
 from .errors import HttpError, error_body, quiet_aborts, storage_full
 from .responses import maybe_gzip
@@ -82,6 +83,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
         return wrapper
 
     app.install(wrap)
+    app.install(RoutePermission(context, challenge(context)))  # who may do what (access.py)
     quiet_aborts()
     for family in FAMILIES:
         family.install(app, context)
