@@ -14,9 +14,11 @@ logged-in user; allowed means anything else (made-up IDs give 404, empty bodies 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 
@@ -170,3 +172,15 @@ def test_anonymous_networks_limit_who_reads_without_a_login(make_pipacs: Any) ->
     auth = {"Authorization": basic("pupil", USERS["pupil"])}
     assert request(p.url + "/studies", headers=auth)[0] == 200
     assert request(p.url + "/tools/log-level", headers=auth)[0] == 403
+
+
+def test_every_welcome_link_opens_for_a_student(classroom: tuple[PipacsProcess, Any]) -> None:
+    """The welcome page (the captive portal's target) links only what a student may open."""
+    p, _ = classroom
+    status, _, page = request(p.url + "/")
+    assert status == 200 and b"PIPACS" in page  # the AE title, for sending images
+    links = re.findall(r'href="([^"]+)"', page.decode())
+    assert {"viewer/", "web/", "dicom-web/studies", "worklists", "system"} <= set(links), links
+    for link in links:
+        status, _, body = request(urljoin(p.url + "/", link))
+        assert status == 200, (link, status, body[:80])
