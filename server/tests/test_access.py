@@ -24,7 +24,7 @@ import pytest
 
 from conftest import PipacsProcess
 from conftest import http_request as request
-from test_security import app_routes, basic, concrete, plugin_config
+from test_security import basic, concrete, serving_every_plugin
 
 USERS = {"boss": "Adm1n-pass-word", "mrs-smith": "T3acher-pass-word", "pupil": "Stud3nt-pass"}
 ROLES = {"mrs-smith": "teacher", "pupil": "student"}  # "boss" is not listed: admin
@@ -95,13 +95,7 @@ def needed(method: str, rule: str) -> int:
 
 @pytest.fixture(scope="module")
 def classroom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipacsProcess, Any]]:
-    folder = tmp_path_factory.mktemp("classroom")
-    cfg = {**plugin_config(folder), **ACCESS}
-    p = PipacsProcess(folder, cfg)
-    p.start()
-    routes = app_routes(cfg, tmp_path_factory.mktemp("routes") / "app")
-    yield p, routes
-    p.stop()
+    yield from serving_every_plugin(tmp_path_factory, "classroom", **ACCESS)
 
 
 def test_every_route_is_classified(classroom: tuple[PipacsProcess, Any]) -> None:
