@@ -40,7 +40,7 @@ TOOLS = {
 }
 AP_ADDRESS = "10.42.0.1"
 FRIENDLY = "pacs.classroom"
-WELCOME = "http://pacs.classroom:8042/welcome/index.html"
+WELCOME = "http://pacs.classroom:8042/"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 

@@ -117,15 +117,21 @@ def concrete(rule: str) -> str:
     return re.sub(r"<([^>]+)>", value, rule)
 
 
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipacsProcess, Any]]:
-    folder = tmp_path_factory.mktemp("secured")
-    cfg = plugin_config(folder)
+def serving_every_plugin(tmp_path_factory: pytest.TempPathFactory, name: str,
+                         **overrides: Any) -> Iterator[tuple[PipacsProcess, Any]]:
+    """A running pipacs with every plugin on (plugin_config + overrides), and app_routes."""
+    folder = tmp_path_factory.mktemp(name)
+    cfg = {**plugin_config(folder), **overrides}
     p = PipacsProcess(folder, cfg)
     p.start()
     routes = app_routes(cfg, tmp_path_factory.mktemp("routes") / "app")
     yield p, routes
     p.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipacsProcess, Any]]:
+    yield from serving_every_plugin(tmp_path_factory, "secured")
 
 
 def test_the_route_list_is_the_running_servers(secured: tuple[PipacsProcess, Any]) -> None:

@@ -15,6 +15,7 @@ from .environment import apply_environment
 from .errors import ConfigError
 from .jsonc import read_files
 from .keys import ACCEPTED_ORTHANC_KEYS, KNOWN_SECTIONS, MANUFACTURERS, PLUGIN_EQUIVALENTS
+from .roles import access_problems
 from .settings import FIELDS, Modality, Peer, Settings, aet_problem, known_keys, port_problem
 
 
@@ -190,6 +191,7 @@ def build_settings(data: dict[str, Any], base: Path) -> tuple[Settings, list[str
     for user, pw in settings.registered_users.items():
         if not isinstance(pw, str):
             errors.append(f"RegisteredUsers.{user}: the password must be a string")
+    errors.extend(access_problems(settings))
     if (
         settings.authentication_enabled
         and not settings.registered_users

@@ -261,6 +261,18 @@ class Settings:
     registered_users: dict[str, str] = _opt(
         "RegisteredUsers", {}, "HTTP users and their passwords", factory=True
     )
+    user_roles: dict[str, str] = _opt(
+        "UserRoles", {}, 'pipacs only: the role of a RegisteredUsers user, "admin" (the '
+        'default), "teacher" or "student"', factory=True
+    )
+    anonymous_role: str = _opt(
+        "AnonymousRole", "", 'pipacs only: what a client without credentials may do when '
+        'AuthenticationEnabled is true: "" nothing (401), "student" read-only'
+    )
+    anonymous_networks: list[str] = _opt(
+        "AnonymousNetworks", [], "pipacs only: the networks AnonymousRole applies to "
+        '(e.g. ["10.42.0.0/24"]); [] = every client', factory=True
+    )
     dicom_modalities: dict[str, Any] = _opt(
         "DicomModalities", {}, 'Known DICOM peers: "name": ["AET", "host", port]', factory=True
     )

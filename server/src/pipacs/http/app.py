@@ -30,7 +30,8 @@ from . import (
     tools,
     tools_extra,
 )
-from .auth import access_check
+from .access import RoutePermission
+from .auth import access_check, challenge
 from .crosssite import origin_check
 from .errors import HttpError, error_body, quiet_aborts, storage_full
 from .responses import maybe_gzip
@@ -112,6 +113,7 @@ def create_app(context: ServerContext) -> bottle.Bottle:
         return wrapper
 
     app.install(wrap)
+    app.install(RoutePermission(context, challenge(context)))  # who may do what (access.py)
     quiet_aborts()
     for family in FAMILIES:
         family.install(app, context)

@@ -1,4 +1,5 @@
-"""HTTP access control: loopback-only access and HTTP Basic authentication (one decoder)."""
+"""HTTP access control: loopback-only access, HTTP Basic authentication (one decoder), and
+the role of the client (UserRoles, AnonymousRole); what each role may do is http/access.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import bottle
 
 from .. import tls
+from ..config.roles import ADMIN, STUDENT, networks
 from ..context import ServerContext
 
 logger = logging.getLogger(__name__)
@@ -34,11 +36,13 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return user, password
 
 
-# The WSGI environment key access_check sets to the user a request authenticated as.
+# The WSGI environment keys access_check sets: the user a request authenticated as, and
+# the client's role (config/roles.py).
 USER_KEY = "pipacs.user"
 # The key of a request the server makes to itself, in process (no HTTP client can set it:
 # a header becomes an HTTP_* key).
 INTERNAL_KEY = "pipacs.internal"
+ROLE_KEY = "pipacs.role"
 
 
 def remote_user() -> str:
@@ -92,9 +96,21 @@ def credentials_check(users: dict[str, str]) -> Callable[[str], bool]:
     return lambda header: _authorised(header, credentials, users) is not None
 
 
+def challenge(context: ServerContext) -> dict[str, str]:
+    """The header that makes a browser ask for a login."""
+    return {"WWW-Authenticate": f'Basic realm="{context.settings.name}"'}
+
+
 def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     """The check every request passes first: loopback only (RemoteAccessAllowed false),
-    then the registered users (AuthenticationEnabled).
+    then the registered users (AuthenticationEnabled); it sets the client's role, which
+    access.RoutePermission compares with each route's.
+
+    A client without credentials is a student when AnonymousRole is "student" and its address
+    is in AnonymousNetworks (or that list is empty); otherwise it must log in. A registered
+    user's role is in UserRoles, "admin" when not listed (every user was an admin before
+    roles existed). Wrong credentials are refused even where anonymous clients are let in.
+    With AuthenticationEnabled false every client is the admin, as in Orthanc.
 
     Access control is decided once here, not on every request: with RemoteAccessAllowed
     false the server only listens on loopback (and the TLS front refuses other peers), so
@@ -103,24 +119,44 @@ def access_check(context: ServerContext) -> Callable[[dict[str, Any]], None]:
     check_remote = not s.remote_access_allowed
     check_auth = s.authentication_enabled
     credentials = _credential_headers(s.registered_users) if check_auth else {}
-    challenge = {"WWW-Authenticate": f'Basic realm="{s.name}"'}
+    roles = {user: s.user_roles.get(user, ADMIN) for user in s.registered_users}
+    anonymous = check_auth and s.anonymous_role == STUDENT
+    anonymous_networks = networks(s.anonymous_networks)
+    refusal = challenge(context)
+
+    @functools.lru_cache(maxsize=1024)
+    def anonymous_allowed(address: str) -> bool:
+        if not anonymous_networks:
+            return True
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return False
+        return any(ip in net for net in anonymous_networks)
 
     def check(env: dict[str, Any]) -> None:
         if env.get(INTERNAL_KEY) is True:
-            return  # the server calling its own API (Lua's RestApi*): no client, no login
+            env[ROLE_KEY] = ADMIN  # the server calling its own API (Lua's RestApi*): no login
+            return
         # Behind the TLS front, the client's own address and port replace the front's in
         # env: the log, the hooks and the instances' RemoteIP see the client.
         address = tls.real_address(context.tls_front, env)
         if check_remote and not _is_loopback(address):
             raise bottle.HTTPResponse(status=403, body="remote access is not allowed\n")
-        if check_auth:
-            header = env.get("HTTP_AUTHORIZATION", "")
-            user = _authorised(header, credentials, s.registered_users)
-            if user is None:
-                if header:  # a browser's first try comes without: nothing to report
-                    _log_refusal(header, s.registered_users, env)
-                raise bottle.HTTPResponse(status=401, body="authentication required\n",
-                                          headers=challenge)
-            env[USER_KEY] = user
+        if not check_auth:
+            env[ROLE_KEY] = ADMIN
+            return
+        header = env.get("HTTP_AUTHORIZATION", "")
+        if not header and anonymous and anonymous_allowed(address):
+            env[ROLE_KEY] = STUDENT
+            return
+        user = _authorised(header, credentials, s.registered_users)
+        if user is None:
+            if header:  # a browser's first try comes without: nothing to report
+                _log_refusal(header, s.registered_users, env)
+            raise bottle.HTTPResponse(status=401, body="authentication required\n",
+                                      headers=refusal)
+        env[USER_KEY] = user
+        env[ROLE_KEY] = roles[user]
 
     return check

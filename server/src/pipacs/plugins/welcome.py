@@ -1,7 +1,9 @@
-"""The welcome page at /: the Pi's name, links to the viewer and to every served folder.
+"""The welcome page at /: the Pi's name, how to send it images, links to what it serves.
 
-Always installed by create_app (it is not a switchable plugin), after the plugins, so it can
-list what they serve; a ServeFolders entry for "/" takes its place.
+The one welcome page: the plugins role deploys no page of its own, and the hotspot's captive
+portal sends tablets here. Always installed by create_app (it is not a switchable plugin),
+after the plugins, so it links only what they serve; a ServeFolders entry for "/" takes its
+place. Every link is one that a student (AnonymousRole) may open.
 """
 
 from __future__ import annotations
@@ -24,9 +26,14 @@ h1{{font-size:1.8em;margin:0 0 .2em}} p{{color:#aaa;margin:0 0 1.5em}}
 a.tile{{display:block;padding:1em 1.2em;margin:.6em 0;border-radius:12px;background:#223;
 color:#fff;text-decoration:none;font-size:1.1em}}
 a.tile:active{{background:#335}} small{{display:block;color:#99a;font-size:.8em}}
+td{{padding:.1em 1em .1em 0}} code{{color:#fff}}
 </style></head><body><main>
 <h1>{name}</h1><p>{summary}</p>
 {links}
+<p>Send images from a modality or a workstation to:</p>
+<table><tr><td>AE title</td><td><code>{aet}</code></td></tr>
+<tr><td>Host</td><td><code>{host}</code></td></tr>
+<tr><td>DICOM port</td><td><code>{port}</code></td></tr></table>
 </main></body></html>
 """
 
@@ -41,8 +48,9 @@ def links(context: ServerContext) -> list[tuple[str, str, str]]:
         if uri != "/":
             out.append((uri.lstrip("/") + "/", uri, "Served folder"))
     if "dicom-web" in enabled:
-        root = str(context.settings.dicom_web.get("Root", "/dicom-web/"))
-        out.append((root.lstrip("/"), "DICOMweb", root))
+        root = str(context.settings.dicom_web.get("Root", "/dicom-web/")).strip("/")
+        out.append((f"{root}/studies".lstrip("/"), "DICOMweb",
+                    f"/{root}/ for other viewers (the studies, as DICOM JSON)".replace("//", "/")))
     if "worklists" in enabled:
         out.append(("worklists", "Worklists", "Scheduled procedures (JSON)"))
     out.append(("system", "About this server", "Version and settings (JSON)"))
@@ -59,8 +67,11 @@ def render(context: ServerContext) -> str:
         f"<small>{html.escape(note)}</small></a>"
         for href, title, note in links(context)
     )
+    s = context.settings
     return PAGE.format(
-        name=html.escape(context.settings.name), summary=html.escape(summary), links=items
+        name=html.escape(s.name), summary=html.escape(summary), links=items,
+        aet=html.escape(s.dicom_aet), port=s.dicom_port,
+        host=html.escape(bottle.request.urlparts.hostname or ""),
     )
 
 
