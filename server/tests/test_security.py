@@ -176,7 +176,8 @@ def test_credentials_open_every_get_route(secured: tuple[PipacsProcess, Any]) ->
     for method, rule in routes:
         if method == "GET":
             status = request(p.url + concrete(rule), headers=auth)[0]
-            assert status not in (401, 403) and status < 500, (rule, status)
+            # 501: an Orthanc operation pipacs says it does not offer (README).
+            assert status not in (401, 403) and (status < 500 or status == 501), (rule, status)
 
 
 def test_the_application_refuses_remote_clients_itself(tmp_path: Path) -> None:

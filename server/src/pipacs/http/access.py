@@ -1,7 +1,7 @@
 """Who may do what: the role each route needs, in one table; a route not in it is admin-only.
 
 Three roles (config/roles.py), each allowed what the ones before it are:
-- student: what reads (the welcome page, the viewer, served folders, DICOMweb QIDO and WADO,
+- student: what reads (the welcome page, the viewers, served folders, DICOMweb QIDO and WADO,
   the REST GETs of patients/studies/series/instances, and POSTs that only search);
 - teacher: what changes the images and the day's work (upload, STOW, delete, modify,
   anonymize, protect, metadata, worklists) and archives of whole studies;
@@ -60,10 +60,21 @@ ROUTES: dict[tuple[str, str], str] = {
                        for kind in ("metadata", "rendered", "thumbnail")),
         f"{_INST}/frames/<frames>", f"{_INST}/frames/<frames>/rendered",
         f"{_INST}/frames/<frames>/thumbnail", f"{_INST}/bulk/<path:path>", "{wado}",
+        # The OHIF viewer (its RouterBasename written {ohif}).
+        "{ohif}", "{ohif}/", "{ohif}/<rel:path>",
+        # Orthanc's other reads of one resource: tags as modules, pixel values, content.
+        "/<plural:re:patients|studies|series>/<pid>/instances-tags", f"{_R}/module",
+        "/studies/<pid>/module-patient", f"{_I}/content", f"{_I}/content/<path:path>",
+        f"{_I}/frames/<frame:int>", f"{_I}/numpy", f"{_I}/matlab", f"{_I}/image-int16",
+        *(f"{_I}/frames/<frame:int>/{kind}" for kind in ("numpy", "matlab", "image-int16",
+                                                          "raw.gz")),
+        "/series/<pid>/numpy", "/tools", "/tools/generate-uid", "/tools/dicom-conformance",
+        "/plugins/explorer.js",
     )},
     # POSTs that only read.
     ("POST", "/tools/find"): STUDENT,
     ("POST", "/tools/lookup"): STUDENT,
+    ("POST", "/tools/bulk-content"): STUDENT,
     # Teachers: upload, change, archive, the day's worklists.
     ("POST", "/instances"): TEACHER,
     ("POST", f"{_DW}/studies"): TEACHER,
@@ -77,6 +88,14 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", f"{_R}/<kind:re:archive|media>"): TEACHER,
     ("POST", "/tools/<kind:re:create-archive|create-media|create-media-extended>"): TEACHER,
     ("POST", "/worklists/create"): TEACHER,
+    ("POST", "/tools/<kind:re:bulk-modify|bulk-anonymize>"): TEACHER,
+    ("POST", "/tools/bulk-delete"): TEACHER,
+    ("POST", "/tools/create-dicom"): TEACHER,
+    ("POST", "/studies/<pid>/split"): TEACHER,
+    ("POST", "/studies/<pid>/merge"): TEACHER,
+    ("PUT", f"{_R}/attachments/<name>"): TEACHER,
+    ("DELETE", f"{_R}/attachments/<name>"): TEACHER,
+    ("POST", f"{_R}/attachments/<name>/verify-md5"): TEACHER,
     ("PUT", "/worklists/<wid>"): TEACHER,
     ("DELETE", "/worklists/<wid>"): TEACHER,
 }
@@ -91,6 +110,9 @@ def route_classifier(context: ServerContext) -> Callable[[str, str], str]:
             return _DW + rule[len(options.root):]
         if rule == options.wado_root:
             return "{wado}"
+        ohif = "/" + str(context.settings.ohif.get("RouterBasename", "/ohif")).strip("/")
+        if rule in (ohif, ohif + "/", ohif + "/<rel:path>"):
+            return "{ohif}" + rule[len(ohif):]
         for uri in context.plugins.served_folders:
             base = "" if uri == "/" else uri
             if rule in (base, base + "/", base + "/<rel:path>") and rule:
