@@ -65,7 +65,6 @@ OPERATIONS = {
         "pipacs changes no single file's compression (501 unless it is so already)",
     ("PUT", "/{level}/{id}/attachments/{name}"): "user attachments: 501 Not implemented",
     ("POST", "/modalities/{id}/storage-commitment"): "no storage commitment: 501",
-    ("GET", "/plugins/explorer.js"): "no Orthanc Explorer: 501",
     ("POST", "/studies/{id}/split"): "new UIDs are random; compared by shape and counts",
     ("POST", "/studies/{id}/merge"): "compared by shape and counts",
     ("POST", "/tools/create-dicom"): "new UIDs are random; the stored tags are compared. "

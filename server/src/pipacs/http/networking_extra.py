@@ -232,4 +232,6 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
     @app.get("/storage-commitment/<sid>")
     @app.post("/storage-commitment/<sid>/remove")
     def storage_commitment_report(sid: str) -> str:
-        raise unsupported("storage commitment", why_commitment)
+        # no report can exist: Orthanc's 404 for an unknown one, saying why
+        raise HttpError(404, "Unknown resource", f"no storage commitment report {sid[:40]!r} "
+                        f"(not supported: storage commitment; {why_commitment})")

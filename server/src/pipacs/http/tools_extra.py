@@ -244,7 +244,10 @@ def install(app: bottle.Bottle, context: ServerContext) -> None:
 
     @app.get("/plugins/explorer.js")
     def explorer_js() -> str:
-        raise unsupported("Orthanc Explorer", "pipacs serves its own welcome page and viewer")
+        # The plugins' additions to Orthanc Explorer: pipacs' plugins add none (and pipacs
+        # has no Orthanc Explorer), so this is empty, as Orthanc's without such plugins.
+        bottle.response.content_type = "application/javascript"
+        return ""
 
     @app.delete("/<table:re:changes|exports>")
     def clear_log(table: str) -> str:
