@@ -21,14 +21,18 @@ class PacsError(Exception):
 class Pacs(object):
     """HTTP calls to one pipacs, with HTTP Basic authentication when a user is given.
 
-    No proxy and no ~/.netrc: pipacs answers on the Pi itself, with the fleet's account.
+    No proxy and no ~/.netrc: pipacs answers on the Pi itself, with the fleet's account. Over
+    HTTPS, its certificate is verified against ca_path (the server role's certificate.pem)
+    unless validate_certs is false.
     """
 
-    def __init__(self, url, user, password, timeout):
+    def __init__(self, url, user, password, timeout, ca_path=None, validate_certs=True):
         self.url = url.rstrip("/")
         self.user = user
         self.password = password
         self.timeout = timeout
+        self.ca_path = ca_path or None
+        self.validate_certs = validate_certs
 
     def call(self, method, path, body=None, ok_missing=False, content_type="application/json"):
         """The answer as JSON (or text when it is not JSON); None for a 404 when ok_missing."""
@@ -37,7 +41,8 @@ class Pacs(object):
             answer = open_url(
                 self.url + path, data=body, method=method, headers=headers, timeout=self.timeout,
                 url_username=self.user or None, url_password=self.password if self.user else None,
-                force_basic_auth=bool(self.user), use_proxy=False, use_netrc=False)
+                force_basic_auth=bool(self.user), use_proxy=False, use_netrc=False,
+                validate_certs=self.validate_certs, ca_path=self.ca_path)
             raw = answer.read()
         except HTTPError as e:
             if e.code == 404 and ok_missing:

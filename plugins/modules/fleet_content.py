@@ -27,9 +27,16 @@ options:
     elements: dict
     required: true
   url:
-    description: Base URL of pipacs.
+    description: Base URL of pipacs (http:// or https://).
     type: str
     default: http://127.0.0.1:8042
+  ca_path:
+    description: Over HTTPS, the certificate (PEM) that pipacs' certificate is verified against.
+    type: path
+  validate_certs:
+    description: Over HTTPS, verify pipacs' certificate.
+    type: bool
+    default: true
   user:
     description: HTTP Basic user ("" without authentication).
     type: str
@@ -319,6 +326,8 @@ def main():
         argument_spec=dict(
             manifest=dict(type="list", elements="dict", required=True),
             url=dict(type="str", default="http://127.0.0.1:8042"),
+            ca_path=dict(type="path"),
+            validate_certs=dict(type="bool", default=True),
             user=dict(type="str", default=""),
             password=dict(type="str", default="", no_log=True),
             record=dict(type="path", required=True),
@@ -333,7 +342,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    pacs = LibraryPacs(p["url"], p["user"], p["password"], p["timeout"])
+    pacs = LibraryPacs(p["url"], p["user"], p["password"], p["timeout"], p["ca_path"], p["validate_certs"])
     try:
         record = load_record(p["record"])
         status = compare(pacs, p["manifest"], record, p["protect"])

@@ -19,9 +19,16 @@ version_added: "1.0.0"
 author: PiPACS contributors
 options:
   url:
-    description: Base URL of pipacs.
+    description: Base URL of pipacs (http:// or https://).
     type: str
     default: http://127.0.0.1:8042
+  ca_path:
+    description: Over HTTPS, the certificate (PEM) that pipacs' certificate is verified against.
+    type: path
+  validate_certs:
+    description: Over HTTPS, verify pipacs' certificate.
+    type: bool
+    default: true
   user:
     description: HTTP Basic user ("" without authentication).
     type: str
@@ -120,7 +127,7 @@ def probe(module):
     binary = os.path.join(p["install_dir"], "current", "bin", "pipacs")
     out["pipacs"] = os.path.exists(binary)
     if out["pipacs"]:
-        pacs = Pacs(p["url"], p["user"], p["password"], p["timeout"])
+        pacs = Pacs(p["url"], p["user"], p["password"], p["timeout"], p["ca_path"], p["validate_certs"])
         try:
             system = pacs.get_json("/system")
             out["version"] = system.get("PipacsVersion") or system.get("Version")
@@ -178,6 +185,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             url=dict(type="str", default="http://127.0.0.1:8042"),
+            ca_path=dict(type="path"),
+            validate_certs=dict(type="bool", default=True),
             user=dict(type="str", default=""),
             password=dict(type="str", default="", no_log=True),
             install_dir=dict(type="path", default="/opt/pipacs"),

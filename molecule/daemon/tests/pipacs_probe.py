@@ -79,16 +79,20 @@ def storescu(host: str, port: int, aet: str, *files: Path) -> subprocess.Complet
     )
 
 
-def http_get(host, port: int, path: str, user: str = "", password: str = "") -> tuple[int, str]:
-    """GET http://127.0.0.1:PORT/PATH from inside the container (testinfra `host`)."""
-    return http_request(host, port, "GET", path, "", user, password)
+def http_get(host, port: int, path: str, user: str = "", password: str = "", *,
+             tls_ca: str = "") -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH from inside the container (testinfra `host`); with
+    tls_ca (a certificate file in the container), https:// verified against it."""
+    return http_request(host, port, "GET", path, "", user, password, tls_ca=tls_ca)
 
 
 def http_request(host, port: int, method: str, path: str, body: str, user: str = "",
-                 password: str = "") -> tuple[int, str]:
-    """METHOD http://127.0.0.1:PORT/PATH with a JSON body ("" for none), from inside the container."""
+                 password: str = "", *, tls_ca: str = "") -> tuple[int, str]:
+    """METHOD http://127.0.0.1:PORT/PATH with a JSON body ("" for none), from inside the
+    container; https:// verified against tls_ca when it is given."""
     script = (
-        "import base64, sys, urllib.request, urllib.error\n"
+        "import base64, ssl, sys, urllib.request, urllib.error\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[6]) if sys.argv[6] else None\n"
         "data = sys.argv[5].encode() or None\n"
         "req = urllib.request.Request(sys.argv[1], data=data, method=sys.argv[4])\n"
         "if data:\n"
@@ -97,21 +101,21 @@ def http_request(host, port: int, method: str, path: str, body: str, user: str =
         "    token = base64.b64encode((sys.argv[2] + ':' + sys.argv[3]).encode()).decode()\n"
         "    req.add_header('Authorization', 'Basic ' + token)\n"
         "try:\n"
-        "    with urllib.request.urlopen(req, timeout=10) as r:\n"
+        "    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:\n"
         "        print(r.status); print(r.read().decode())\n"
         "except urllib.error.HTTPError as e:\n"
         "    print(e.code); print(e.read().decode())\n"
     )
-    url = f"http://127.0.0.1:{port}{path}"
+    url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}{path}"
     out = host.check_output(
-        "python3 -c %s %s %s %s %s %s", script, url, user, password, method, body
+        "python3 -c %s %s %s %s %s %s %s", script, url, user, password, method, body, tls_ca
     )
     status, _, body = out.partition("\n")
     return int(status), body
 
 
-def http_json(host, port: int, path: str, user: str, password: str):
-    status, body = http_get(host, port, path, user, password)
+def http_json(host, port: int, path: str, user: str, password: str, *, tls_ca: str = ""):
+    status, body = http_get(host, port, path, user, password, tls_ca=tls_ca)
     assert status == 200, (status, body)
     return json.loads(body)
 

@@ -1,6 +1,8 @@
 """What a person would observe on a Pi where the daemon role runs pipacs (see ../converge.yml)."""
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 from pipacs_molecule import run_playbook
@@ -9,6 +11,15 @@ from pipacs_probe import container_ip, echoscu, http_get, http_json, sample_inst
 NAME = "pipacs-daemon"
 AET, DICOM_PORT, HTTP_PORT = "PACS_A", 104, 8042
 ADMIN = ("admin", "daemon-test-pass")
+# HTTPS with the certificate prepare.yml made (server_ssl_certificate), as the server role installs it.
+CA = "/etc/pipacs/ssl/certificate.pem"
+# A plain HTTP request to the HTTPS port: whatever comes back is no HTTP answer.
+PLAIN_HTTP = (
+    "import socket\n"
+    f"s = socket.create_connection(('127.0.0.1', {HTTP_PORT}), timeout=10)\n"
+    "s.sendall(b'GET /changes HTTP/1.0\\r\\n\\r\\n')\n"
+    "try:\n    print(s.recv(100))\nexcept OSError as e:\n    print(repr(e))\n"
+)
 
 
 def main_pid(host) -> int:
@@ -68,9 +79,18 @@ def test_pipacs_cannot_write_outside_its_folders(host):
 
 
 def test_http_answers_changes_with_authentication(host):
-    assert http_json(host, HTTP_PORT, "/changes?last", *ADMIN)["Done"] is True
-    status, _ = http_get(host, HTTP_PORT, "/changes?last")
+    assert http_json(host, HTTP_PORT, "/changes?last", *ADMIN, tls_ca=CA)["Done"] is True
+    status, _ = http_get(host, HTTP_PORT, "/changes?last", tls_ca=CA)
     assert status == 401
+
+
+def test_https_serves_the_supplied_certificate_and_no_plain_http(host):
+    supplied = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "tls" / "pi.crt"
+    assert host.file(CA).content_string.strip() == supplied.read_text().strip()
+    pem = host.file("/etc/pipacs/ssl/pipacs.pem")
+    assert (pem.user, pem.mode) == ("pipacs", 0o600)
+    plain = host.run("python3 -c %s", PLAIN_HTTP)
+    assert "HTTP/1." not in plain.stdout, plain.stdout
 
 
 def test_echo_and_store_from_the_controller(host, tmp_path):
@@ -80,7 +100,7 @@ def test_echo_and_store_from_the_controller(host, tmp_path):
     instance = sample_instance(tmp_path / "one.dcm", patient_id="DAEMON-1")
     store = storescu(ip, DICOM_PORT, AET, tmp_path / "one.dcm")
     assert store.returncode == 0, store.stderr
-    stats = http_json(host, HTTP_PORT, "/statistics", *ADMIN)
+    stats = http_json(host, HTTP_PORT, "/statistics", *ADMIN, tls_ca=CA)
     assert stats["CountInstances"] >= 1
     found = host.run("find /srv/pacs/images -type f -user pipacs ! -name '*.db*' | head -1")
     assert found.stdout.strip(), "the stored file belongs to pipacs"
