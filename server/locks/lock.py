@@ -44,6 +44,7 @@ OS_PROVIDED = {
     "pylibjpeg-openjpeg": "python3-gdcm",
     "pyjpegls": "python3-gdcm",
     "pylibjpeg-rle": "",
+    "lupa": "python3-lupa",
 }
 
 

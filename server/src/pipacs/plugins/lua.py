@@ -155,7 +155,10 @@ def script_files(paths: list[str]) -> list[Path]:
 class LuaScripts:
     def __init__(self, context: ServerContext, app: bottle.Bottle | None):
         try:
-            from lupa.lua54 import LuaRuntime
+            try:
+                from lupa.lua54 import LuaRuntime  # lupa 2: one module per Lua version
+            except ImportError:
+                from lupa import LuaRuntime  # Debian's lupa 1.14
         except ImportError as e:
             raise LuaUnavailable(
                 "LuaScripts and ExecuteLuaEnabled need the lupa package (pip install lupa; "
@@ -191,8 +194,11 @@ class LuaScripts:
     # ---------------------------------------------------------------- Lua <-> Python
 
     def from_python(self, value: Any) -> Any:
-        if isinstance(value, (dict, list)):
-            return self.lua.table_from(value, recursive=True)
+        """A Lua table for a dict or list, recursively (lists count from 1, as in Lua)."""
+        if isinstance(value, dict):
+            return self.lua.table_from({k: self.from_python(v) for k, v in value.items()})
+        if isinstance(value, list):
+            return self.lua.table_from([self.from_python(v) for v in value])
         return value
 
     def to_python(self, value: Any) -> Any:
