@@ -15,6 +15,7 @@ from ..limits import MAX_IMAGE_SIZE
 from ..storage import COMPRESSION_NONE, decode_stored
 from .common import LEVEL_ROUTE, PLURALS, query_int, resource
 from .errors import HttpError
+from .frameerrors import frame_errors
 from .responses import json_response
 
 IMAGE_KINDS = "preview|rendered|image-uint8|image-uint16|raw"
@@ -178,44 +179,39 @@ def _accepts_jpeg() -> bool:
 def image(ds: Dataset, frame: int, kind: str) -> bytes:
     q = bottle.request.query
     try:
-        if kind == "raw":
-            data = render.raw_frame(ds, frame)
-            bottle.response.content_type = render.raw_media(ds)
-            return data
-        arr = render.decode(ds, frame)
-        if kind in ("image-uint8", "image-uint16"):
-            bits = 8 if kind == "image-uint8" else 16
-            out = render.clamp(arr, bits) if arr.ndim == 2 or bits == 16 else arr
-            if out.ndim == 3 and bits == 16:
-                raise HttpError(400, "Not implemented", "image-uint16 of a colour image")
+        with frame_errors():
+            if kind == "raw":
+                data = render.raw_frame(ds, frame)
+                bottle.response.content_type = render.raw_media(ds)
+                return data
+            arr = render.decode(ds, frame)
+            if kind in ("image-uint8", "image-uint16"):
+                bits = 8 if kind == "image-uint8" else 16
+                out = render.clamp(arr, bits) if arr.ndim == 2 or bits == 16 else arr
+                if out.ndim == 3 and bits == 16:
+                    raise HttpError(400, "Not implemented", "image-uint16 of a colour image")
+                bottle.response.content_type = "image/png"
+                return render.encode(out, "png")
+            window = None
+            if kind == "rendered":
+                values = render.rescale(ds, arr) if arr.ndim == 2 else arr
+                window = render.default_window(ds, values)
+                center, width = q.get("window-center"), q.get("window-width")
+                if center is not None and width is not None:
+                    window = render.Window(float(center), max(float(width), 1.0))
+            out = render.to_8bit(ds, arr, window)
+            if kind == "rendered":
+                width = query_int("width", 0, MAX_RENDERED_SIZE)
+                height = query_int("height", 0, MAX_RENDERED_SIZE)
+                out = render.resize(out, width, height,
+                                    q.get("smooth", "").lower() not in ("0", "false"))
+            quality = int(q.get("quality", 90) or 90)  # checked even when the answer is PNG
+            if not 1 <= quality <= 100:
+                raise HttpError(400, "Parameter out of range", "quality must be 1 to 100")
+            if _accepts_jpeg():
+                bottle.response.content_type = "image/jpeg"
+                return render.encode(out, "jpeg", quality)
             bottle.response.content_type = "image/png"
             return render.encode(out, "png")
-        window = None
-        if kind == "rendered":
-            values = render.rescale(ds, arr) if arr.ndim == 2 else arr
-            window = render.default_window(ds, values)
-            center, width = q.get("window-center"), q.get("window-width")
-            if center is not None and width is not None:
-                window = render.Window(float(center), max(float(width), 1.0))
-        out = render.to_8bit(ds, arr, window)
-        if kind == "rendered":
-            width = query_int("width", 0, MAX_RENDERED_SIZE)
-            height = query_int("height", 0, MAX_RENDERED_SIZE)
-            out = render.resize(out, width, height,
-                                q.get("smooth", "").lower() not in ("0", "false"))
-        quality = int(q.get("quality", 90) or 90)  # checked even when the answer is PNG
-        if not 1 <= quality <= 100:
-            raise HttpError(400, "Parameter out of range", "quality must be 1 to 100")
-        if _accepts_jpeg():
-            bottle.response.content_type = "image/jpeg"
-            return render.encode(out, "jpeg", quality)
-        bottle.response.content_type = "image/png"
-        return render.encode(out, "png")
-    except IndexError as e:
-        raise HttpError(404, "Inexistent item", str(e)) from None
-    except render.CodecMissing as e:
-        raise HttpError(415, "Not implemented", str(e)) from None
-    except render.RenderError as e:
-        raise HttpError(400, "Incompatible image format", str(e)) from None
     except ValueError as e:
         raise HttpError(400, "Bad request", str(e)) from None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import bottle
@@ -19,6 +17,7 @@ from ..context import ServerContext
 from ..ids import INSTANCE, SERIES
 from .common import query_flag, resource
 from .errors import HttpError
+from .frameerrors import frame_errors
 from .instances import instance_dataset
 from .responses import json_response
 
@@ -32,17 +31,6 @@ FRAME_OPERATIONS = ["image-int16", "image-uint16", "image-uint8", "matlab", "num
                     "raw", "raw.gz", "rendered"]
 
 
-
-
-@contextlib.contextmanager
-def frame_errors() -> Iterator[None]:
-    """A missing frame is a 404, pixel data that cannot be decoded a 400 (as Orthanc)."""
-    try:
-        yield
-    except IndexError as e:
-        raise HttpError(404, "Inexistent item", str(e)) from None
-    except render.RenderError as e:
-        raise HttpError(400, "Incompatible image format", str(e)) from None
 
 
 def frame_values(ds: Dataset, frame: int, rescale: bool = False) -> np.ndarray:

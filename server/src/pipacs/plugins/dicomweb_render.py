@@ -8,6 +8,7 @@ from pydicom.dataset import Dataset
 
 from .. import render
 from ..http.errors import HttpError
+from ..http.frameerrors import frame_errors
 from ..limits import MAX_IMAGE_SIZE
 from . import dicomweb_multipart as mp
 
@@ -91,7 +92,7 @@ def render_frame(ds: Dataset, frame: int, fmt: str, quality: int,
     if viewport is not None and max(viewport[:2]) > MAX_IMAGE_SIZE:
         raise HttpError(400, "Bad request", f"the image asked for is {viewport[0]} x "
                         f"{viewport[1]} pixels: at most {MAX_IMAGE_SIZE} a side")
-    try:
+    with frame_errors():
         arr = render.decode(ds, frame)
         if arr.ndim == 2:
             values = render.rescale(ds, arr)
@@ -125,9 +126,3 @@ def render_frame(ds: Dataset, frame: int, fmt: str, quality: int,
                 img = crop[:: -1 if sh < 0 else 1, :: -1 if sw < 0 else 1]
             img = render.resize(np.ascontiguousarray(img), vw, vh, True)
         return render.encode(img, fmt, quality)
-    except IndexError as e:
-        raise HttpError(404, "Inexistent item", str(e)) from None
-    except render.CodecMissing as e:
-        raise HttpError(415, "Not implemented", str(e)) from None
-    except render.RenderError as e:
-        raise HttpError(400, "Incompatible image format", str(e)) from None

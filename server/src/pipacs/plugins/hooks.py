@@ -54,17 +54,24 @@ HOOK_NAMES = (
 )
 
 
-def load_scripts(paths: list[str]) -> list[ModuleType]:
-    """Import each script (a folder means its *.py files, sorted); broken ones are logged."""
+def script_files(paths: list[str], suffix: str, key: str) -> list[Path]:
+    """The scripts a configuration key lists: files, and a folder's `*<suffix>` files
+    (sorted); a missing one is a warning naming the key."""
     files: list[Path] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files.extend(sorted(path.glob("*.py")))
+            files.extend(sorted(path.glob("*" + suffix)))
         elif path.is_file():
             files.append(path)
         else:
-            logger.warning("PythonScripts: %s does not exist; skipped", path)
+            logger.warning("%s: %s does not exist; skipped", key, path)
+    return files
+
+
+def load_scripts(paths: list[str]) -> list[ModuleType]:
+    """Import each script (a folder means its *.py files, sorted); broken ones are logged."""
+    files = script_files(paths, ".py", "PythonScripts")
     modules = []
     for n, f in enumerate(files):
         spec = importlib.util.spec_from_file_location(f"pipacs_hooks_{n}_{f.stem}", f)

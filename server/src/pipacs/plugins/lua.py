@@ -46,7 +46,7 @@ from ..http.auth import INTERNAL_KEY as INTERNAL
 from ..http.auth import remote_user
 from ..http.common import PLURALS
 from ..ids import INSTANCE
-from .hooks import origin_dict, simplified_tags
+from .hooks import origin_dict, script_files, simplified_tags
 
 logger = logging.getLogger(__name__)
 
@@ -137,19 +137,6 @@ def configuration(context: ServerContext) -> dict[str, Any]:
         value = getattr(context.settings, f.name)
         out[key] = json.loads(json.dumps(value, default=str))
     return out
-
-
-def script_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.lua")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            logger.warning("LuaScripts: %s does not exist; skipped", path)
-    return files
 
 
 class LuaScripts:
@@ -391,7 +378,7 @@ def install_off(app: bottle.Bottle) -> None:
 def install(app: bottle.Bottle | None, context: ServerContext) -> None:
     s = context.settings
     scripts = LuaScripts(context, app)
-    scripts.load(script_files(s.lua_scripts))
+    scripts.load(script_files(s.lua_scripts, ".lua", "LuaScripts"))
     context.plugins.lua = scripts
     if scripts.function("ReceivedInstanceFilter") is not None:
         context.filters.append(scripts.store_filter)
