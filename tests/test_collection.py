@@ -4,6 +4,7 @@ playbooks and modules are found by their full names from outside the clone."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -92,3 +93,13 @@ def test_installed_module_runs_with_its_module_utils(installed: Path) -> None:
                  ANSIBLE_COLLECTIONS_PATH=str(installed / "installed"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"probe":' in result.stdout and '"http": false' in result.stdout, result.stdout
+
+
+def test_installed_modules_document_their_options(installed: Path) -> None:
+    """The modules' shared HTTP options come from the collection's doc fragment."""
+    for module in ("fleet_content", "fleet_report_probe"):
+        result = run(str(BIN / "ansible-doc"), "--json", f"{FQCN}.{module}", cwd=installed,
+                     ANSIBLE_COLLECTIONS_PATH=str(installed / "installed"))
+        assert result.returncode == 0, result.stdout + result.stderr
+        options = json.loads(result.stdout)[f"{FQCN}.{module}"]["doc"]["options"]
+        assert {"url", "ca_path", "validate_certs", "user", "password"} <= set(options), module

@@ -20,31 +20,14 @@ description:
     this module sent, the only ones it will ever remove).
 version_added: "1.0.0"
 author: PiPACS contributors
+extends_documentation_fragment:
+  - pipacs.classroom.fleet_http
 options:
   manifest:
     description: The manifest of fleet_content_library (list of studies).
     type: list
     elements: dict
     required: true
-  url:
-    description: Base URL of pipacs (http:// or https://).
-    type: str
-    default: http://127.0.0.1:8042
-  ca_path:
-    description: Over HTTPS, the certificate (PEM) that pipacs' certificate is verified against.
-    type: path
-  validate_certs:
-    description: Over HTTPS, verify pipacs' certificate.
-    type: bool
-    default: true
-  user:
-    description: HTTP Basic user ("" without authentication).
-    type: str
-    default: ""
-  password:
-    description: Its password.
-    type: str
-    default: ""
   record:
     description: JSON file recording the studies the library sent to this Pi.
     type: path

@@ -17,26 +17,9 @@ description:
   - A Pi without pipacs (a repeater) answers with pipacs=false and no error.
 version_added: "1.0.0"
 author: PiPACS contributors
+extends_documentation_fragment:
+  - pipacs.classroom.fleet_http
 options:
-  url:
-    description: Base URL of pipacs (http:// or https://).
-    type: str
-    default: http://127.0.0.1:8042
-  ca_path:
-    description: Over HTTPS, the certificate (PEM) that pipacs' certificate is verified against.
-    type: path
-  validate_certs:
-    description: Over HTTPS, verify pipacs' certificate.
-    type: bool
-    default: true
-  user:
-    description: HTTP Basic user ("" without authentication).
-    type: str
-    default: ""
-  password:
-    description: Its password.
-    type: str
-    default: ""
   install_dir:
     description: pipacs' install folder (current/bin/pipacs).
     type: path
