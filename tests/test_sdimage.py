@@ -1,0 +1,148 @@
+"""The SD card image's disk step (image/build.sh disk / extract), without mounting anything.
+
+A small root file system and boot folder go through the same code `make image` uses: the
+partition table is read back with `sfdisk --json`, the FAT with mtools, the ext4 with debugfs,
+and a round trip through `extract` must give back every file, mode, owner and link. If a full
+image was built (`make image`), its boot partition is checked too: the Pi firmware, the
+kernel, cmdline.txt pointing at the root file system by label, and pipacs.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "image" / "build.sh"
+SECTOR = 512
+MIB = 1024 * 1024
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("mformat", "mcopy", "sfdisk", "debugfs")),
+    reason="needs root, mtools, fdisk (sfdisk) and e2fsprogs (make setup installs them)",
+)
+
+
+def sh(*cmd: str | Path) -> str:
+    run = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, f"{cmd}: {run.stdout}{run.stderr}"
+    return run.stdout
+
+
+def partitions(img: Path) -> tuple[dict, list[dict]]:
+    table = json.loads(sh("sfdisk", "--json", img))["partitiontable"]
+    return table, table["partitions"]
+
+
+def fat(img: Path, part: dict) -> str:
+    """mtools' -i FILE@@OFFSET: the FAT partition inside the image."""
+    return f"{img}@@{part['start'] * SECTOR}"
+
+
+def small_tree(base: Path) -> tuple[Path, Path]:
+    rootfs, boot = base / "rootfs", base / "boot"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "boot/firmware").mkdir(parents=True)
+    (rootfs / "home/pi").mkdir(parents=True)
+    (rootfs / "etc/fstab").write_text("LABEL=RASPIROOT / ext4 rw,noatime 0 1\n")
+    (rootfs / "etc/shadow").write_text("root:*:20000::::::\n")
+    os.chmod(rootfs / "etc/shadow", 0o640)
+    (rootfs / "home/pi/notes.txt").write_text("x" * 5000)
+    os.chown(rootfs / "home/pi", 1000, 1000)
+    os.chown(rootfs / "home/pi/notes.txt", 1000, 1000)
+    os.symlink("/usr/share/zoneinfo/Europe/Paris", rootfs / "etc/localtime")
+    (boot / "overlays").mkdir(parents=True)
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    (boot / "cmdline.txt").write_text("console=tty0 root=LABEL=RASPIROOT rw fsck.repair=yes rootwait\n")
+    (boot / "overlays/disable-bt.dtbo").write_bytes(b"\xd0\x0d\xfe\xed" * 64)
+    return rootfs, boot
+
+
+def describe(tree: Path) -> dict[str, tuple]:
+    out = {}
+    for path in sorted(tree.rglob("*")):
+        st = path.lstat()
+        rel = str(path.relative_to(tree))
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_dir():
+            out[rel] = ("dir", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
+        else:
+            out[rel] = ("file", oct(st.st_mode & 0o7777), st.st_uid, st.st_gid, path.read_bytes())
+    return out
+
+
+def test_disk_layout_and_round_trip(tmp_path: Path) -> None:
+    rootfs, boot = small_tree(tmp_path)
+    img = tmp_path / "out" / "test.img"
+    img.parent.mkdir()
+    sh(BUILD, "disk", rootfs, boot, img)
+
+    table, parts = partitions(img)
+    assert table["label"] == "dos"
+    assert [p["type"] for p in parts] == ["c", "83"]
+    assert parts[0].get("bootable") is True
+    # Aligned to 4 MiB / 1 MiB as SD cards like it; the root right after the boot partition
+    # and the image ending with it (growpart takes the rest of the card on the first boot).
+    assert parts[0]["start"] * SECTOR == 4 * MIB
+    assert parts[0]["size"] * SECTOR == 256 * MIB
+    assert parts[1]["start"] == parts[0]["start"] + parts[0]["size"]
+    assert img.stat().st_size == (parts[1]["start"] + parts[1]["size"]) * SECTOR
+
+    # The FAT: its label and files, read with mtools.
+    assert "RASPIFIRM" in sh("mlabel", "-s", "-i", fat(img, parts[0]), "::")
+    listing = sh("mdir", "-/", "-b", "-i", fat(img, parts[0]), "::")
+    assert {line.strip() for line in listing.splitlines()} >= {
+        "::/config.txt",
+        "::/cmdline.txt",
+        "::/overlays/disable-bt.dtbo",
+    }
+    # The ext4: labelled, its boot/firmware an empty mount point.
+    ext4 = tmp_path / "root.ext4"
+    sh("dd", f"if={img}", f"of={ext4}", "bs=1M", f"skip={parts[1]['start'] * SECTOR}", "iflag=skip_bytes", "status=none")
+    assert "RASPIROOT" in sh("dumpe2fs", "-h", ext4)
+    names = [line.split("/")[5] for line in sh("debugfs", "-R", "ls -p /boot/firmware", ext4).splitlines() if line]
+    assert sorted(names) == [".", ".."]
+    sh("e2fsck", "-fn", ext4)
+
+    # Round trip, with pipacs.txt written on the FAT as staff would after flashing.
+    pipacs_txt = tmp_path / "pipacs.txt"
+    pipacs_txt.write_text("hostname=pi-c7\n")
+    back = tmp_path / "back"
+    sh(BUILD, "extract", img, back, pipacs_txt)
+    got = describe(back)
+    assert got.pop("boot/firmware/pipacs.txt")[-1] == b"hostname=pi-c7\n"
+    want = describe(rootfs)
+    for name, value in describe(boot).items():
+        want[f"boot/firmware/{name}"] = value
+    # FAT keeps neither owners nor Unix modes: compare the boot files' contents only.
+    for name in list(want):
+        if name.startswith("boot/firmware/") and want[name][0] == "file":
+            assert got.pop(name)[-1] == want.pop(name)[-1], name
+        elif name.startswith("boot/firmware/"):
+            got.pop(name)
+            want.pop(name)
+    got.pop("lost+found", None)
+    assert got == want
+
+
+@pytest.mark.parametrize("arch", ["arm64", "armhf"])
+def test_built_image_boot_partition(arch: str) -> None:
+    img = ROOT / ".cache" / "image" / f"pipacs-bookworm-{arch}.img"
+    if not img.is_file():
+        pytest.skip(f"no {img.name}: make image ARCH={arch}")
+    _, parts = partitions(img)
+    files = {line.strip().lower() for line in sh("mdir", "-/", "-b", "-i", fat(img, parts[0]), "::").splitlines()}
+    assert {"::/config.txt", "::/cmdline.txt", "::/pipacs.txt"} <= files
+    assert any(f.startswith("::/vmlinuz-") for f in files) and any(f.startswith("::/initrd.img-") for f in files)
+    dtb = "bcm2711-rpi-4-b.dtb" if arch == "arm64" else "bcm2709-rpi-2-b.dtb"
+    assert f"::/{dtb}" in files
+    cmdline = sh("mtype", "-i", fat(img, parts[0]), "::cmdline.txt")
+    assert "root=LABEL=RASPIROOT" in cmdline
+    pipacs_txt = sh("mtype", "-i", fat(img, parts[0]), "::pipacs.txt")
+    assert "#hostname=pipacs" in pipacs_txt and "#wifi_passphrase=\n" in pipacs_txt.replace("\r\n", "\n")
