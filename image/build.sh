@@ -40,7 +40,8 @@ BOOT_LABEL=RASPIFIRM
 # Ansible, growpart for the first boot's resize, and the tools the disk and Wi-Fi need.
 BOOTSTRAP_PACKAGES=systemd,systemd-sysv,systemd-timesyncd,dbus,python3,python3-apt,sudo,iproute2,procps,ca-certificates,locales,tzdata,kmod,less,openssh-server,cloud-guest-utils,fdisk,dosfstools,e2fsprogs,iw,wireless-regdb,apt-utils
 # Installed after debootstrap (their scripts want /proc): firmware and kernel per architecture.
-FIRMWARE_PACKAGES="raspi-firmware firmware-brcm80211 initramfs-tools"
+# ifupdown and a DHCP client for the wired LAN, as Debian's Raspberry Pi images have.
+FIRMWARE_PACKAGES="raspi-firmware firmware-brcm80211 initramfs-tools ifupdown isc-dhcp-client"
 declare -A KERNEL=([arm64]=linux-image-arm64 [armhf]=linux-image-armmp-lpae)
 
 log() { printf '[image] %s\n' "$*" >&2; }
@@ -121,15 +122,9 @@ LABEL=$ROOT_LABEL / ext4 rw,noatime 0 1
 LABEL=$BOOT_LABEL /boot/firmware vfat rw,noatime,umask=0022 0 2
 EOF
     # The wired LAN (where Ansible reaches the Pi) by DHCP; the Wi-Fi is the hotspot role's.
-    cat >"$rootfs/etc/systemd/network/10-pipacs-wired.network" <<EOF
-# Written by image/build.sh: wired Ethernet by DHCP (the Wi-Fi radio is the hotspot's).
-[Match]
-Name=eth* en*
-
-[Network]
-DHCP=yes
-EOF
-    chroot "$rootfs" systemctl enable systemd-networkd.service >/dev/null 2>&1
+    mkdir -p "$rootfs/etc/network/interfaces.d"
+    printf '# Written by image/build.sh: wired Ethernet by DHCP.\nallow-hotplug eth0\niface eth0 inet dhcp\n' \
+        >"$rootfs/etc/network/interfaces.d/eth0"
 }
 
 # A Raspberry Pi OS Lite image (or anything shaped like it: MBR, FAT first, ext4 second).
@@ -338,6 +333,11 @@ build() {
         esac
     done
     [[ $arch == arm64 || $arch == armhf ]] || die "build: arm64 or armhf, not '$arch'"
+    inventory=$(cd "$inventory" && pwd)
+    # The example inventory's vault opens with the example password file (never a real one).
+    if [[ -z ${ANSIBLE_VAULT_PASSWORD_FILE:-} && $inventory == "$repo/inventory/example" ]]; then
+        export ANSIBLE_VAULT_PASSWORD_FILE=$repo/inventory/example/.vault-pass.example
+    fi
     [[ -z $base || -r $base ]] || die "no such base image: $base"
     [[ $arch == "$(dpkg --print-architecture)" ]] || "$repo/molecule/resources/testbed.sh" host-fixes --arm64
     mkdir -p "$out"
@@ -381,12 +381,18 @@ build() {
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
-WORK=${TMPDIR:-/var/tmp}
-case ${1:-} in
-    build) shift; build "$@" ;;
-    extract) shift; (($# == 2 || $# == 3)) || { usage; exit 2; }; extract "$@" ;;
-    disk) shift; (($# == 3)) || { usage; exit 2; }; disk "$@" ;;
-    testimage) shift; (($# == 1)) || { usage; exit 2; }; testimage "$1" ;;
-    import) shift; (($# == 2 || $# == 3)) || { usage; exit 2; }; import_image "$@" ;;
-    *) usage; exit 2 ;;
-esac
+# The whole script is read before anything runs, so editing it meanwhile is harmless.
+main() {
+    WORK=${TMPDIR:-/var/tmp}
+    case ${1:-} in
+        build) shift; build "$@" ;;
+        extract) shift; (($# == 2 || $# == 3)) || { usage; exit 2; }; extract "$@" ;;
+        disk) shift; (($# == 3)) || { usage; exit 2; }; disk "$@" ;;
+        testimage) shift; (($# == 1)) || { usage; exit 2; }; testimage "$1" ;;
+        import) shift; (($# == 2 || $# == 3)) || { usage; exit 2; }; import_image "$@" ;;
+        *) usage; exit 2 ;;
+    esac
+}
+
+main "$@"
+exit
