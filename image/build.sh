@@ -3,8 +3,9 @@
 # /sys and /dev into a chroot (this kind of machine has no vfat module and no device-mapper).
 #
 #   image/build.sh build arm64|armhf [--base RASPIOS.img[.xz]] [--inventory DIR] [--out DIR]
-#                  [--reuse] [--rootfs-only]  (reuse: start from the last unconverged root file
-#                                             system; rootfs-only: stop after making it)
+#                  [--reuse] [--rootfs-only] [--rootfs-tar TAR]  (reuse: start from the last
+#                  unconverged root file system; rootfs-only: stop after making it; rootfs-tar:
+#                  start from that tarball instead, no kernel: a quick check, not for Pis)
 #   image/build.sh extract IMAGE.img DIR [PIPACS_TXT]  root file system into DIR, boot files into
 #                                            DIR/boot/firmware (debugfs + mtools, no mount)
 #   image/build.sh disk ROOTFS BOOTDIR OUT.img   the disk step alone (partition table, FAT, ext4)
@@ -142,6 +143,19 @@ base_rootfs() {
     sed -i -E "s#^\S+(\s+/\s)#LABEL=$ROOT_LABEL\1#; s#^\S+(\s+/boot/firmware\s)#LABEL=$BOOT_LABEL\1#" "$rootfs/etc/fstab"
 }
 
+# An existing root file system (a tarball, e.g. the test bed's debootstrap cache): no kernel
+# or firmware, so its image does not boot a Pi; it checks the roles, the disk and the first
+# boot in far less time (the kernel step under qemu-user is most of a Debian build).
+tar_rootfs() {
+    local tarball=$1 rootfs=$2
+    rm -rf "$rootfs" && mkdir -p "$rootfs/boot/firmware"
+    tar -C "$rootfs" --numeric-owner -xf "$tarball"
+    no_services "$rootfs"
+    mkdir -p "$rootfs/boot/firmware"
+    printf 'LABEL=%s / ext4 rw,noatime 0 1\nLABEL=%s /boot/firmware vfat rw,noatime,umask=0022 0 2\n' \
+        "$ROOT_LABEL" "$BOOT_LABEL" >"$rootfs/etc/fstab"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The roles, applied in a container that runs the folder itself
 # ---------------------------------------------------------------------------------------------
@@ -183,9 +197,10 @@ converge() {
     : >"$rootfs/etc/machine-id"
     podman rm -f "$name" >/dev/null 2>&1 || true
     log "booting $rootfs as container $name"
-    podman run -d --name "$name" --rootfs "$rootfs" --systemd=always \
+    # --rootfs is a switch: the first argument is then the folder, not an image.
+    podman run -d --name "$name" --systemd=always \
         --cap-add SYS_ADMIN,NET_ADMIN,NET_RAW --hostname "$BUILD_HOST" --stop-timeout=2 \
-        --env container=podman /sbin/init >/dev/null
+        --env container=podman --rootfs "$rootfs" /sbin/init >/dev/null
     cat >"$WORK/hosts.yml" <<EOF
 # Written by image/build.sh: the image being built, a PACS Pi of no classroom yet.
 classroom:
@@ -320,11 +335,12 @@ testimage() {
 }
 
 build() {
-    local arch=${1:-} base="" inventory=$repo/inventory/example out=$repo/.cache/image reuse=0 rootfs_only=0
+    local arch=${1:-} base="" inventory=$repo/inventory/example out=$repo/.cache/image reuse=0 rootfs_only=0 rootfs_tar=""
     shift || true
     while (($#)); do
         case $1 in
             --reuse) reuse=1; shift ;;
+            --rootfs-tar) rootfs_tar=$2; shift 2 ;;
             --rootfs-only) rootfs_only=1; shift ;;
             --base) base=$2; shift 2 ;;
             --inventory) inventory=$2; shift 2 ;;
@@ -342,7 +358,7 @@ build() {
     [[ $arch == "$(dpkg --print-architecture)" ]] || "$repo/molecule/resources/testbed.sh" host-fixes --arm64
     mkdir -p "$out"
     out=$(cd "$out" && pwd)
-    WORK=$out/work-$arch
+    WORK=$out/work-$arch${rootfs_tar:+-tar}
     mkdir -p "$WORK"
     local rootfs=$WORK/rootfs start=$SECONDS
     trap chroot_umount EXIT
@@ -353,7 +369,9 @@ build() {
         rm -rf "$rootfs" && mkdir -p "$rootfs"
         tar -C "$rootfs" --numeric-owner -xf "$pristine"
     else
-        if [[ -n $base ]]; then base_rootfs "$base" "$rootfs"; else debian_rootfs "$arch" "$rootfs"; fi
+        if [[ -n $rootfs_tar ]]; then tar_rootfs "$rootfs_tar" "$rootfs"
+        elif [[ -n $base ]]; then base_rootfs "$base" "$rootfs"
+        else debian_rootfs "$arch" "$rootfs"; fi
         tar -C "$rootfs" --numeric-owner -cf "$pristine.part" . && mv "$pristine.part" "$pristine"
     fi
     log "root file system ready after $((SECONDS - start)) s"
@@ -379,7 +397,7 @@ build() {
         [[ -e $out/$name.img.xz ]] && echo ", xz $(du -m "$out/$name.img.xz" | cut -f1) MiB")"
 }
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The whole script is read before anything runs, so editing it meanwhile is harmless.
 main() {
