@@ -140,7 +140,8 @@ def test_built_image_boot_partition(arch: str) -> None:
     files = {line.strip().lower() for line in sh("mdir", "-/", "-b", "-i", fat(img, parts[0]), "::").splitlines()}
     assert {"::/config.txt", "::/cmdline.txt", "::/pipacs.txt"} <= files
     assert any(f.startswith("::/vmlinuz-") for f in files) and any(f.startswith("::/initrd.img-") for f in files)
-    dtb = "bcm2711-rpi-4-b.dtb" if arch == "arm64" else "bcm2709-rpi-2-b.dtb"
+    # Debian kernels carry the upstream device trees (bcm2836 is the Pi 2, bcm2711 the Pi 4).
+    dtb = "bcm2711-rpi-4-b.dtb" if arch == "arm64" else "bcm2836-rpi-2-b.dtb"
     assert f"::/{dtb}" in files
     cmdline = sh("mtype", "-i", fat(img, parts[0]), "::cmdline.txt")
     assert "root=LABEL=RASPIROOT" in cmdline
