@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,15 @@ def test_disk_layout_and_round_trip(tmp_path: Path) -> None:
     }
     # The ext4: labelled, its boot/firmware an empty mount point.
     ext4 = tmp_path / "root.ext4"
-    sh("dd", f"if={img}", f"of={ext4}", "bs=1M", f"skip={parts[1]['start'] * SECTOR}", "iflag=skip_bytes", "status=none")
+    sh(
+        "dd",
+        f"if={img}",
+        f"of={ext4}",
+        "bs=1M",
+        f"skip={parts[1]['start'] * SECTOR}",
+        "iflag=skip_bytes",
+        "status=none",
+    )
     assert "RASPIROOT" in sh("dumpe2fs", "-h", ext4)
     names = [line.split("/")[5] for line in sh("debugfs", "-R", "ls -p /boot/firmware", ext4).splitlines() if line]
     assert sorted(names) == [".", ".."]
@@ -147,3 +156,89 @@ def test_built_image_boot_partition(arch: str) -> None:
     assert "root=LABEL=RASPIROOT" in cmdline
     pipacs_txt = sh("mtype", "-i", fat(img, parts[0]), "::pipacs.txt")
     assert "#hostname=pipacs" in pipacs_txt and "#wifi_passphrase=\n" in pipacs_txt.replace("\r\n", "\n")
+
+
+TESTBED_CACHE = Path(os.environ.get("PIPACS_TESTBED_CACHE", "/var/cache/pipacs-testbed"))
+
+
+def test_first_boot_of_an_image_under_systemd(tmp_path: Path) -> None:
+    """disk -> import (pipacs.txt written on the FAT) -> boot with systemd under qemu-user,
+    no network: the first-boot unit runs before the services and names the Pi. The root is the
+    test bed's arm64 debootstrap (no converge: role-shaped files stand in for the roles')."""
+    tarballs = sorted(TESTBED_CACHE.glob("rootfs-bookworm-arm64-*.tar"))
+    if not tarballs or not shutil.which("podman"):
+        pytest.skip("no arm64 test bed root (molecule/resources/testbed.sh image arm64)")
+    from test_hotspot_dhcp import render_role
+
+    rootfs, boot = tmp_path / "rootfs", tmp_path / "boot"
+    rootfs.mkdir()
+    boot.mkdir()
+    sh("tar", "-C", rootfs, "--numeric-owner", "-xf", tarballs[-1])
+    role = ROOT / "roles/firstboot"
+    out = render_role(
+        tmp_path,
+        "firstboot",
+        {
+            "unit": ("etc/systemd/system/pipacs-firstboot.service.j2", "unit"),
+            "txt": ("boot/firmware/pipacs.txt.j2", "txt"),
+        },
+        inventory_hostname_short="pipacs",
+    )
+    shutil.copy(role / "files/pipacs-firstboot", rootfs / "usr/local/sbin/pipacs-firstboot")
+    shutil.copy(out["unit"], rootfs / "etc/systemd/system/pipacs-firstboot.service")
+    wants = rootfs / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(exist_ok=True)
+    (wants / "pipacs-firstboot.service").symlink_to("/etc/systemd/system/pipacs-firstboot.service")
+    for path, text in {
+        "etc/pipacs/server.json": '{\n  "Name": "PiPACS pipacs",\n  "DicomAet": "PIPACS",\n  "DicomPort": 4242\n}\n',
+        "etc/hostapd/wlan0.conf": "interface=wlan0\nssid=PiPACS-pipacs\ncountry_code=GB\nwpa_passphrase=image pass\n",
+        "etc/hostname": "pipacs\n",
+        "etc/fstab": "LABEL=RASPIROOT / ext4 rw,noatime 0 1\nLABEL=RASPIFIRM /boot/firmware vfat rw,noatime 0 2\n",
+    }.items():
+        (rootfs / path).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / path).write_text(text)
+    shutil.copy(out["txt"], boot / "pipacs.txt")
+    img = tmp_path / "probe.img"
+    sh(BUILD, "disk", rootfs, boot, img)
+    shutil.rmtree(rootfs)
+    tag, name = "localhost/pipacs-sdimage-test:arm64", f"pipacs-sdimage-test-{os.getpid()}"
+    sh(BUILD, "import", img, tag, ROOT / "molecule/image-arm64/pipacs.txt")
+    try:
+        sh(
+            "podman",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network=none",
+            "--hostname",
+            "pipacs",
+            "--systemd=always",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--stop-timeout=2",
+            tag,
+        )
+        state = ""
+        for _ in range(120):
+            state = subprocess.run(
+                ["podman", "exec", name, "systemctl", "show", "-P", "ActiveState", "pipacs-firstboot.service"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            if state in ("active", "failed"):
+                break
+            time.sleep(2)
+        log = sh("podman", "exec", name, "journalctl", "-b", "-u", "pipacs-firstboot.service", "--no-pager")
+        assert state == "active", log
+        assert "host name pipacs -> pi-c7" in log and "not grown" in log
+        assert sh("podman", "exec", name, "hostname").strip() == "pi-c7"
+        server = sh("podman", "exec", name, "cat", "/etc/pipacs/server.json")
+        assert '"DicomAet": "PACS_C7",' in server and '"Name": "PiPACS pi-c7",' in server
+        hostapd = sh("podman", "exec", name, "cat", "/etc/hostapd/wlan0.conf")
+        assert "\nssid=PiPACS Classroom C\n" in hostapd and "\nwpa_passphrase=classroom-c-2026\n" in hostapd
+        assert sh("podman", "exec", name, "readlink", "/etc/localtime").strip() == "/usr/share/zoneinfo/Europe/Paris"
+    finally:
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True, check=False)
+        subprocess.run(["podman", "rmi", tag], capture_output=True, check=False)
