@@ -36,6 +36,8 @@ BUILD_HOST=pipacs
 BOOT_MB=256
 ROOT_LABEL=RASPIROOT
 BOOT_LABEL=RASPIFIRM
+# The MBR's disk identifier: random, or a base image's (base_rootfs).
+DISK_ID=${PIPACS_IMAGE_DISK_ID:-}
 
 # debootstrap: what a Raspberry Pi OS Lite image also has (the test bed's list), plus SSH for
 # Ansible, growpart for the first boot's resize, and the tools the disk and Wi-Fi need.
@@ -138,9 +140,10 @@ base_rootfs() {
     fi
     extract "$img" "$rootfs"
     no_services "$rootfs"
+    # Raspberry Pi OS boots with root=PARTUUID=<disk id>-02 (no initramfs to find a label):
+    # the new disk keeps the base image's disk id, so its PARTUUIDs stay the same.
+    DISK_ID=$(sfdisk --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"].get("id", ""))')
     [[ $img == "$WORK/base.img" ]] && rm -f "$img"
-    # Raspberry Pi OS mounts its boot partition by PARTUUID; the new disk has new ones.
-    sed -i -E "s#^\S+(\s+/\s)#LABEL=$ROOT_LABEL\1#; s#^\S+(\s+/boot/firmware\s)#LABEL=$BOOT_LABEL\1#" "$rootfs/etc/fstab"
 }
 
 # An existing root file system (a tarball, e.g. the test bed's debootstrap cache): no kernel
@@ -267,6 +270,7 @@ disk() {
     truncate -s $(((root_start + root_sectors) * 512)) "$out"
     sfdisk --quiet "$out" <<EOF
 label: dos
+${DISK_ID:+label-id: $DISK_ID}
 unit: sectors
 
 start=$boot_start, size=$boot_sectors, type=c, bootable

@@ -78,14 +78,17 @@ def describe(tree: Path) -> dict[str, tuple]:
     return out
 
 
-def test_disk_layout_and_round_trip(tmp_path: Path) -> None:
+def test_disk_layout_and_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rootfs, boot = small_tree(tmp_path)
     img = tmp_path / "out" / "test.img"
     img.parent.mkdir()
+    # A Raspberry Pi OS base keeps its disk id (its cmdline.txt says root=PARTUUID=<id>-02).
+    monkeypatch.setenv("PIPACS_IMAGE_DISK_ID", "0x5e3da3da")
     sh(BUILD, "disk", rootfs, boot, img)
 
     table, parts = partitions(img)
     assert table["label"] == "dos"
+    assert table["id"] == "0x5e3da3da"
     assert [p["type"] for p in parts] == ["c", "83"]
     assert parts[0].get("bootable") is True
     # Aligned to 4 MiB / 1 MiB as SD cards like it; the root right after the boot partition
