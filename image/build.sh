@@ -6,6 +6,8 @@
 #                  [--reuse] [--rootfs-only] [--rootfs-tar TAR]  (reuse: start from the last
 #                  unconverged root file system; rootfs-only: stop after making it; rootfs-tar:
 #                  start from that tarball instead, no kernel: a quick check, not for Pis)
+#                  [--ssh-key FILE.pub] [--user NAME]  (the account Ansible logs in with:
+#                  default pi, with ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub)
 #   image/build.sh extract IMAGE.img DIR [PIPACS_TXT]  root file system into DIR, boot files into
 #                                            DIR/boot/firmware (debugfs + mtools, no mount)
 #   image/build.sh disk ROOTFS BOOTDIR OUT.img   the disk step alone (partition table, FAT, ext4)
@@ -231,6 +233,20 @@ EOF
     container_shims remove "$rootfs"
 }
 
+# The account Ansible logs in with afterwards (the inventory's ansible_user, with become):
+# SSH keys only, no password. Raspberry Pi OS bases make theirs at their own first boot.
+login_account() {
+    local rootfs=$1 user=$2 key=$3
+    [[ -n $key ]] || { log "no SSH key (--ssh-key): the Pi has no account Ansible can log in with"; return 0; }
+    chroot "$rootfs" id "$user" >/dev/null 2>&1 || chroot "$rootfs" useradd -m -s /bin/bash -G sudo "$user"
+    printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$user" >"$rootfs/etc/sudoers.d/50-pipacs-image"
+    chmod 0440 "$rootfs/etc/sudoers.d/50-pipacs-image"
+    install -d -m 0700 "$rootfs/home/$user/.ssh"
+    install -m 0600 "$key" "$rootfs/home/$user/.ssh/authorized_keys"
+    chroot "$rootfs" chown -R "$user:$user" "/home/$user/.ssh"
+    log "account $user with the SSH key $key"
+}
+
 # What one Pi must not share with the next: identities made on first boot.
 clean_rootfs() {
     local rootfs=$1
@@ -340,11 +356,17 @@ testimage() {
 
 build() {
     local arch=${1:-} base="" inventory=$repo/inventory/example out=$repo/.cache/image reuse=0 rootfs_only=0 rootfs_tar=""
+    local ssh_key="" login_user=pi k
+    for k in ~/.ssh/id_ed25519.pub ~/.ssh/id_ecdsa.pub ~/.ssh/id_rsa.pub; do
+        [[ -z $ssh_key && -r $k ]] && ssh_key=$k
+    done
     shift || true
     while (($#)); do
         case $1 in
             --reuse) reuse=1; shift ;;
             --rootfs-tar) rootfs_tar=$2; shift 2 ;;
+            --ssh-key) ssh_key=$2; shift 2 ;;
+            --user) login_user=$2; shift 2 ;;
             --rootfs-only) rootfs_only=1; shift ;;
             --base) base=$2; shift 2 ;;
             --inventory) inventory=$2; shift 2 ;;
@@ -382,6 +404,7 @@ build() {
     ((rootfs_only)) && return 0
     converge "$arch" "$rootfs" "$inventory"
     log "converged after $((SECONDS - start)) s"
+    [[ -n $base ]] || login_account "$rootfs" "$login_user" "$ssh_key"
     clean_rootfs "$rootfs"
     local bootdir=$WORK/boot
     rm -rf "$bootdir"
@@ -401,7 +424,7 @@ build() {
         [[ -e $out/$name.img.xz ]] && echo ", xz $(du -m "$out/$name.img.xz" | cut -f1) MiB")"
 }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The whole script is read before anything runs, so editing it meanwhile is harmless.
 main() {
