@@ -426,7 +426,8 @@ build() {
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
-# The whole script is read before anything runs, so editing it meanwhile is harmless.
+# main and exit on one line: bash has read the whole script before anything runs, so editing
+# it during a build is harmless.
 main() {
     WORK=${TMPDIR:-/var/tmp}
     case ${1:-} in
@@ -439,5 +440,4 @@ main() {
     esac
 }
 
-main "$@"
-exit
+main "$@"; exit
