@@ -8,10 +8,11 @@ EXAMPLE_VAULT := ANSIBLE_VAULT_PASSWORD_FILE=$(CURDIR)/inventory/example/.vault-
 # Debian packages: dcmtk (real DICOM peers for tests), orthanc (the reference the IDs and
 # benchmarks compare with), podman and debootstrap (simulated Pis), busybox/dnsmasq/hostapd
 # (hotspot checks), sqlite3 (inspecting an index by hand), rsync (backup.yml pulls with it),
-# libfuse3-dev pkg-config gcc python3-dev (pip builds pyfuse3, for bench/powerfs.py, from source).
+# libfuse3-dev pkg-config gcc python3-dev (pip builds pyfuse3, for bench/powerfs.py, from source),
+# mtools/fdisk/dosfstools/xz-utils (SD card images: FAT without mounting, sfdisk, .img.xz).
 APT_PACKAGES := python3-venv dcmtk orthanc orthanc-dicomweb podman crun netavark aardvark-dns \
 	iptables debootstrap uidmap sqlite3 curl dnsmasq-base hostapd busybox dnsutils iproute2 nftables rsync \
-	libfuse3-dev pkg-config gcc python3-dev
+	libfuse3-dev pkg-config gcc python3-dev mtools fdisk dosfstools xz-utils e2fsprogs
 # Headless Chromium for the viewer's browser tests (its recommends would add ~130 packages).
 APT_LEAN := chromium fonts-liberation
 
@@ -21,7 +22,7 @@ OHIF_VERSION := 3.13.2
 OHIF_BUILD := $(CURDIR)/.cache/ohif/$(OHIF_VERSION)/.complete
 
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
-	lint-ansible molecule molecule-% bench clean lock collection
+	lint-ansible molecule molecule-% bench clean lock collection image
 
 setup: $(BIN)/pipacs $(OHIF_BUILD) ## install Debian packages and the Python venv (idempotent)
 
@@ -90,6 +91,16 @@ lint-ansible: setup
 	$(BIN)/yamllint .
 	$(BIN)/ansible-lint
 	$(EXAMPLE_VAULT) $(BIN)/ansible-playbook --syntax-check molecule/*/converge.yml
+
+# SD card images (README, "SD card images"): .cache/image/pipacs-bookworm-<arch>.img, .img.xz
+# and .sha256. From Debian (debootstrap) or from a Raspberry Pi OS Lite image: BASE=file.img.xz.
+# IMAGE_INVENTORY: the inventory whose group_vars the image gets (its vault password file in
+# ANSIBLE_VAULT_PASSWORD_FILE; the example's is set here).
+ARCH ?= arm64
+IMAGE_INVENTORY ?= inventory/example
+image: setup ## flashable SD card image: make image ARCH=arm64|armhf [BASE=raspios-lite.img.xz]
+	$(if $(filter inventory/example,$(IMAGE_INVENTORY)),$(EXAMPLE_VAULT)) image/build.sh build $(ARCH) \
+		--inventory $(IMAGE_INVENTORY) $(if $(BASE),--base $(BASE))
 
 # Two lanes of scenarios at once (PIPACS_MOLECULE_LANES): CI's 2 cores finish the set in
 # about two thirds of the time one lane takes.

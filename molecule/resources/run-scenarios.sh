@@ -6,13 +6,15 @@
 #   molecule/resources/run-scenarios.sh site-arm64   site.yml on one emulated arm64 Pi
 #   molecule/resources/run-scenarios.sh base:arm64   a scenario on the arm64 image instead
 #   molecule/resources/run-scenarios.sh site-armhf   site.yml on one emulated 32-bit Pi, offline
+#   molecule/resources/run-scenarios.sh image-arm64  the SD card image booted as a Pi (builds it)
 #
 # Prepares the host and the images first (testbed.sh all; quick when already done). A scenario
 # named *-arm64, or NAME:arm64, also gets `testbed.sh host-fixes --arm64` (qemu-user through
 # binfmt_misc) and `testbed.sh image arm64`; NAME:arm64 runs NAME with
 # PIPACS_TESTBED_IMAGE=localhost/pipacs-bookworm:arm64. PIPACS_ARM64=0 leaves the *-arm64
 # scenarios out of "every scenario" (a kernel without binfmt_misc); *-armhf likewise get the
-# armhf image, and PIPACS_ARMHF=0 leaves them out.
+# armhf image, and PIPACS_ARMHF=0 leaves them out. image-* scenarios boot the SD card image
+# (image/build.sh testimage builds it when missing); PIPACS_SDIMAGE=0 leaves them out.
 # Full logs go to .cache/molecule-logs/<scenario>.log. Exit code: number of failed scenarios.
 # Time limit per scenario: PIPACS_SCENARIO_TIMEOUT seconds (1500), fleet PIPACS_FLEET_TIMEOUT (2700).
 # PIPACS_MOLECULE_LANES=N (1 here, 2 from `make molecule`) runs N scenarios at once.
@@ -34,6 +36,7 @@ if ((${#scenarios[@]} == 0)); then
         scenario=$(basename "$(dirname "$file")")
         [[ $scenario == *-arm64 && ${PIPACS_ARM64:-1} == 0 ]] && continue
         [[ $scenario == *-armhf && ${PIPACS_ARMHF:-1} == 0 ]] && continue
+        [[ $scenario == image-* && ${PIPACS_SDIMAGE:-1} == 0 ]] && continue
         scenarios+=("$scenario")
     done
 fi
@@ -64,6 +67,14 @@ run_one() {
     fi
     echo "=== ${image[*]}${image[*]:+ }molecule test -s $scenario (log: $log)"
     start=$(date +%s)
+    # The SD card image scenarios boot the image itself: build it when missing, then import it
+    # with the scenario's pipacs.txt written on its boot partition (image/build.sh testimage).
+    if [[ $scenario == image-* ]] &&
+        ! "$repo/image/build.sh" testimage "${scenario#image-}" >"$logs/$scenario.image.log" 2>&1; then
+        tail -n 20 "$logs/$scenario.image.log"
+        printf '%-4s %-12s %4ss\n' FAIL "$entry" "$(($(date +%s) - start))" >>"$results"
+        return
+    fi
     # A scenario that hangs (a stuck apt download in a container, say) must not eat CI's time.
     # fleet runs eleven playbooks on three Pis after its converge: it gets longer.
     limit=${PIPACS_SCENARIO_TIMEOUT:-1500}
