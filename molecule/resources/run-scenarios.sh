@@ -16,7 +16,8 @@
 # armhf image, and PIPACS_ARMHF=0 leaves them out. image-* scenarios boot the SD card image
 # (image/build.sh testimage builds it when missing); PIPACS_SDIMAGE=0 leaves them out.
 # Full logs go to .cache/molecule-logs/<scenario>.log. Exit code: number of failed scenarios.
-# Time limit per scenario: PIPACS_SCENARIO_TIMEOUT seconds (1500), fleet PIPACS_FLEET_TIMEOUT (2700).
+# Time limit per scenario: PIPACS_SCENARIO_TIMEOUT seconds (2400), fleet PIPACS_FLEET_TIMEOUT (3600):
+# with two lanes on 2 cores a scenario takes up to half as long again as alone.
 # PIPACS_MOLECULE_LANES=N (1 here, 2 from `make molecule`) runs N scenarios at once.
 set -euo pipefail
 
@@ -77,8 +78,8 @@ run_one() {
     fi
     # A scenario that hangs (a stuck apt download in a container, say) must not eat CI's time.
     # fleet runs eleven playbooks on three Pis after its converge: it gets longer.
-    limit=${PIPACS_SCENARIO_TIMEOUT:-1500}
-    if [[ $scenario == fleet ]]; then limit=${PIPACS_FLEET_TIMEOUT:-2700}; fi
+    limit=${PIPACS_SCENARIO_TIMEOUT:-2400}
+    if [[ $scenario == fleet ]]; then limit=${PIPACS_FLEET_TIMEOUT:-3600}; fi
     if env "${image[@]}" timeout --kill-after=60 "$limit" \
         molecule test -s "$scenario" >"$log" 2>&1; then
         result=PASS
