@@ -20,6 +20,9 @@
 # with two lanes on 2 cores a scenario takes up to half as long again as alone.
 # PIPACS_MOLECULE_LANES=N (1 here, 2 from `make molecule`) runs N scenarios at once.
 set -euo pipefail
+# The whole script is one block, read before it runs: editing this file while a run goes on
+# (runs take an hour) cannot change what that run does next.
+{
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -127,3 +130,4 @@ echo "=== summary"
 cat "$results"
 echo "molecule: $((${#scenarios[@]} - failed)) passed, $failed failed"
 exit "$failed"
+}
