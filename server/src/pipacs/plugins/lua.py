@@ -157,6 +157,7 @@ class LuaScripts:
         self.output: list[str] | None = None
         self.queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
         self.thread: threading.Thread | None = None
+        self.defined: frozenset[str] = frozenset()
         g = self.lua.globals()
         for name, function in (
             ("RestApiGet", lambda uri, builtin=None, headers=None:
@@ -256,6 +257,7 @@ class LuaScripts:
     # ---------------------------------------------------------------- callbacks
 
     def function(self, name: str) -> Any:
+        """The script's function of that name (the Lua state: with self.lock held only)."""
         f = self.lua.globals()[name]
         return f if f is not None and type(f).__name__ == "_LuaFunction" else None
 
@@ -279,13 +281,18 @@ class LuaScripts:
                     logger.error("LuaScripts: %s failed to load: %s", f, e)
                     continue
                 logger.info("LuaScripts: %s loaded", f)
-        found = [c for c in CALLBACKS if self.function(c) is not None]
-        logger.info("Lua callbacks: %s", ", ".join(found) or "none")
+            self.scan()
+        logger.info("Lua callbacks: %s", ", ".join(sorted(self.defined)) or "none")
+
+    def scan(self) -> None:
+        """Note which callbacks the scripts define (with self.lock held), so that the C-STORE
+        and HTTP threads can tell without touching the Lua state, which one thread at a time
+        may use."""
+        self.defined = frozenset(c for c in CALLBACKS if self.function(c) is not None)
 
     def start(self) -> None:
         self.call("Initialize")
-        if any(self.function(c) for c in ("OnStoredInstance", "OnDeletedInstance",
-                                          *STABLE.values())):
+        if self.defined & {"OnStoredInstance", "OnDeletedInstance", *STABLE.values()}:
             self.context.add_listener(self.on_event)
             self.thread = threading.Thread(target=self.run, name="lua", daemon=True)
             self.thread.start()
@@ -298,17 +305,16 @@ class LuaScripts:
         self.call("Finalize")
 
     def on_event(self, event: str, payload: dict[str, Any]) -> None:
-        if event == "stored" and self.function("OnStoredInstance") is not None:
+        if event == "stored" and "OnStoredInstance" in self.defined:
             ids = payload["result"].ids
             self.queue.put(("OnStoredInstance", (
                 ids[INSTANCE], simplified_tags(payload["result"].parsed),
                 None, origin_dict(payload["origin"]))))  # metadata: read on the worker
-        elif event == "deleted" and self.function("OnDeletedInstance") is not None:
+        elif event == "deleted" and "OnDeletedInstance" in self.defined:
             for level, public_id in payload.get("resources", []):
                 if level == INSTANCE:
                     self.queue.put(("OnDeletedInstance", (public_id,)))
-        elif (event == "stable" and payload["level"] in STABLE
-              and self.function(STABLE[payload["level"]]) is not None):
+        elif event == "stable" and STABLE.get(payload["level"]) in self.defined:
             self.queue.put((STABLE[payload["level"]], (payload["id"], None, None)))
 
     def run(self) -> None:
@@ -362,6 +368,7 @@ class LuaScripts:
                 self.lua.compile(code)()
             finally:
                 output, self.output = self.output, None
+                self.scan()  # a script may define or drop callbacks
         return "".join(output)
 
 
@@ -380,10 +387,10 @@ def install(app: bottle.Bottle | None, context: ServerContext) -> None:
     scripts = LuaScripts(context, app)
     scripts.load(script_files(s.lua_scripts, ".lua", "LuaScripts"))
     context.plugins.lua = scripts
-    if scripts.function("ReceivedInstanceFilter") is not None:
+    if "ReceivedInstanceFilter" in scripts.defined:
         context.filters.append(scripts.store_filter)
     if app is not None:
-        if scripts.function("IncomingHttpRequestFilter") is not None:
+        if "IncomingHttpRequestFilter" in scripts.defined:
             app.add_hook("before_request", scripts.http_filter)
 
         @app.post("/tools/execute-script")
