@@ -5,9 +5,10 @@ Starts a server (pipacs, or Debian's Orthanc with its web viewer plugin), stores
 (bench/datagen.py's 512x512 slices, 200 by default), and runs N simulated tablets in a network
 namespace joined to the server by a veth pair shaped like a classroom Wi-Fi: `tc netem` with a
 shared rate (20 Mbit/s) and a few ms of delay each way. Each tablet does what its viewer does:
-the page and its assets, the study list, the study, then every image of the series (the middle
-one first, as the viewer shows it, then outwards), with up to 4 requests in flight (a browser
-opens up to 6 connections per host; the viewers prefetch a few images ahead).
+the page and its assets, the study list, the study (pipacs: the series strip's thumbnail),
+then the middle image alone (each viewer shows it before it prefetches), then every other image
+of the series outwards, up to 4 requests in flight (a browser opens up to 6 connections per
+host; the viewers prefetch a few images ahead, a student scrolls through the rest).
 
     sudo .venv/bin/python bench/tablets.py                       # pipacs viewer, 30 tablets
     sudo .venv/bin/python bench/tablets.py --viewers pipacs,orthanc,ohif
@@ -84,7 +85,7 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 # ---------------------------------------------------------------- the air
 
 
-def air_up(rate: str, delay: str) -> None:
+def air_up(rate: str, delay: str, queue: str = "station", tablets: int = 30) -> None:
     """A namespace for the tablets, a veth pair to it, both directions shaped."""
     sh("ip", "netns", "add", NS)
     sh("ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", NS_IF)
@@ -98,17 +99,42 @@ def air_up(rate: str, delay: str) -> None:
         sh("ip", "netns", "exec", NS, "ip", "addr", "add", f"{tablet_ip(k)}/24", "dev", NS_IF)
     sh("ip", "netns", "exec", NS, "ip", "link", "set", NS_IF, "up")
     sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
-    # One token bucket per direction is the shared medium: every tablet's bytes queue behind
-    # one another, as on one Wi-Fi channel (an access point buffers a lot: 2 MB of queue).
-    # netem would add the delay in the kernel; where the kernel has no sch_netem (as here),
-    # the tablets wait the round trip themselves before each request (Tablet.get).
-    for prefix, dev in (((), HOST_IF), (("ip", "netns", "exec", NS), NS_IF)):
-        shaped = sh(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", delay,
+    global CLIENT_RTT
+    for prefix, dev, side in (((), HOST_IF, "dst"), (("ip", "netns", "exec", NS), NS_IF, "src")):
+        tc = (*prefix, "tc")
+        if queue == "station":
+            # One rate for the channel, one queue per tablet served in turn: an access point's
+            # per-station queues (Linux mac80211's with airtime fairness; brcmfmac, the Pi's
+            # Wi-Fi, keeps a flow ring per station). A tablet's first image then waits behind
+            # its own bytes, not behind every other tablet's prefetching.
+            sh(*tc, "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "2",
+               "r2q", "100")
+            sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", "1:1", "htb",
+               "rate", rate, "ceil", rate)
+            share = f"{max(1.0, rate_bits(rate) / 1000 / max(1, tablets)):.0f}kbit"
+            for k in range(min(tablets, TABLET_ADDRESSES) + 1):  # the last: everything else
+                cls = f"1:{k + 2:x}"
+                sh(*tc, "class", "add", "dev", dev, "parent", "1:1", "classid", cls, "htb",
+                   "rate", share, "ceil", rate, "quantum", "1514")
+                leaf = sh(*tc, "qdisc", "add", "dev", dev, "parent", cls, "netem", "delay",
+                          delay, "limit", "1000", check=False)
+                if leaf.returncode:
+                    sh(*tc, "qdisc", "add", "dev", dev, "parent", cls, "bfifo", "limit", "1mb")
+                    CLIENT_RTT = 2 * ms(delay) / 1000
+                if k < min(tablets, TABLET_ADDRESSES):
+                    sh(*tc, "filter", "add", "dev", dev, "protocol", "ip", "parent", "1:",
+                       "prio", "1", "u32", "match", "ip", side, f"{tablet_ip(k)}/32",
+                       "flowid", cls)
+            continue
+        # fifo: one token bucket per direction, every tablet's bytes queue behind one another
+        # in 2 MB (a deep single queue, as pfifo_fast's 1,000 packets on a Pi's wlan0). netem
+        # would add the delay in the kernel; where the kernel has no sch_netem (as here),
+        # the tablets wait the round trip themselves before each request (Tablet.get).
+        shaped = sh(*tc, "qdisc", "add", "dev", dev, "root", "netem", "delay", delay,
                     "rate", rate, "limit", "10000", check=False)
         if shaped.returncode:
-            sh(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
+            sh(*tc, "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate,
                "burst", "64kb", "limit", "2mb")
-            global CLIENT_RTT
             CLIENT_RTT = 2 * ms(delay) / 1000
 
 
@@ -284,16 +310,16 @@ class Tablet:
         return b""
 
     def images(self, paths: list[str], accept: str) -> float:
-        """Every path, middle first then outwards, IN_FLIGHT at a time; the time the first
-        (middle) one arrived."""
+        """The middle image alone (each viewer shows it before it prefetches), then every
+        other path outwards, IN_FLIGHT at a time; the time the first (middle) one arrived."""
         middle = len(paths) // 2
-        order = [middle] + [i for d in range(1, len(paths)) for i in (middle + d, middle - d)
-                            if 0 <= i < len(paths)]
+        self.get(paths[middle], accept)
+        first_at = time.monotonic()
+        order = [i for d in range(1, len(paths)) for i in (middle + d, middle - d)
+                 if 0 <= i < len(paths)]
         work: queue.Queue[int] = queue.Queue()
         for i in order:
             work.put(i)
-        first = threading.Event()
-        first_at = [0.0]
 
         def worker() -> None:
             while True:
@@ -302,16 +328,13 @@ class Tablet:
                 except queue.Empty:
                     return
                 self.get(paths[i], accept)
-                if i == middle and not first.is_set():
-                    first_at[0] = time.monotonic()
-                    first.set()
 
         threads = [threading.Thread(target=worker) for _ in range(IN_FLIGHT)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return first_at[0]
+        return first_at
 
 
 def assets(page: bytes, base: str) -> list[str]:
@@ -329,6 +352,10 @@ def run_pipacs(t: Tablet, quality: int = 90) -> float:
     study = studies[0]["ID"]
     t.get(f"/studies/{study}", "application/json")
     series = json.loads(t.get(f"/studies/{study}/series?expand", "application/json"))
+    for se in series:  # the series strip's thumbnails (a 92-pixel image each)
+        ids = se.get("Instances") or []
+        if ids:
+            t.get(f"/instances/{ids[len(ids) // 2]}/rendered?width=92&height=92", "image/jpeg")
     instances = json.loads(t.get(f"/series/{series[0]['ID']}/instances", "application/json"))
     instances.sort(key=lambda i: int(i["MainDicomTags"].get("InstanceNumber", "0") or 0))
     t.get(f"/instances/{instances[len(instances) // 2]['ID']}/simplified-tags", "application/json")
@@ -435,6 +462,9 @@ def main() -> None:
     ap.add_argument("--rate", default="20mbit", help="the shared Wi-Fi rate (netem)")
     ap.add_argument("--delay", default="3ms", help="one-way delay each direction")
     ap.add_argument("--stagger", type=float, default=0.1, help="seconds between tablet starts")
+    ap.add_argument("--queue", choices=("station", "fifo"), default="station",
+                    help="the access point's queueing: one queue per tablet served in turn "
+                         "(default), or one 2 MB queue for all")
     ap.add_argument("--pi3", action="store_true", help="cap the server like a Raspberry Pi 3")
     ap.add_argument("--cpu-quota", type=float, default=0.6, help="with --pi3: CPUs")
     ap.add_argument("--memory-mb", type=int, default=1024, help="with --pi3: memory")
@@ -474,13 +504,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
     try:
         files = datagen.make_large(tmp / "data", count=args.slices, studies=1, seed=3)
-        air_up(args.rate, args.delay)
+        air_up(args.rate, args.delay, args.queue, args.tablets)
         limits = (f"server capped at {args.cpu_quota} CPU and {args.memory_mb} MB"
                   if args.pi3 else "server unlimited")
         how = ("in the kernel" if not CLIENT_RTT else
                "waited by the tablets before each request (no sch_netem in this kernel)")
+        queueing = ("a queue per tablet" if args.queue == "station" else "one 2 MB queue")
         print(f"{args.tablets} tablets, {args.slices} slices of 512x512 CT, link {args.rate} "
-              f"shared, {args.delay} each way {how}; {limits}; load {os.getloadavg()[0]:.2f}")
+              f"shared ({queueing}), {args.delay} each way {how}; {limits}; "
+              f"load {os.getloadavg()[0]:.2f}")
         for viewer in viewers:
             kind = "orthanc" if viewer == "orthanc" else "pipacs"
             cgroup = Cgroup(args.cpu_quota, args.memory_mb) if args.pi3 else None

@@ -74,6 +74,9 @@ class Server:
             # arrives (413, in Orthanc's shape: http/channel.py); its limit is exclusive
             max_request_body_size=(s.http_maximum_body_size << 20) + 1,
         )
+        from .http.fairqueue import install as fair_queue
+
+        fair_queue(self.http.task_dispatcher)  # clients served in turn (http/fairqueue.py)
         if s.tcp_no_delay:
             import socket
 
