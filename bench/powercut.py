@@ -320,7 +320,7 @@ def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[
     totals.trials += 1
     totals.acknowledged += len(acked)
     if mode == "calibrate" and not acked:  # nothing to check: say why, not just "0"
-        said = "\n".join(out.read_text(errors="replace")[-300:] for out in outs[:1])
+        said = "\n".join(out.read_text(errors="replace")[:1200] for out in outs[:1])
         totals.notes.append(f"{kind} trial {n}: no C-STORE acknowledged; storescu said: "
                             f"{said}\n{kind} said: {srv.log.read_text(errors='replace')[-600:]}")
     if not srv.start():

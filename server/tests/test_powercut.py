@@ -65,7 +65,7 @@ def test_pipacs_loses_no_acknowledged_instance_at_power_cuts() -> None:
     """Cuts during 4 parallel C-STORE associations, index checkpoints and commits."""
     totals = powercut.run(["pipacs"], trials=3, seconds=60, files_per_association=10,
                           seed=5, quiet=True)["pipacs"]
-    assert totals.trials >= 2 and totals.acknowledged > 0, (totals, totals.notes)
+    assert totals.trials >= 2 and totals.acknowledged > 0, "\n".join([str(totals), *totals.notes])
     assert (totals.lost, totals.repairs) == (0, 0), totals.notes
 
 
@@ -75,7 +75,7 @@ def test_pipacs_makes_its_folders_and_file_names_durable() -> None:
     every acknowledged instance was lost here)."""
     totals = powercut.run(["pipacs"], trials=1, seconds=40, files_per_association=10,
                           strict=True, seed=6, quiet=True)["pipacs"]
-    assert totals.trials >= 1 and totals.acknowledged > 0, (totals, totals.notes)
+    assert totals.trials >= 1 and totals.acknowledged > 0, "\n".join([str(totals), *totals.notes])
     assert (totals.lost, totals.repairs) == (0, 0), totals.notes
 
 
