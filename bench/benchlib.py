@@ -18,6 +18,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+# Explicit paths: the venv's bin/ (first on make's PATH) also holds pynetdicom's storescu,
+# findscu, echoscu ..., whose options differ from dcmtk's.
+DCMTK_BIN = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
+
+
+def dcmtk(tool: str) -> str:
+    """dcmtk's `tool`, by its path."""
+    return str(DCMTK_BIN / tool)
+
 
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, as /proc/loadavg gives them."""

@@ -50,8 +50,7 @@ import datagen
 REPO = Path(__file__).resolve().parent.parent
 PIPACS_BIN = Path(os.environ.get("PIPACS_BIN", REPO / ".venv" / "bin" / "pipacs"))
 ORTHANC_BIN = Path(os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc"))
-# Explicit path: the venv's bin/ also holds pynetdicom's storescu/findscu/echoscu.
-DCMTK_BIN = Path(os.environ.get("DCMTK_BIN", "/usr/bin"))
+DCMTK_BIN, dcmtk = benchlib.DCMTK_BIN, benchlib.dcmtk
 
 LOOPBACK = "127.0.0.1"
 CLIENT_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk leaves Nagle on without it
@@ -75,10 +74,6 @@ FIND_KEYS = [
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
 ]
-
-
-def dcmtk(tool: str) -> str:
-    return str(DCMTK_BIN / tool)
 
 
 def free_port() -> int:

@@ -48,6 +48,7 @@ import pydicom
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datagen
 import powerfs
+from benchlib import dcmtk
 
 ORTHANC = Path(os.environ.get("ORTHANC_BIN", "/usr/sbin/Orthanc"))
 AET = "POWERPACS"
@@ -291,7 +292,7 @@ def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[
     kind = srv.kind
     if not srv.start():
         raise RuntimeError(f"{kind} did not start on a fresh folder:\n{srv.log.read_text()}")
-    echo = subprocess.run(["echoscu", "-to", "10", "-aec", AET, "127.0.0.1",
+    echo = subprocess.run([dcmtk("echoscu"), "-to", "10", "-aec", AET, "127.0.0.1",
                            str(srv.dicom_port)], capture_output=True, text=True, timeout=60)
     if echo.returncode:
         raise Unready(f"{kind} trial {n}: C-ECHO to port {srv.dicom_port} failed: "
@@ -310,7 +311,7 @@ def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[
     for chunk, out in zip(chunks, outs, strict=True):
         with out.open("wb") as f:
             clients.append(subprocess.Popen(
-                ["storescu", "-v", "-nh", "-to", "10", "-ta", "10", "-td", "10", "-aec", AET,
+                [dcmtk("storescu"), "-v", "-nh", "-to", "10", "-ta", "10", "-td", "10", "-aec", AET,
                  "127.0.0.1", str(srv.dicom_port), *map(str, chunk)],
                 stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"}))
     t0 = time.monotonic()

@@ -56,7 +56,7 @@ class Server:
         self.url, self.dicom_port, self.aet, self.stop, self.log = url, dicom_port, aet, stop, log
 
     def store(self, *files: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["storescu", "-aet", "MODALITY", "-aec", self.aet, "127.0.0.1",
+        return subprocess.run([need("storescu"), "-aet", "MODALITY", "-aec", self.aet, "127.0.0.1",
                                str(self.dicom_port), *map(str, files)], env=DCMTK_ENV,
                               capture_output=True, text=True, timeout=60, check=False)
 

@@ -16,6 +16,8 @@ from typing import Any
 import pydicom
 import pytest
 
+from conftest import need
+
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"),
                                 reason="no /dev/fuse here: powerfs is a FUSE file system")
 
@@ -101,7 +103,7 @@ def pacs_on_powerfs(tmp_path: Path) -> Iterator[Any]:
 
 
 def _store(srv: Any, *paths: Path, wait: bool = True) -> subprocess.Popen[bytes]:
-    client = subprocess.Popen(["storescu", "-aec", powercut.AET, "127.0.0.1",
+    client = subprocess.Popen([need("storescu"), "-aec", powercut.AET, "127.0.0.1",
                                str(srv.dicom_port), *map(str, paths)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if wait:

@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_ADMIN = ("admin", "example-teacher-password")
 # dcmtk waits for Nagle's algorithm without it (see the team's testbed notes).
 DCMTK_ENV = dict(os.environ, TCP_NODELAY="1")
+# dcmtk's tools by path: make puts the venv's bin/ first, where pynetdicom has its own.
+DCMTK_BIN = os.environ.get("DCMTK_BIN", "/usr/bin")
 
 
 def container_ip(name: str) -> str:
@@ -67,14 +69,14 @@ def sample_instance(path: Path, patient_id: str = "PIPACS-TEST-1", name: str = "
 
 def echoscu(host: str, port: int, aet: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["echoscu", "-aet", "CONTROLLER", "-aec", aet, host, str(port)],
+        [f"{DCMTK_BIN}/echoscu", "-aet", "CONTROLLER", "-aec", aet, host, str(port)],
         env=DCMTK_ENV, capture_output=True, text=True, timeout=30, check=False,
     )
 
 
 def storescu(host: str, port: int, aet: str, *files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["storescu", "-aet", "CONTROLLER", "-aec", aet, host, str(port), *map(str, files)],
+        [f"{DCMTK_BIN}/storescu", "-aet", "CONTROLLER", "-aec", aet, host, str(port), *map(str, files)],
         env=DCMTK_ENV, capture_output=True, text=True, timeout=60, check=False,
     )
 
