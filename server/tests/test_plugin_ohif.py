@@ -57,6 +57,7 @@ def test_ohif_is_served_under_its_basename(make_pipacs: Any, tmp_path: Path) -> 
     assert headers["Cache-Control"] == "no-cache"
     assert p.request("GET", "/ohif/", headers={"If-None-Match": headers["ETag"]})[0] == 304
     assert p.request("GET", "/ohif")[0] == 200  # redirected to /ohif/
+    assert b'href="ohif/"' in p.request("GET", "/")[2]  # the welcome page links it
 
     # Client-side routes, reloads and bookmarks: the single page, not a 404.
     for route in ("/ohif/viewer?StudyInstanceUIDs=1.2.3", "/ohif/viewer/dicomweb",
@@ -103,6 +104,7 @@ def test_ohif_follows_authentication_and_config_errors(make_pipacs: Any, tmp_pat
     missing = make_pipacs(OHIF={"Enable": True, "Location": str(tmp_path / "nothing")})
     status, _, body = missing.request("GET", "/ohif/")
     assert status == 404 and b"OHIF is not installed here" in body
+    assert b"ohif/" not in missing.request("GET", "/")[2]  # no link to what is not there
     assert "does not exist" in missing.log()
 
 

@@ -41,9 +41,21 @@ HASHED = re.compile(r"(^|\.)[0-9a-f]{16}\.(js|wasm|woff2?|css)$")
 REWRITTEN = (".html", ".css", ".json")
 
 
+def base_of(section: dict[str, Any]) -> str:
+    """The URL path OHIF is served under ("/ohif" unless RouterBasename says otherwise)."""
+    return "/" + str(section.get("RouterBasename", "/ohif")).strip("/")
+
+
+def installed(section: dict[str, Any]) -> bool:
+    """Whether the build named by Location is there (a page at its root)."""
+    location = section.get("Location")
+    return isinstance(location, str) and bool(location) and (
+        Path(location) / "index.html").is_file()
+
+
 class Ohif:
     def __init__(self, context: ServerContext, section: dict[str, Any]):
-        self.base = "/" + str(section.get("RouterBasename", "/ohif")).strip("/")
+        self.base = base_of(section)
         self.folder = Folder(self.base, str(section.get("Location", "")), {"AllowCache": False})
         root = str(context.settings.dicom_web.get("Root", "/dicom-web/")).rstrip("/")
         self.dicom_web = root or "/dicom-web"

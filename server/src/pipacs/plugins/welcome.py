@@ -14,6 +14,7 @@ import bottle
 
 from ..context import ServerContext
 from ..ids import INSTANCE, PATIENT, STUDY
+from . import ohif
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -44,6 +45,9 @@ def links(context: ServerContext) -> list[tuple[str, str, str]]:
     out = []
     if "web-viewer" in enabled:
         out.append(("viewer/", "Image viewer", "Browse the studies on this server"))
+    if "ohif" in enabled and ohif.installed(context.settings.ohif):
+        out.append((ohif.base_of(context.settings.ohif).lstrip("/") + "/", "OHIF Viewer",
+                    "The full viewer: measurements, reformatting, layouts"))
     for uri in context.plugins.served_folders:
         if uri != "/":
             out.append((uri.lstrip("/") + "/", uri, "Served folder"))
