@@ -3,13 +3,19 @@
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
+import pydicom
 import pytest
+from PIL import ImageStat
 from pipacs_molecule import run_playbook
-from pipacs_probe import container_ip, echoscu, http_get, http_request
+from pipacs_probe import container_ip, echoscu, http_get, http_request, storescu
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "server" / "tests"))
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "server" / "tests"))
+sys.path.insert(0, str(REPO / "bench"))
+import datagen  # noqa: E402  (the server tests' synthetic CT)
 from chromium import Chromium, link_statuses  # noqa: E402  (the server tests' browser driver)
 
 HTTP_PORT = 8042
@@ -124,6 +130,71 @@ def test_pipacs_runs_with_the_plugins(host):
     assert status == 200
     echo = echoscu(container_ip("pipacs-plugins"), 4242, "PACS_A")
     assert echo.returncode == 0, echo.stderr
+
+
+def test_ohif_build_deployed(host):
+    ohif = plugins_config(host)["OHIF"]
+    assert ohif["Enable"] is True and ohif["RouterBasename"] == "/ohif", ohif
+    assert re.fullmatch(r"/srv/pipacs/ohif/3\.13\.2-[0-9a-f]{12}", ohif["Location"]), ohif
+    assert "libOrthancOHIF.so" in plugins_config(host)["Plugins"]
+    builds = host.run("ls -A /srv/pipacs/ohif").stdout.split()
+    assert builds == [ohif["Location"].rsplit("/", 1)[1]], builds  # one build, the one named
+    marker = host.file(ohif["Location"] + "/.pipacs-ohif")
+    assert marker.content_string.startswith("@ohif/app 3.13.2\nsha256 "), marker.content_string
+    page = host.file(ohif["Location"] + "/index.html")
+    assert (page.user, page.group, page.mode) == ("root", "pipacs", 0o640)
+    assert host.file(ohif["Location"] + "/app.bundle.0f6159c501addfe9.js.gz").exists
+
+
+# Every request the page made, with its HTTP status (0: not answered over HTTP).
+RESOURCES = """(() => performance.getEntriesByType('resource').concat(
+  performance.getEntriesByType('navigation')).map(e => [e.name, e.responseStatus || 0]))()"""
+# The viewport: the largest canvas, where cornerstone draws the image.
+VIEWPORT = """(() => { const c = [...document.querySelectorAll('canvas')]
+  .filter(c => c.width > 200 && c.height > 200)
+  .map(c => c.getBoundingClientRect()).sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  return c ? [c.left, c.top, c.right, c.bottom] : null; })()"""
+
+
+def test_ohif_on_the_pi_shows_a_stored_study(tmp_path):
+    """A student's tablet (no password, the Wi-Fi side): OHIF's study list shows a CT study
+    stored on the Pi, a direct link to the viewer (what a reload or a bookmark asks) opens
+    it, its images are drawn, and no request fails."""
+    ip = container_ip("pipacs-plugins")
+    files = datagen.make_large(tmp_path / "ct", count=6, studies=1, seed=15)
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
+    store = storescu(ip, 4242, "PACS_A", *files)
+    assert store.returncode == 0, store.stderr
+    base = f"http://{ip}:{HTTP_PORT}/ohif/"
+    browser = Chromium(tmp_path / "profile")
+    try:
+        browser.open(base, (1180, 820))
+        patient = str(first.PatientName).split("^")[0]
+        browser.wait(f"((document.body && document.body.innerText) || '').includes({json.dumps(patient)})",
+                     timeout=90)
+        browser.open(base + f"viewer?StudyInstanceUIDs={first.StudyInstanceUID}", (1180, 820))
+        box = browser.wait(VIEWPORT, timeout=120)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every slice asked for and answered
+            if len([u for u, _ in browser.js(RESOURCES) if "/frames/" in u]) >= len(files):
+                break
+            time.sleep(1)
+        time.sleep(2)  # the last frame drawn
+        shot = browser.screenshot(tmp_path / "ohif.png")
+        left, top, right, bottom = box
+        width, height = right - left, bottom - top
+        # The middle of the viewport (its corners hold overlay text): the phantom, not black.
+        middle = shot.crop((int(left + width / 4), int(top + height / 4),
+                            int(right - width / 4), int(bottom - height / 4)))
+        assert ImageStat.Stat(middle).stddev[0] > 10, f"blank viewport ({tmp_path / 'ohif.png'})"
+        entries = browser.js(RESOURCES)
+    finally:
+        browser.close()
+    origin = f"http://{ip}:{HTTP_PORT}"
+    failed = [(u, s) for u, s in entries if u.startswith(origin) and s >= 400]
+    assert not failed, json.dumps(failed, indent=1)
+    assert len([u for u, _ in entries if "/frames/" in u]) >= len(files), entries
+    assert not [u for u, _ in entries if not u.startswith((origin, "data:", "blob:"))], entries
 
 
 def test_check_mode_reports_no_changes():
