@@ -21,6 +21,7 @@ from ..context import ServerContext
 from ..dicomfile import MAIN_TAGS
 from ..ids import INSTANCE, PATIENT, SERIES, STUDY
 from ..index import InstanceRow
+from .dicomweb_fastjson import file_json
 from .dicomweb_json import ROOT_MARK, dataset_json, tag_of, tags_json
 
 logger = logging.getLogger(__name__)
@@ -239,10 +240,14 @@ class MetadataStore:
     # ------------------------------------------------------------ answers
 
     def _read(self, inst: InstanceRow) -> str:
-        """The instance's metadata read from its file."""
+        """The instance's metadata read from its file: straight from its bytes for the
+        common files, else through pydicom (`dicomweb_fastjson` gives the same JSON)."""
         raw = self.context.read_instance(inst.public_id)
-        ds = dicomfile.read_full(raw)
-        return json.dumps(dataset_json(ds, ROOT_MARK + inst.path), separators=(",", ":"))
+        base = ROOT_MARK + inst.path
+        out = file_json(raw, base)
+        if out is None:
+            out = dataset_json(dicomfile.read_full(raw), base)
+        return json.dumps(out, separators=(",", ":"))
 
     def full(self, inst: InstanceRow) -> str:
         """The instance's metadata as JSON text, with ROOT_MARK standing for the root URL."""

@@ -1,0 +1,184 @@
+"""The DICOM JSON read straight from a file's bytes equals pydicom's, key for key, or is left
+to pydicom (plugins/dicomweb_fastjson.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+
+import datagen
+from pipacs import dicomfile
+from pipacs.plugins.dicomweb_fastjson import _VRS, file_json
+from pipacs.plugins.dicomweb_json import dataset_json
+from test_codecs import CASES, _make
+
+VRS = [vr.encode() for vr in _VRS]
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+BASE = "@@ROOT@@/studies/1/series/2/instances/3"
+# pydicom's test files (3.0.2) that the fast path leaves to pydicom, and why: a new name here
+# is coverage lost (or a pydicom with other files); a name gone is coverage won (remove it).
+FALLBACKS = {
+    # not DICOM files, or no preamble / file meta (pydicom guesses)
+    "README.txt", "README", "rtplan.dump", "rtstruct.dump", "zipMR.gz", "crayons.icc",
+    "test1.json", "test_PN.json", "rtstruct.dcm", "ExplVR_LitEndNoMeta.dcm",
+    "ExplVR_BigEndNoMeta.dcm", "no_meta.dcm", "meta_missing_tsyntax.dcm",
+    # big endian, deflate
+    "image_dfl.dcm", "SC_rgb_small_odd_big_endian.dcm", "liver_expb_1frame.dcm",
+    "ExplVR_BigEnd.dcm", "rtdose_expb_1frame.dcm", "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm", "rtdose_expb.dcm", "DICOMDIR-bigEnd",
+    # what pydicom corrects or guesses: a dataset in the other VR encoding than its syntax,
+    # an IS that is not one, LUT descriptors, UN of known tags, UN sequences
+    "SC_rgb_jpeg.dcm", "badVR.dcm", "examples_overlay.dcm", "examples_palette.dcm",
+    "rtdose_rle_1frame.dcm", "rtdose_rle.dcm", "UN_sequence.dcm",
+    # truncated, or an item longer than its sequence
+    "rtplan_truncated.dcm", "MR_truncated.dcm", "DICOMDIR-nooffset",
+    # ISO 2022 code extensions
+    "J2K_pixelrep_mismatch.dcm",
+}
+
+
+def _pydicom_json(raw: bytes) -> dict[str, Any] | Exception:
+    try:
+        return dataset_json(dicomfile.read_full(raw), BASE)
+    except Exception as e:  # what the server met before: the fast path must not answer
+        return e
+
+
+def _check(raw: bytes, name: str) -> bool:
+    """True when the fast path answered (the same JSON as pydicom's), False when it left the
+    file to pydicom."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = file_json(raw, BASE)
+        if fast is None:
+            return False
+        old = _pydicom_json(raw)
+    assert not isinstance(old, Exception), f"{name}: pydicom fails ({old!r}), fast answers"
+    # the same text, key order included (the cache keeps the text)
+    if json.dumps(fast) != json.dumps(old):
+        diff = {k: (old.get(k), fast.get(k)) for k in old.keys() | fast.keys()
+                if old.get(k) != fast.get(k)}
+        raise AssertionError(f"{name}: pydicom's JSON (left) != fast (right): {diff}"[:3000])
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    logging.disable(logging.WARNING)  # pydicom's complaints about the odd files
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def test_pydicom_test_files() -> None:
+    files = sorted(p for p in PYDICOM_FILES.rglob("*") if p.is_file())
+    fell_back = sorted(p.name for p in files if not _check(p.read_bytes(), p.name))
+    answered = len(files) - len(fell_back)
+    assert set(fell_back) <= FALLBACKS, (
+        f"{answered} of {len(files)} answered; left to pydicom: {fell_back}; "
+        f"new: {sorted(set(fell_back) - FALLBACKS)}")
+    assert answered >= 140, f"only {answered} of {len(files)} answered: {fell_back}"
+
+
+def test_bench_data(tmp_path: Path) -> None:
+    small = datagen.make_small(tmp_path / "small", patients=1, seed=3, studies=2, series=1,
+                               instances=2)
+    large = datagen.make_large(tmp_path / "large", count=2, studies=1, seed=4)
+    for path in [*small, *large]:
+        assert _check(path.read_bytes(), path.name), f"{path.name} left to pydicom"
+
+
+def test_codec_files(tmp_path: Path) -> None:
+    fell_back = []
+    for name, kind, how, _, _ in CASES:
+        path = _make(tmp_path, name, kind, how)
+        if not _check(path.read_bytes(), name):
+            fell_back.append(name)
+    assert fell_back == ["big-endian", "deflated"], fell_back
+
+
+def test_charsets_and_values(tmp_path: Path) -> None:
+    """Text in the character sets decoded here, multi-values, empty values, numbers as
+    pydicom gives them, private tags, nested sequences with their bulk data paths."""
+    cases = 0
+    for charset, name in (("ISO_IR 100", "Müller^Jörg"), ("ISO_IR 192", "Дмитрий^Ёлкин"),
+                          ("ISO_IR 144", "Иванов^Иван"), ("ISO_IR 126", "Διονυσιος"),
+                          ("", "Plain^Name")):
+        for syntax in (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
+            ds = pydicom.Dataset()
+            if charset:
+                ds.SpecificCharacterSet = charset
+            ds.PatientName = f"{name}=ideo=phon\\Second^Name"
+            ds.PatientID = "  id with spaces  "
+            ds.InstitutionName = name.replace("^", " ")
+            ds.StudyDescription = "a\\b\\\\"
+            ds.ImageComments = "line 1\\still line 1  "
+            ds.ImageType = ["ORIGINAL", "", "AXIAL"]
+            ds.SliceThickness = " 2.50 "
+            ds.PixelSpacing = ["0.5", "1e2"]
+            ds.ImagePositionPatient = ["-1", "+2.0", " 3.25 "]
+            ds.SeriesNumber = " 7"
+            ds.AcquisitionNumber = None
+            ds.Rows, ds.Columns = 2, 2
+            ds.add_new(0x00189219, "FD", [1.5, float("nan")])
+            ds.add_new(0x00200013, "IS", "12")
+            ds.add_new(0x00280009, "AT", [0x00181063, 0x00181065])
+            ds.add_new(0x00091010, "LO", "ACME 1.0")
+            ds.add_new(0x00091011, "OB", b"\x01\x02\x03\x04")
+            ds.add_new(0x00091012, "OB", bytes(2000))
+            item = pydicom.Dataset()
+            item.CodeValue, item.CodeMeaning = "T-1", name
+            inner = pydicom.Dataset()
+            inner.add_new(0x00420011, "OB", bytes(3000))
+            item.add_new(0x0040A730, "SQ", [inner, pydicom.Dataset()])
+            ds.add_new(0x00082218, "SQ", [item])
+            ds.add_new(0x00081140, "SQ", [])
+            ds.PixelData = bytes(8)
+            ds.BitsAllocated = 16
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+            ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            path = tmp_path / f"{cases}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            assert _check(path.read_bytes(), f"{charset or 'default'} {syntax.name}")
+            cases += 1
+
+
+def _mutations(raw: bytes, rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """The file cut short at many places, single bytes changed, lengths made huge."""
+    head = min(len(raw), raw.find(b"\xe0\x7f\x10\x00") if b"\xe0\x7f\x10\x00" in raw
+               else len(raw))
+    for cut in sorted({rng.randrange(132, len(raw)) for _ in range(25)} | {head + 6}):
+        yield f"cut at {cut}", raw[:cut]
+    for _ in range(60):
+        at = rng.randrange(132, max(133, head))
+        new = rng.choice([0x00, 0xFF, 0x5C, 0x20, 0x1B, rng.randrange(256)])
+        yield f"byte {at} = {new:#x}", raw[:at] + bytes([new]) + raw[at + 1:]
+    for _ in range(15):
+        at = rng.randrange(132, max(133, head - 4))
+        yield f"length at {at}", raw[:at] + b"\xff\xff\xff\xff" + raw[at + 4:]
+    vrs = [i for i in range(136, head - 1) if raw[i:i + 2] in VRS]
+    for at in rng.sample(vrs, min(len(vrs), 25)):
+        vr = rng.choice(VRS)
+        yield f"VR at {at} = {vr!r}", raw[:at] + vr + raw[at + 2:]
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_implicit.dcm", "rtplan.dcm",
+                                  "test-SR.dcm", "JPEG2000.dcm", "liver_1frame.dcm"])
+def test_damaged_files(name: str) -> None:
+    """A damaged file is answered as pydicom answers it, or left to pydicom; nothing
+    escapes from the fast path."""
+    raw = (PYDICOM_FILES / name).read_bytes()
+    rng = random.Random(name)
+    answered = 0
+    for what, damaged in _mutations(raw, rng):
+        answered += _check(damaged, f"{name}, {what}")
+    assert answered > 20, f"{name}: only {answered} damaged copies answered"
