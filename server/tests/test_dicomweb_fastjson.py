@@ -18,16 +18,21 @@ import datagen
 from pipacs import dicomfile
 from pipacs.plugins.dicomweb_fastjson import _VRS, file_json
 from pipacs.plugins.dicomweb_json import dataset_json
+from pipacs.plugins.dicomweb_metadata import HEAD_BYTES
 from test_codecs import CASES, _make
 
 VRS = [vr.encode() for vr in _VRS]
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BASE = "@@ROOT@@/studies/1/series/2/instances/3"
-# pydicom's test files (3.0.2) that the fast path leaves to pydicom, and why: a new name here
-# is coverage lost (or a pydicom with other files); a name gone is coverage won (remove it).
+# pydicom's test files (3.0.2) and our fixtures that the fast path leaves to pydicom, and
+# why: a new name here is coverage lost (or a pydicom with other files); a name gone is
+# coverage won (remove it).
 FALLBACKS = {
-    # not DICOM files, or no preamble / file meta (pydicom guesses)
-    "README.txt", "README", "rtplan.dump", "rtstruct.dump", "zipMR.gz", "crayons.icc",
+    # not DICOM files (our fixtures hold none today), or no preamble / file meta (pydicom
+    # guesses)
+    "orthancpi-configuration.json", "README.txt", "README", "rtplan.dump", "rtstruct.dump",
+    "zipMR.gz", "crayons.icc",
     "test1.json", "test_PN.json", "rtstruct.dcm", "ExplVR_LitEndNoMeta.dcm",
     "ExplVR_BigEndNoMeta.dcm", "no_meta.dcm", "meta_missing_tsyntax.dcm",
     # big endian, deflate
@@ -77,8 +82,9 @@ def _quiet() -> Iterator[None]:
     logging.disable(logging.NOTSET)
 
 
-def test_pydicom_test_files() -> None:
-    files = sorted(p for p in PYDICOM_FILES.rglob("*") if p.is_file())
+def test_pydicom_test_files_and_fixtures() -> None:
+    files = sorted(p for folder in (PYDICOM_FILES, FIXTURES) for p in folder.rglob("*")
+                   if p.is_file())
     fell_back = sorted(p.name for p in files if not _check(p.read_bytes(), p.name))
     answered = len(files) - len(fell_back)
     assert set(fell_back) <= FALLBACKS, (
@@ -93,6 +99,24 @@ def test_bench_data(tmp_path: Path) -> None:
     large = datagen.make_large(tmp_path / "large", count=2, studies=1, seed=4)
     for path in [*small, *large]:
         assert _check(path.read_bytes(), path.name), f"{path.name} left to pydicom"
+
+
+def test_first_bytes_only(tmp_path: Path) -> None:
+    """Given the file's first bytes and its length, the answer is the whole file's, or None
+    (then the whole file is read): never one made from bytes it did not have."""
+    large = datagen.make_large(tmp_path / "large", count=1, studies=1, seed=5)[0].read_bytes()
+    assert len(large) > HEAD_BYTES
+    assert file_json(large[:HEAD_BYTES], BASE, len(large)) == file_json(large, BASE) is not None
+    names = ["CT_small.dcm", "MR_small_implicit.dcm", "rtplan.dcm", "test-SR.dcm",
+             "JPEG2000.dcm", "liver_1frame.dcm", "SC_rgb_rle_2frame.dcm", "waveform_ecg.dcm"]
+    answered = 0
+    for raw in [large, *((PYDICOM_FILES / name).read_bytes() for name in names)]:
+        whole = json.dumps(file_json(raw, BASE))
+        for cut in range(132, len(raw), max(1, len(raw) // 150)):
+            part = file_json(raw[:cut], BASE, len(raw))
+            assert part is None or json.dumps(part) == whole, cut
+            answered += part is not None
+    assert answered > 100
 
 
 def test_codec_files(tmp_path: Path) -> None:
@@ -132,7 +156,8 @@ def test_charsets_and_values(tmp_path: Path) -> None:
             ds.add_new(0x00280009, "AT", [0x00181063, 0x00181065])
             ds.add_new(0x00091010, "LO", "ACME 1.0")
             ds.add_new(0x00091011, "OB", b"\x01\x02\x03\x04")
-            ds.add_new(0x00091012, "OB", bytes(2000))
+            ds.add_new(0x00091012, "OB", bytes(1024))  # inline up to BULK_THRESHOLD
+            ds.add_new(0x00091013, "OW", bytes(1026))
             item = pydicom.Dataset()
             item.CodeValue, item.CodeMeaning = "T-1", name
             inner = pydicom.Dataset()

@@ -78,11 +78,13 @@ def _private_vr(tag: int, creator: str) -> str:
         return "UN"
 
 
-def file_json(raw: bytes, bulk_base: str) -> dict[str, Any] | None:
+def file_json(raw: bytes, bulk_base: str, size: int | None = None) -> dict[str, Any] | None:
     """The file's dataset as DICOM JSON (as `dataset_json` makes it), or None when pydicom
-    must read this file."""
+    must read this file. `raw` may be the file's first bytes only, `size` its length: the
+    answer is then None too unless the bytes not read are the value of a last element that
+    goes out as a BulkDataURI (the pixel data, mostly)."""
     try:
-        return _Reader(raw, bulk_base).read()
+        return _Reader(raw, bulk_base, len(raw) if size is None else size).read()
     except (_Fallback, struct.error, UnicodeError, LookupError, ValueError, RecursionError):
         return None
 
@@ -90,8 +92,9 @@ def file_json(raw: bytes, bulk_base: str) -> dict[str, Any] | None:
 class _Reader:
     """One file's reading: its bytes, its text codec, where its bulk data URIs point."""
 
-    def __init__(self, raw: bytes, bulk_base: str):
+    def __init__(self, raw: bytes, bulk_base: str, size: int):
         self.raw = raw
+        self.size = size  # the file's; the bytes past len(raw) are not read
         self.bulk = bulk_base + "/bulk/"
         self.codec = "iso8859"
 
@@ -105,10 +108,10 @@ class _Reader:
         if _u16(raw, pos)[0] == 0:
             raise _Fallback("command set elements")  # read as implicit VR by pydicom
         implicit = syntax == IMPLICIT_LE
-        if _looks_implicit(raw, pos, len(raw)) != implicit:
+        if _looks_implicit(raw, pos, self.size) != implicit:
             raise _Fallback("the dataset's encoding is not its transfer syntax's")
-        out, pos, deferred = self._dataset(pos, len(raw), implicit, "", 0, False)
-        if pos != len(raw):
+        out, pos, deferred = self._dataset(pos, self.size, implicit, "", 0, False)
+        if pos != self.size:
             raise _Fallback("bytes after the last element")
         if deferred:
             self._us_or_ss(out, deferred)
@@ -298,7 +301,7 @@ class _Reader:
             item_end = limit if length == _UNDEFINED else start + length
             if item_end > limit:
                 raise _Fallback("an item past its sequence")
-            item_implicit = implicit or _looks_implicit(raw, start, limit)
+            item_implicit = implicit or _looks_implicit(raw, start, min(limit, len(raw)))
             prefix = f"{path}/{len(items) + 1}/"
             ds, pos, _ = self._dataset(start, item_end, item_implicit, prefix, depth + 1,
                                        length == _UNDEFINED)
@@ -329,9 +332,12 @@ class _Reader:
         if size == 0:
             return {"vr": vr}
         raw = self.raw
-        if vr in _BINARY or tag == _PIXEL_DATA:
-            if tag == _PIXEL_DATA or size > BULK_THRESHOLD:
-                return {"vr": vr, "BulkDataURI": self.bulk + path}
+        binary = vr in _BINARY or tag == _PIXEL_DATA
+        if binary and (tag == _PIXEL_DATA or size > BULK_THRESHOLD):
+            return {"vr": vr, "BulkDataURI": self.bulk + path}
+        if stop > len(raw):
+            raise _Fallback("a value past the bytes read")
+        if binary:
             return {"vr": vr, "InlineBinary": base64.b64encode(raw[start:stop]).decode("ascii")}
         data = raw[start:stop]
         if vr in _SPLIT_RSTRIP:
