@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
+from pydicom.filewriter import _AMBIGUOUS_US_SS_TAGS  # those pydicom reads by PixelRepresentation
 
 from .dicomweb_json import BULK_THRESHOLD, _number, _person_name
 
@@ -39,12 +40,20 @@ _VRS = ("AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", 
         "UN", "UR", "US", "UT", "UV")
 _VR_OF_BYTES = {vr.encode(): vr for vr in _VRS}
 _LONG = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-_BINARY = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
 _NUMBERS = {"FL": ("f", 4), "FD": ("d", 8), "SL": ("l", 4), "SS": ("h", 2), "SV": ("q", 8),
             "UL": ("L", 4), "US": ("H", 2), "UV": ("Q", 8)}
-_SPLIT_RSTRIP = {"AS", "CS", "DA", "DT", "TM"}  # latin-1, trailing " \0" off, split
-_MULTI_TEXT = {"SH", "LO", "UC"}  # the character set's, split, each part's trailing " \0" off
-_SINGLE_TEXT = {"ST", "LT", "UT"}  # the character set's, one value, trailing " \0" off
+# How each VR's value is read (pydicom's converters, values.py, as dataset_json sees them).
+_BINARY, _SPLIT, _DECIMAL, _UID, _NUMBER, _MULTI_TEXT, _SINGLE_TEXT, _NAME, _OTHER = range(9)
+_KINDS = {
+    **dict.fromkeys(("OB", "OD", "OF", "OL", "OV", "OW", "UN"), _BINARY),  # bytes
+    **dict.fromkeys(("AS", "CS", "DA", "DT", "TM"), _SPLIT),  # latin-1, trailing " \0" off
+    "DS": _DECIMAL, "IS": _DECIMAL, "UI": _UID,
+    **dict.fromkeys(_NUMBERS, _NUMBER),
+    # the character set's; split, each part's trailing " \0" off / one value
+    "SH": _MULTI_TEXT, "LO": _MULTI_TEXT, "UC": _MULTI_TEXT,
+    "ST": _SINGLE_TEXT, "LT": _SINGLE_TEXT, "UT": _SINGLE_TEXT,
+    "PN": _NAME,
+}
 # pydicom reads these US/SS values with a fix of its own: left to it.
 _LUT_DESCRIPTORS = {0x00281101, 0x00281102, 0x00281103, 0x00283002}
 # SpecificCharacterSet values decoded here (one value, no code extensions), as pydicom names
@@ -133,7 +142,8 @@ class _Reader:
             if length == _UNDEFINED or start + length > end:
                 raise _Fallback("file meta length")
             tag = 0x00020000 | _u16(raw, pos + 2)[0]
-            self._value(tag, vr, start, start + length, "")  # pydicom converts them too
+            if vr == "SQ" or (vr in _NUMBERS and length % _NUMBERS[vr][1]):
+                raise _Fallback("file meta value")  # pydicom fails to convert it
             if tag == 0x00020010:
                 if vr != "UI":
                     raise _Fallback("transfer syntax VR")
@@ -182,13 +192,14 @@ class _Reader:
                 if vr == "UN":
                     self._check_un(tag, group, elem, length, creators)
             key = f"{tag:08X}"
-            here = path + key.lower()
             if length == _UNDEFINED:
                 if vr == "SQ":
-                    value, pos = self._sequence(start, end, implicit, here, depth, None)
+                    value, pos = self._sequence(start, end, implicit, path + key.lower(), depth,
+                                                None)
                 elif tag == _PIXEL_DATA:
                     pos = self._encapsulated(start, end)
-                    value = {"vr": "OB" if implicit else vr, "BulkDataURI": self.bulk + here}
+                    value = {"vr": "OB" if implicit else vr,
+                             "BulkDataURI": self.bulk + path + key.lower()}
                 else:
                     raise _Fallback("undefined length")
             else:
@@ -196,18 +207,19 @@ class _Reader:
                 if pos > end:
                     raise _Fallback("a value past its end")
                 if vr == "SQ":
-                    value = self._sequence(start, pos, implicit, here, depth, pos)[0]
+                    value = self._sequence(start, pos, implicit, path + key.lower(), depth,
+                                           pos)[0]
                 elif " or " in vr:
                     if tag == _PIXEL_DATA:
                         vr = "OW"
-                    elif vr == "US or SS" and depth == 0:
+                    elif vr == "US or SS" and depth == 0 and tag in _AMBIGUOUS_US_SS_TAGS:
                         deferred.append((key, start, pos))
                         continue
                     else:
                         raise _Fallback(f"ambiguous VR {vr}")
-                    value = self._value(tag, vr, start, pos, here)
+                    value = self._value(tag, vr, start, pos, path, key)
                 else:
-                    value = self._value(tag, vr, start, pos, here)
+                    value = self._value(tag, vr, start, pos, path, key)
             if elem >= 0x0010 and elem <= 0x00FF and group & 1:
                 creators[tag] = self._creator(value)
             elif tag == _CHARSET:
@@ -256,12 +268,12 @@ class _Reader:
 
     def _creator(self, value: dict[str, Any]) -> str | None:
         """A private creator's name; None when pydicom's lookup by it would differ."""
+        if _KINDS.get(value["vr"]) not in (_MULTI_TEXT, _SINGLE_TEXT, _SPLIT, _UID):
+            return None
         values = value.get("Value")
         if not values:
             return ""
-        if value["vr"] in _BINARY or len(values) != 1 or not isinstance(values[0], str):
-            return None
-        return values[0]
+        return values[0] if len(values) == 1 and isinstance(values[0], str) else None
 
     def _creator_of(self, creators: dict[int, str | None], tag: int) -> str | None:
         if tag not in creators:
@@ -326,45 +338,47 @@ class _Reader:
             pos += 8 + length
         raise _Fallback("pixel data cut short")
 
-    def _value(self, tag: int, vr: str, start: int, stop: int, path: str) -> dict[str, Any]:
-        """One element's JSON, from its value's bytes."""
-        size = stop - start
-        if size == 0:
+    def _value(self, tag: int, vr: str, start: int, stop: int, path: str,
+                key: str) -> dict[str, Any]:
+        """One element's JSON, from its value's bytes (`path + key`: its bulk data path)."""
+        if start == stop:
             return {"vr": vr}
         raw = self.raw
-        binary = vr in _BINARY or tag == _PIXEL_DATA
-        if binary and (tag == _PIXEL_DATA or size > BULK_THRESHOLD):
-            return {"vr": vr, "BulkDataURI": self.bulk + path}
+        kind = _KINDS.get(vr, _OTHER)
+        if kind == _BINARY or tag == _PIXEL_DATA:
+            if tag == _PIXEL_DATA or stop - start > BULK_THRESHOLD:
+                return {"vr": vr, "BulkDataURI": self.bulk + path + key.lower()}
+            if stop > len(raw):
+                raise _Fallback("a value past the bytes read")
+            return {"vr": vr, "InlineBinary": base64.b64encode(raw[start:stop]).decode("ascii")}
         if stop > len(raw):
             raise _Fallback("a value past the bytes read")
-        if binary:
-            return {"vr": vr, "InlineBinary": base64.b64encode(raw[start:stop]).decode("ascii")}
         data = raw[start:stop]
-        if vr in _SPLIT_RSTRIP:
+        if kind == _SPLIT:
             parts = data.decode("latin-1").rstrip(" \x00").split("\\")
-        elif vr == "UI":  # and each UID stripped (pydicom's UID class)
+        elif kind == _DECIMAL:
+            return self._decimal(vr, data)
+        elif kind == _UID:  # and each UID stripped (pydicom's UID class)
             parts = [p.strip() for p in data.decode("latin-1").rstrip(" \x00").split("\\")]
-        elif vr in _MULTI_TEXT:
+        elif kind == _NUMBER:
+            return self._numbers(tag, vr, data)
+        elif kind == _MULTI_TEXT:
             parts = [p.rstrip("\0 ") for p in self._text(data).split("\\")]
-        elif vr in _SINGLE_TEXT:
+        elif kind == _SINGLE_TEXT:
             parts = [self._text(data).rstrip("\0 ")]
-        elif vr == "PN":
+        elif kind == _NAME:
             parts = self._text(data.rstrip(b"\x00 ")).split("\\")
             if len(parts) == 1 and parts[0] == "":
                 return {"vr": vr}
             return {"vr": vr, "Value": [_person_name(p) for p in parts]}
-        elif vr == "DS" or vr == "IS":
-            return self._decimal(vr, data)
-        elif vr in _NUMBERS:
-            return self._numbers(tag, vr, data)
         elif vr == "AE":
             parts = [p.strip() for p in data.decode("latin-1").split("\\")]
         elif vr == "UR":
             parts = [data.decode("latin-1").rstrip()]
         elif vr == "AT":
-            if size % 4:
+            if len(data) % 4:
                 raise _Fallback("AT length")
-            pairs = struct.unpack(f"<{size // 2}H", data)
+            pairs = struct.unpack(f"<{len(data) // 2}H", data)
             return {"vr": vr, "Value": [f"{pairs[i]:04X}{pairs[i + 1]:04X}"
                                         for i in range(0, len(pairs), 2)]}
         else:
@@ -416,7 +430,7 @@ class _Reader:
                 raise _Fallback("PixelRepresentation")
             vr = "US" if values[0] == 0 else "SS"
         for key, start, stop in deferred:
-            out[key] = self._value(int(key, 16), vr, start, stop, key.lower())
+            out[key] = self._value(int(key, 16), vr, start, stop, "", key)
         for key in sorted(out):
             out[key] = out.pop(key)  # back in tag order
 
