@@ -177,6 +177,28 @@ def test_charsets_and_values(tmp_path: Path) -> None:
             cases += 1
 
 
+def test_implicit_us_or_ss(tmp_path: Path) -> None:
+    """Implicit VR US-or-SS values are read as PixelRepresentation says, as pydicom does for
+    the tags it corrects; one it does not correct (pydicom gives its bytes as text) is left
+    to pydicom."""
+    for rep, value in ((0, 5), (1, -5)):
+        ds = pydicom.Dataset()
+        ds.PixelRepresentation = rep
+        ds.add_new(0x00180015, "CS", "HEAD")
+        ds.add_new(0x00280106, "SS" if rep else "US", value)  # SmallestImagePixelValue
+        ds.add_new(0x00281111, "US", 7)  # a US or SS pydicom leaves uncorrected
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        path = tmp_path / f"{rep}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert not _check(path.read_bytes(), "uncorrected")
+        del ds[0x00281111]
+        ds.save_as(path, enforce_file_format=True)
+        assert _check(path.read_bytes(), f"PixelRepresentation {rep}")
+
+
 def _mutations(raw: bytes, rng: random.Random) -> Iterator[tuple[str, bytes]]:
     """The file cut short at many places, single bytes changed, lengths made huge."""
     head = min(len(raw), raw.find(b"\xe0\x7f\x10\x00") if b"\xe0\x7f\x10\x00" in raw
