@@ -177,6 +177,28 @@ def test_charsets_and_values(tmp_path: Path) -> None:
             cases += 1
 
 
+def test_same_bytes_other_character_set(tmp_path: Path) -> None:
+    """The same bytes of text under another SpecificCharacterSet are other text (the values
+    already read are remembered by their character set too)."""
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Ärzte^Ölçü"
+    ds.InstitutionName = "Größe Ästhetik"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = tmp_path / "latin1.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = path.read_bytes()
+    texts = set()
+    for charset in (b"ISO_IR 100", b"ISO_IR 144", b"ISO_IR 126", b"ISO_IR 148", b"ISO_IR 100"):
+        other = raw.replace(b"ISO_IR 100", charset)
+        assert _check(other, charset.decode())
+        texts.add(json.dumps(file_json(other, BASE)))
+    assert len(texts) == 4
+
+
 def test_implicit_us_or_ss(tmp_path: Path) -> None:
     """Implicit VR US-or-SS values are read as PixelRepresentation says, as pydicom does for
     the tags it corrects; one it does not correct (pydicom gives its bytes as text) is left

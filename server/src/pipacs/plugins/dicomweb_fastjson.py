@@ -67,6 +67,12 @@ _DS = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _IS = re.compile(r"[+-]?[0-9]{1,12}")
 
 
+# The JSON of short values already read, by VR, character set and bytes: the instances of a
+# series mostly repeat each other's (the answers only read these dicts, never change them).
+_MEMO: dict[tuple[str, str, bytes], dict[str, Any]] = {}
+_MEMO_SIZE, _MEMO_BYTES = 4096, 256
+
+
 class _Fallback(Exception):
     """Something pydicom reads differently or more leniently: it answers for this file."""
 
@@ -354,6 +360,19 @@ class _Reader:
         if stop > len(raw):
             raise _Fallback("a value past the bytes read")
         data = raw[start:stop]
+        if stop - start > _MEMO_BYTES or tag in _LUT_DESCRIPTORS:
+            return self._convert(tag, vr, kind, data)
+        memo = (vr, self.codec, data)
+        value = _MEMO.get(memo)
+        if value is None:
+            value = self._convert(tag, vr, kind, data)
+            if len(_MEMO) >= _MEMO_SIZE:
+                _MEMO.clear()
+            _MEMO[memo] = value
+        return value
+
+    def _convert(self, tag: int, vr: str, kind: int, data: bytes) -> dict[str, Any]:
+        """A value's JSON from its bytes (not empty, not binary)."""
         if kind == _SPLIT:
             parts = data.decode("latin-1").rstrip(" \x00").split("\\")
         elif kind == _DECIMAL:
