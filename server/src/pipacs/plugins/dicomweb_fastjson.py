@@ -1,7 +1,7 @@
 """DICOM JSON (PS3.18 F.2) read straight from a stored file's little endian bytes.
 
 `file_json` gives what `dataset_json(dicomfile.read_full(raw), ...)` gives, without building
-pydicom's dataset (about ten times faster), for the common files: explicit or implicit VR
+pydicom's dataset (five to ten times faster), for the common files: explicit or implicit VR
 little endian, single-byte or UTF-8 character sets. Whatever it does not reproduce exactly
 (big endian, deflate, code extensions, a VR pydicom would correct or guess, a malformed
 length, an undecodable string, elements out of order...) makes it answer None, and the caller
