@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import struct
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,9 +41,8 @@ FALLBACKS = {
     "ExplVR_BigEnd.dcm", "rtdose_expb_1frame.dcm", "MR_small_bigendian.dcm",
     "MR_small_expb.dcm", "rtdose_expb.dcm", "DICOMDIR-bigEnd",
     # what pydicom corrects or guesses: a dataset in the other VR encoding than its syntax,
-    # an IS that is not one, LUT descriptors, UN of known tags, UN sequences
+    # an IS that is not one, LUT descriptors
     "SC_rgb_jpeg.dcm", "badVR.dcm", "examples_overlay.dcm", "examples_palette.dcm",
-    "rtdose_rle_1frame.dcm", "rtdose_rle.dcm", "UN_sequence.dcm",
     # truncated, or an item longer than its sequence
     "rtplan_truncated.dcm", "MR_truncated.dcm", "DICOMDIR-nooffset",
     # ISO 2022 code extensions
@@ -90,7 +90,7 @@ def test_pydicom_test_files_and_fixtures() -> None:
     assert set(fell_back) <= FALLBACKS, (
         f"{answered} of {len(files)} answered; left to pydicom: {fell_back}; "
         f"new: {sorted(set(fell_back) - FALLBACKS)}")
-    assert answered >= 140, f"only {answered} of {len(files)} answered: {fell_back}"
+    assert answered >= 145, f"only {answered} of {len(files)} answered: {fell_back}"
 
 
 def test_bench_data(tmp_path: Path) -> None:
@@ -197,6 +197,39 @@ def test_same_bytes_other_character_set(tmp_path: Path) -> None:
         assert _check(other, charset.decode())
         texts.add(json.dumps(file_json(other, BASE)))
     assert len(texts) == 4
+
+
+def test_explicit_un(tmp_path: Path) -> None:
+    """An explicit UN element is read as pydicom reads it: as the VR its dictionaries know
+    (public tags, private ones by their creator, private creators as LO), as a sequence of
+    implicit VR items when its length is undefined, else as bytes."""
+    ds = pydicom.Dataset()
+    ds.add_new(0x00100010, "UN", b"Doe^John")  # PatientName: PN
+    ds.add_new(0x00100020, "LO", "ID1")
+    ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+    ds.add_new(0x00191001, "UN", b"some text ")  # LT for this creator
+    ds.add_new(0x00191002, "UN", struct.pack("<i", -7))  # SL
+    ds.add_new(0x00191003, "UN", b"2.50")  # DS
+    ds.add_new(0x00191077, "UN", b"\x01\x02")  # not in pydicom's dictionary: UN
+    ds.add_new(0x00210010, "UN", b"GEMS_RELA_01")  # a private creator: LO
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    path = tmp_path / "un.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    item = struct.pack("<HHI", 0x0008, 0x0100, 4) + b"T-1 "  # implicit VR: CodeValue
+    undefined = (struct.pack("<HH2sHI", 0x0099, 0x1000, b"UN", 0, 0xFFFFFFFF)
+                 + struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item
+                 + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    creator = struct.pack("<HH2sH", 0x0099, 0x0010, b"LO", 6) + b"PIPACS"
+    raw = path.read_bytes() + creator + undefined
+    assert _check(raw, "explicit UN")
+    out = file_json(raw, BASE)
+    assert out is not None
+    assert [out[k]["vr"] for k in ("00100010", "00191001", "00191002", "00191003", "00191077",
+                                   "00210010", "00991000")] == [
+        "PN", "LT", "SL", "DS", "UN", "LO", "SQ"]
 
 
 def test_implicit_us_or_ss(tmp_path: Path) -> None:

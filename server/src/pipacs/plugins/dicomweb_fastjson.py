@@ -196,7 +196,7 @@ class _Reader:
                 else:
                     length, start = length >> 16, pos + 8
                 if vr == "UN":
-                    self._check_un(tag, group, elem, length, creators)
+                    vr = self._un_vr(tag, group, elem, length, creators)
             key = f"{tag:08X}"
             if length == _UNDEFINED:
                 if vr == "SQ":
@@ -260,17 +260,26 @@ class _Reader:
             return "UN"
         return "UL" if elem == 0 else "UN"
 
-    def _check_un(self, tag: int, group: int, elem: int, length: int,
-                  creators: dict[int, str | None]) -> None:
-        """pydicom replaces an explicit UN by the VR its dictionaries know: left to it."""
+    def _un_vr(self, tag: int, group: int, elem: int, length: int,
+               creators: dict[int, str | None]) -> str:
+        """The VR pydicom reads an explicit UN element as: a sequence when its length is
+        undefined, else what its dictionaries know (PS3.5 6.2.2: UN stands for a VR the
+        writer did not know), else UN."""
+        if length == _UNDEFINED:
+            return "SQ"
+        vr = "UN"
         if group & 1:
             if 0x0010 <= elem <= 0x00FF:
-                raise _Fallback("private creator as UN")
-            creator = self._creator_of(creators, group << 16 | elem >> 8) if elem & 0xFF00 else None
-            if creator is not None and _private_vr(tag, creator) != "UN":
-                raise _Fallback("UN of a known private tag")
-        elif length == _UNDEFINED or (length < 0xFFFF and _public_vr(tag) is not None):
-            raise _Fallback("UN of a known tag")
+                vr = "LO"
+            elif elem & 0xFF00:
+                creator = self._creator_of(creators, group << 16 | elem >> 8)
+                if creator is not None:
+                    vr = _private_vr(tag, creator)
+        elif length < 0xFFFF:
+            vr = _public_vr(tag) or "UN"
+        if " or " in vr:
+            raise _Fallback(f"UN read as {vr}")  # pydicom's correction of explicit VR
+        return vr
 
     def _creator(self, value: dict[str, Any]) -> str | None:
         """A private creator's name; None when pydicom's lookup by it would differ."""
