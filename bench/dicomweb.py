@@ -13,7 +13,12 @@ instances (``make_small(patients=50)``), one large study of 50 instances and nin
   layout before it took for the same metadata (one ``uuid length`` line and the DICOM JSON
   per instance, one file each).
 
-Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]``.
+With ``--no-metadata-cache`` pipacs runs with ``EnableMetadataCache`` false, so that every
+metadata call reads the files as a first call does (a steadier figure than one first call);
+Debian's DICOMweb plugin (1.7) keeps no metadata cache of its own either way.
+
+Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]
+[--no-metadata-cache]``.
 Compare ratios taken in the same run (the machine is noisy, see bench/README.md).
 """
 
@@ -40,10 +45,15 @@ PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class Server(ingest.Server):
     """ingest's server, with the DICOMweb plugin (Orthanc's library, pipacs' built-in)."""
 
+    metadata_cache = True
+
     def config(self) -> dict[str, object]:
         cfg = super().config()
         cfg["Plugins"] = [PLUGIN]
-        cfg["DicomWeb"] = {"Enable": True}
+        web: dict[str, object] = {"Enable": True}
+        if self.kind == "pipacs":  # Orthanc's plugin 1.7 has no such cache (it came in 1.15)
+            web["EnableMetadataCache"] = self.metadata_cache
+        cfg["DicomWeb"] = web
         return cfg
 
 
@@ -69,8 +79,9 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[floa
 
 
 def measure(kind: str, workdir: Path, files: list[Path], large_studies: list[str],
-            runs: int) -> dict[str, float]:
+            runs: int, cache: bool = True) -> dict[str, float]:
     srv = Server(kind, workdir)
+    srv.metadata_cache = cache
     srv.start()
     try:
         seconds, errors = ingest.send(srv.dicom_port, [files])
@@ -101,7 +112,7 @@ def measure(kind: str, workdir: Path, files: list[Path], large_studies: list[str
                       for uid in large_studies[1:]]
             out["WADO-RS metadata, 10 instances, first call (median of 9)"] = (
                 statistics.median(firsts) * 1000)
-            if kind == "pipacs":
+            if kind == "pipacs" and cache:
                 out.update(cache_sizes(client, base, accept, srv.workdir / "index"))
         return out
     finally:
@@ -150,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="calls per measure (default 20)")
     ap.add_argument("--only", choices=["orthanc", "pipacs"], help="one server only")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--no-metadata-cache", action="store_true",
+                    help="pipacs' EnableMetadataCache false: every metadata call reads the files")
     args = ap.parse_args(argv)
     kinds = [args.only] if args.only else ["orthanc", "pipacs"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
@@ -158,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         files, large_studies = make_data(tmp / "data")
         results = {}
         for kind in kinds:
-            results[kind] = measure(kind, tmp / kind, files, large_studies, args.runs)
+            results[kind] = measure(kind, tmp / kind, files, large_studies, args.runs,
+                                    not args.no_metadata_cache)
         keys = list(dict.fromkeys(k for r in results.values() for k in r))
         width = max(len(k) for k in keys)
         print()
