@@ -50,6 +50,17 @@ FALLBACKS = {
 }
 
 
+def _written(ds: pydicom.Dataset, path: Path,
+             syntax: str = pydicom.uid.ExplicitVRLittleEndian) -> bytes:
+    """The dataset saved as a Part 10 file in that transfer syntax: its bytes."""
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
 def _pydicom_json(raw: bytes) -> dict[str, Any] | Exception:
     try:
         return dataset_json(dicomfile.read_full(raw), BASE)
@@ -167,13 +178,8 @@ def test_charsets_and_values(tmp_path: Path) -> None:
             ds.add_new(0x00081140, "SQ", [])
             ds.PixelData = bytes(8)
             ds.BitsAllocated = 16
-            ds.file_meta = pydicom.dataset.FileMetaDataset()
-            ds.file_meta.TransferSyntaxUID = syntax
-            ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
-            ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-            path = tmp_path / f"{cases}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            assert _check(path.read_bytes(), f"{charset or 'default'} {syntax.name}")
+            raw = _written(ds, tmp_path / f"{cases}.dcm", syntax)
+            assert _check(raw, f"{charset or 'default'} {syntax.name}")
             cases += 1
 
 
@@ -184,13 +190,7 @@ def test_same_bytes_other_character_set(tmp_path: Path) -> None:
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.PatientName = "Ärzte^Ölçü"
     ds.InstitutionName = "Größe Ästhetik"
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    path = tmp_path / "latin1.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    raw = path.read_bytes()
+    raw = _written(ds, tmp_path / "latin1.dcm")
     texts = set()
     for charset in (b"ISO_IR 100", b"ISO_IR 144", b"ISO_IR 126", b"ISO_IR 148", b"ISO_IR 100"):
         other = raw.replace(b"ISO_IR 100", charset)
@@ -212,18 +212,13 @@ def test_explicit_un(tmp_path: Path) -> None:
     ds.add_new(0x00191003, "UN", b"2.50")  # DS
     ds.add_new(0x00191077, "UN", b"\x01\x02")  # not in pydicom's dictionary: UN
     ds.add_new(0x00210010, "UN", b"GEMS_RELA_01")  # a private creator: LO
-    ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    path = tmp_path / "un.dcm"
-    ds.save_as(path, enforce_file_format=True)
+    written = _written(ds, tmp_path / "un.dcm")
     item = struct.pack("<HHI", 0x0008, 0x0100, 4) + b"T-1 "  # implicit VR: CodeValue
     undefined = (struct.pack("<HH2sHI", 0x0099, 0x1000, b"UN", 0, 0xFFFFFFFF)
                  + struct.pack("<HHI", 0xFFFE, 0xE000, len(item)) + item
                  + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
     creator = struct.pack("<HH2sH", 0x0099, 0x0010, b"LO", 6) + b"PIPACS"
-    raw = path.read_bytes() + creator + undefined
+    raw = written + creator + undefined
     assert _check(raw, "explicit UN")
     out = file_json(raw, BASE)
     assert out is not None
@@ -242,16 +237,10 @@ def test_implicit_us_or_ss(tmp_path: Path) -> None:
         ds.add_new(0x00180015, "CS", "HEAD")
         ds.add_new(0x00280106, "SS" if rep else "US", value)  # SmallestImagePixelValue
         ds.add_new(0x00281111, "US", 7)  # a US or SS pydicom leaves uncorrected
-        ds.file_meta = pydicom.dataset.FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-        path = tmp_path / f"{rep}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        assert not _check(path.read_bytes(), "uncorrected")
+        path, implicit = tmp_path / f"{rep}.dcm", pydicom.uid.ImplicitVRLittleEndian
+        assert not _check(_written(ds, path, implicit), "uncorrected")
         del ds[0x00281111]
-        ds.save_as(path, enforce_file_format=True)
-        assert _check(path.read_bytes(), f"PixelRepresentation {rep}")
+        assert _check(_written(ds, path, implicit), f"PixelRepresentation {rep}")
 
 
 def _mutations(raw: bytes, rng: random.Random) -> Iterator[tuple[str, bytes]]:
