@@ -17,10 +17,12 @@ import pytest
 
 import datagen
 from pipacs import dicomfile
+from pipacs.ids import INSTANCE
 from pipacs.plugins.dicomweb_fastjson import _VRS, file_json
-from pipacs.plugins.dicomweb_json import dataset_json
-from pipacs.plugins.dicomweb_metadata import HEAD_BYTES
+from pipacs.plugins.dicomweb_json import ROOT_MARK, dataset_json
+from pipacs.plugins.dicomweb_metadata import HEAD_BYTES, MetadataStore
 from test_codecs import CASES, _make
+from test_index import make_context
 
 VRS = [vr.encode() for vr in _VRS]
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -128,6 +130,28 @@ def test_first_bytes_only(tmp_path: Path) -> None:
             assert part is None or json.dumps(part) == whole, cut
             answered += part is not None
     assert answered > 100
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_metadata_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        compression: bool) -> None:
+    """The metadata answer is pydicom's, from a file's first bytes when its pixel data comes
+    last and it is stored uncompressed, else from the whole file."""
+    large = datagen.make_large(tmp_path / "large", count=1, studies=1, seed=6)[0].read_bytes()
+    small = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    ctx = make_context(tmp_path, StorageCompression=compression)
+    found = [ctx.index.get(ctx.store(raw).ids[3], INSTANCE) for raw in (large, small)]
+    rows = [ctx.index.instance_row(res.id) if res else None for res in found]
+    whole_reads: list[str] = []
+    read = ctx.storage.read
+    monkeypatch.setattr(ctx.storage, "read",
+                        lambda att, *a: whole_reads.append(att.uuid) or read(att, *a))
+    store = MetadataStore(ctx, cache=False)
+    for row, raw in zip(rows, (large, small), strict=True):
+        assert row is not None
+        expected = dataset_json(dicomfile.read_full(raw), ROOT_MARK + row.path)
+        assert json.loads(store.full(row)) == expected
+    assert len(whole_reads) == (2 if compression else 0)
 
 
 def test_codec_files(tmp_path: Path) -> None:
