@@ -6,13 +6,19 @@ instances (``make_small(patients=50)``), one large study of 50 instances and nin
 
 * QIDO-RS ``GET /dicom-web/studies`` (all 110 studies): median of ``--runs`` calls;
 * WADO-RS ``GET /dicom-web/studies/{uid}/metadata`` of the 50-instance study: the first
-  call (files read; pipacs then caches) and the median of the following ones;
+  call (files read; pipacs then caches) and the median of the following ones; then the
+  first call of each 10-instance study (median of the nine, steadier than one call);
 * pipacs only: the metadata of every study, then the size of its metadata cache
   (``IndexDirectory/dicomweb-series``, one file per series) next to what the per-instance
   layout before it took for the same metadata (one ``uuid length`` line and the DICOM JSON
   per instance, one file each).
 
-Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]``.
+With ``--no-metadata-cache`` pipacs runs with ``EnableMetadataCache`` false, so that every
+metadata call reads the files as a first call does (a steadier figure than one first call);
+Debian's DICOMweb plugin (1.7) keeps no metadata cache of its own either way.
+
+Usage: ``.venv/bin/python bench/dicomweb.py [--runs 20] [--only pipacs|orthanc] [--keep]
+[--no-metadata-cache]``.
 Compare ratios taken in the same run (the machine is noisy, see bench/README.md).
 """
 
@@ -39,22 +45,29 @@ PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 class Server(ingest.Server):
     """ingest's server, with the DICOMweb plugin (Orthanc's library, pipacs' built-in)."""
 
+    metadata_cache = True
+
     def config(self) -> dict[str, object]:
         cfg = super().config()
         cfg["Plugins"] = [PLUGIN]
-        cfg["DicomWeb"] = {"Enable": True}
+        web: dict[str, object] = {"Enable": True}
+        if self.kind == "pipacs":  # Orthanc's plugin 1.7 has no such cache (it came in 1.15)
+            web["EnableMetadataCache"] = self.metadata_cache
+        cfg["DicomWeb"] = web
         return cfg
 
 
-def make_data(folder: Path) -> tuple[list[Path], str]:
-    """The 110 studies' files and the UID of the 50-instance study."""
+def make_data(folder: Path) -> tuple[list[Path], list[str]]:
+    """The 110 studies' files and the UIDs of the 50-instance study then of the nine
+    10-instance ones."""
     small = datagen.make_small(folder / "small", patients=50, seed=1)
     big = datagen.make_large(folder / "big", count=50, studies=1, seed=2)
     large = datagen.make_large(folder / "large", count=90, studies=9, seed=3)
     import pydicom
 
-    uid = str(pydicom.dcmread(big[0], stop_before_pixels=True).StudyInstanceUID)
-    return [*small, *big, *large], uid
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)
+            for f in [big[0], *large]]
+    return [*small, *big, *large], list(dict.fromkeys(uids))
 
 
 def timed(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[float, bytes]:
@@ -65,9 +78,10 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[floa
     return elapsed, r.content
 
 
-def measure(kind: str, workdir: Path, files: list[Path], big_study: str,
-            runs: int) -> dict[str, float]:
+def measure(kind: str, workdir: Path, files: list[Path], large_studies: list[str],
+            runs: int, cache: bool = True) -> dict[str, float]:
     srv = Server(kind, workdir)
+    srv.metadata_cache = cache
     srv.start()
     try:
         seconds, errors = ingest.send(srv.dicom_port, [files])
@@ -87,14 +101,18 @@ def measure(kind: str, workdir: Path, files: list[Path], big_study: str,
             if count != 110:
                 print(f"  ! {kind}: /studies answered {count} studies, not 110")
             out["QIDO /studies, 110 studies (median)"] = statistics.median(studies) * 1000
-            url = f"{base}/studies/{big_study}/metadata"
+            url = f"{base}/studies/{large_studies[0]}/metadata"
             first, body = timed(client, url, accept)
             if body.count(b'"00080018"') != 50:
                 print(f"  ! {kind}: metadata of the large study does not hold 50 instances")
             again = [timed(client, url, accept)[0] for _ in range(runs)]
             out["WADO-RS metadata, 50 instances, first call"] = first * 1000
             out["WADO-RS metadata, 50 instances (median after)"] = statistics.median(again) * 1000
-            if kind == "pipacs":
+            firsts = [timed(client, f"{base}/studies/{uid}/metadata", accept)[0]
+                      for uid in large_studies[1:]]
+            out["WADO-RS metadata, 10 instances, first call (median of 9)"] = (
+                statistics.median(firsts) * 1000)
+            if kind == "pipacs" and cache:
                 out.update(cache_sizes(client, base, accept, srv.workdir / "index"))
         return out
     finally:
@@ -143,15 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="calls per measure (default 20)")
     ap.add_argument("--only", choices=["orthanc", "pipacs"], help="one server only")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--no-metadata-cache", action="store_true",
+                    help="pipacs' EnableMetadataCache false: every metadata call reads the files")
     args = ap.parse_args(argv)
     kinds = [args.only] if args.only else ["orthanc", "pipacs"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-dicomweb-"))
     try:
         print(f"data in {tmp} ...")
-        files, big_study = make_data(tmp / "data")
+        files, large_studies = make_data(tmp / "data")
         results = {}
         for kind in kinds:
-            results[kind] = measure(kind, tmp / kind, files, big_study, args.runs)
+            results[kind] = measure(kind, tmp / kind, files, large_studies, args.runs,
+                                    not args.no_metadata_cache)
         keys = list(dict.fromkeys(k for r in results.values() for k in r))
         width = max(len(k) for k in keys)
         print()

@@ -294,6 +294,15 @@ class StorageArea:
         except FileNotFoundError:
             return self.path(file_uuid).read_bytes()  # settled between the look-up and read
 
+    def read_head(self, file_uuid: str, size: int) -> tuple[bytes, int]:
+        """The first `size` bytes of a file stored uncompressed, and its length."""
+        try:
+            f = self.current_path(file_uuid).open("rb")
+        except FileNotFoundError:
+            f = self.path(file_uuid).open("rb")  # settled between the look-up and open
+        with f:
+            return f.read(size), os.fstat(f.fileno()).st_size
+
     def remove(self, file_uuid: str) -> None:
         with self._lock:
             name = self._staged.pop(file_uuid, None)
