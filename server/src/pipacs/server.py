@@ -54,7 +54,7 @@ class Server:
 
         from .http.app import create_app
         from .http.auth import credentials_check
-        from .http.channel import Limits, channel_class
+        from .http.channel import Limits, channel_class, keep_slow_answers
 
         s = self.settings
         host = "0.0.0.0" if s.remote_access_allowed else "127.0.0.1"
@@ -65,6 +65,8 @@ class Server:
             port=0 if s.ssl_enabled else s.http_port,
             threads=s.http_threads_count,
             channel_timeout=s.http_request_timeout,
+            # idle connections looked for this often (waitress: every 30 s)
+            cleanup_interval=max(1, min(30, s.http_request_timeout // 2)),
             ident="pipacs",
             clear_untrusted_proxy_headers=True,
             expose_tracebacks=False,
@@ -77,6 +79,7 @@ class Server:
         from .http.fairqueue import install as fair_queue
 
         fair_queue(self.http.task_dispatcher)  # clients served in turn (http/fairqueue.py)
+        keep_slow_answers(self.http)  # an answer still being sent is not "idle"
         if s.tcp_no_delay:
             import socket
 

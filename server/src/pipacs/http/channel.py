@@ -267,3 +267,29 @@ def _channel_class(*, keep_alive: bool) -> Any:
             return super().write_soon(data)
 
     return Channel
+
+
+# An answer whose bytes the client has not taken for this long is given up (a tablet gone
+# out of range); HttpRequestTimeout still closes idle connections.
+SEND_STALL = 300
+
+
+def keep_slow_answers(server: Any) -> None:
+    """waitress closes a connection when nothing moved on it for `channel_timeout`
+    (HttpRequestTimeout) and no request is running, even while the end of an answer is still
+    queued for a client that reads slowly: on a saturated classroom channel a tablet's
+    connection waits behind its own others for more than 30 s, and its image was cut short.
+    Idle connections still close after HttpRequestTimeout; one with unsent bytes after
+    SEND_STALL seconds without progress."""
+
+    def maintenance(now: float) -> None:
+        idle = now - server.adj.channel_timeout
+        stalled = now - max(SEND_STALL, server.adj.channel_timeout)
+        for channel in list(server.active_channels.values()):
+            if channel.requests:
+                continue
+            cutoff = stalled if channel.total_outbufs_len else idle
+            if channel.last_activity < cutoff:
+                channel.will_close = True
+
+    server.maintenance = maintenance
