@@ -17,10 +17,15 @@ import struct
 from functools import lru_cache
 from typing import Any
 
+from pydicom import filewriter
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
-from pydicom.filewriter import _AMBIGUOUS_US_SS_TAGS  # those pydicom reads by PixelRepresentation
 
 from .dicomweb_json import BULK_THRESHOLD, _number, _person_name
+
+# The "US or SS" tags pydicom reads by PixelRepresentation (a private name of pydicom 3.0: a
+# release without it leaves every such element to pydicom, never a different answer).
+_AMBIGUOUS_US_SS_TAGS: frozenset[int] = frozenset(
+    getattr(filewriter, "_AMBIGUOUS_US_SS_TAGS", ()))
 
 _u16 = struct.Struct("<H").unpack_from
 _u32 = struct.Struct("<I").unpack_from
