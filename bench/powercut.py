@@ -260,31 +260,18 @@ def acknowledged(output: str, sop_of: dict[str, str]) -> list[str]:
     return acked
 
 
-class Unready(Exception):
-    """The server took no instance before any cut: nothing a trial could check."""
-
-
 def trial(kind: str, n: int, mnt: Path, ctl: str, work: Path, chunks: Sequence[Sequence[Path]],
           sop_of: dict[str, str], rng: random.Random, totals: Totals) -> None:
-    """One cut (on a server that took no instance at all: once more, on fresh ports and a
-    fresh folder, the first attempt's story kept in the notes)."""
-    for attempt in (1, 2):
-        data = mnt / f"{kind}{n}-{attempt}"
-        data.mkdir()
-        _fsync_dir(mnt)  # the trial's own folder is durable: what follows is the server's
-        srv = Server(kind, data, work)
-        try:
-            _trial(srv, n, ctl, work, chunks, sop_of, rng, totals)
-        except Unready as e:
-            totals.notes.append(str(e))
-            if attempt == 2:
-                raise RuntimeError("\n".join(totals.notes[-2:])) from None
-            continue
-        finally:
-            srv.kill()  # on an error or an interrupt: no server left on the mount
-            srv.wait()
-        shutil.rmtree(data, ignore_errors=True)
-        return
+    data = mnt / f"{kind}{n}"
+    data.mkdir()
+    _fsync_dir(mnt)  # the trial's own folder is durable: what follows is the server's
+    srv = Server(kind, data, work)
+    try:
+        _trial(srv, n, ctl, work, chunks, sop_of, rng, totals)
+    finally:
+        srv.kill()  # on an error or an interrupt: no server left on the mount
+        srv.wait()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[Path]],
@@ -295,9 +282,9 @@ def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[
     echo = subprocess.run([dcmtk("echoscu"), "-to", "10", "-aec", AET, "127.0.0.1",
                            str(srv.dicom_port)], capture_output=True, text=True, timeout=60)
     if echo.returncode:
-        raise Unready(f"{kind} trial {n}: C-ECHO to port {srv.dicom_port} failed: "
-                      f"{echo.stdout}{echo.stderr}\n{kind} said: "
-                      f"{srv.log.read_text(errors='replace')[-1500:]}")
+        raise RuntimeError(f"{kind} trial {n}: C-ECHO to port {srv.dicom_port} failed: "
+                           f"{echo.stdout}{echo.stderr}\n{kind} said: "
+                           f"{srv.log.read_text(errors='replace')[-1500:]}")
     # where the cut comes: at a random write to the index's main file (checkpoints), to its
     # WAL or journal (commits), or after a random time (anywhere, files included)
     mode = rng.choice(("checkpoint", "commit", "timer")) if totals.full_send else "calibrate"
@@ -337,10 +324,9 @@ def _trial(srv: Server, n: int, ctl: str, work: Path, chunks: Sequence[Sequence[
     acked = [u for out in outs for u in acknowledged(out.read_text(errors="replace"), sop_of)]
     if mode == "calibrate" and not acked:  # the whole send, and nothing taken: say why
         said = "\n".join(out.read_text(errors="replace")[:1500] for out in outs[:1])
-        took, totals.full_send = totals.full_send, 0.0  # the next attempt calibrates again
-        raise Unready(f"{kind} trial {n}: no C-STORE acknowledged in {took:.2f} s; "
-                      f"storescu said:\n{said}\n{kind} said: "
-                      f"{srv.log.read_text(errors='replace')[-1500:]}")
+        raise RuntimeError(f"{kind} trial {n}: no C-STORE acknowledged in "
+                           f"{totals.full_send:.2f} s; storescu said:\n{said}\n{kind} said: "
+                           f"{srv.log.read_text(errors='replace')[-1500:]}")
     totals.modes[mode if mode != "calibrate" else "timer"] += 1
     totals.at_index_write += triggered > before
     totals.trials += 1
