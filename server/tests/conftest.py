@@ -24,6 +24,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
+import benchlib  # noqa: E402
+
 import datagen  # noqa: E402
 
 PIPACS = [sys.executable, "-m", "pipacs"]
@@ -39,8 +41,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# pynetdicom puts its own storescu, findscu, ... in the venv's bin: take dcmtk's, always.
-DCMTK_DIR = "/usr/bin"
+# pynetdicom puts its own storescu, findscu, ... in the venv's bin: take dcmtk's, always
+# (bench/benchlib.py's folder, DCMTK_BIN in the environment or /usr/bin).
+DCMTK_DIR = str(benchlib.DCMTK_BIN)
 
 
 def need(tool: str) -> str:
