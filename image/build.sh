@@ -113,9 +113,19 @@ EOF
     CHROOT_MOUNTS=("$rootfs/var/cache/apt/archives" "${CHROOT_MOUNTS[@]}")
     log "kernel and firmware: ${KERNEL[$arch]} $FIRMWARE_PACKAGES"
     chroot "$rootfs" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq --no-install-recommends \
-        "${KERNEL[$arch]}" $FIRMWARE_PACKAGES >"$WORK/kernel.log" 2>&1 \
-        || { chroot_umount; die "kernel install failed, see $WORK/kernel.log"; }
+    # Two steps: initramfs-tools and the firmware first, then the kernel, whose postinst makes
+    # the initramfs once (together, the initramfs-tools trigger made it a second time: each
+    # takes many minutes under qemu-user). confold keeps our /etc/default/raspi-firmware,
+    # which the package also ships (dpkg would ask, and fail without a terminal).
+    local step
+    : >"$WORK/kernel.log"
+    for step in "$FIRMWARE_PACKAGES" "${KERNEL[$arch]}"; do
+        # shellcheck disable=SC2086 # word splitting: the package list
+        DEBIAN_FRONTEND=noninteractive chroot "$rootfs" apt-get install -y -qq \
+            --no-install-recommends -o Dpkg::Options::=--force-confdef \
+            -o Dpkg::Options::=--force-confold $step >>"$WORK/kernel.log" 2>&1 \
+            || { chroot_umount; die "kernel install failed, see $WORK/kernel.log"; }
+    done
     chroot_umount
     : >"$rootfs/etc/resolv.conf"
     [[ -s $rootfs/boot/firmware/config.txt && -n $(ls "$rootfs"/boot/firmware/vmlinuz* 2>/dev/null) ]] \
