@@ -20,6 +20,12 @@ Debian mirror (for packages the roles install), and are removed at the end unles
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
     sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
+    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear   # pip install mitogen
+
+``--strategy mitogen_linear`` (or ``mitogen_free``) runs the playbooks under Mitogen for Ansible,
+which must be importable by the venv's Python; the Pis are then reached with the short connection
+name ``podman``, the one Mitogen replaces with its own (it leaves ``containers.podman.podman``
+to Ansible).
 """
 
 from __future__ import annotations
@@ -117,7 +123,17 @@ def stop_pis() -> None:
         run(["podman", "rm", "-f", "-t", "2", *ours])
 
 
-def write_inventory(folder: Path, count: int, source: Path) -> Path:
+def mitogen_strategies() -> Path:
+    """The folder of Mitogen's strategy plugins, from the venv's Python (exits if absent)."""
+    proc = run([str(VENV_BIN / "python"), "-c",
+                "import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))"])
+    if proc.returncode != 0:
+        sys.exit("Mitogen is not installed in the venv: .venv/bin/pip install mitogen")
+    return Path(proc.stdout.strip()) / "plugins" / "strategy"
+
+
+def write_inventory(folder: Path, count: int, source: Path,
+                    connection: str = "containers.podman.podman") -> Path:
     """An inventory shaped like the example school's, one classroom PACS Pi per container."""
     inventory = folder / "inventory"
     (inventory / "host_vars").mkdir(parents=True)
@@ -129,7 +145,7 @@ def write_inventory(folder: Path, count: int, source: Path) -> Path:
     for i, name in enumerate(names(count), start=1):
         (inventory / "host_vars" / f"{name}.yml").write_text(
             "---\n"
-            "ansible_connection: containers.podman.podman\n"
+            f"ansible_connection: {connection}\n"
             "ansible_user: root\n"
             "ansible_become: false\n"
             f"server_name: Bench Pi {i}\n"
@@ -156,7 +172,7 @@ def snapshot_source(dest: Path, version: str | None = None) -> Path:
 
 
 def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
-         profile: bool) -> Phase:
+         profile: bool, strategy: str) -> Phase:
     env = dict(
         os.environ,
         PATH=f"{VENV_BIN}:{os.environ['PATH']}",
@@ -167,6 +183,10 @@ def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
         ANSIBLE_CACHE_PLUGIN="jsonfile",
         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(inventory.parent / "facts"),
     )
+    if strategy:
+        env["ANSIBLE_STRATEGY"] = strategy
+        if strategy.startswith("mitogen"):
+            env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen_strategies())
     if profile:
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.timer,ansible.posix.profile_tasks"
         env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "15"
@@ -201,6 +221,9 @@ def main() -> int:
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma-separated, in order (default {','.join(PHASES)})")
     ap.add_argument("--profile", action="store_true", help="profile_tasks: slowest tasks")
+    ap.add_argument("--strategy", default="", metavar="S",
+                    help="Ansible strategy: linear, free, mitogen_linear, mitogen_free "
+                         "(default: ansible.cfg's)")
     ap.add_argument("--keep", action="store_true", help="keep the containers and temp folder")
     args = ap.parse_args()
     phases = [p for p in args.phases.split(",") if p]
@@ -219,8 +242,13 @@ def main() -> int:
     logs = folder / "logs"
     logs.mkdir()
     source = snapshot_source(folder / "server-src")
-    inventory = write_inventory(folder, args.pis, source)
-    print(f"{args.pis} simulated Pis, forks {forks}, load {loadavg()}, logs in {logs}")
+    mitogen = args.strategy.startswith("mitogen")
+    if mitogen:
+        mitogen_strategies()  # before any container starts
+    inventory = write_inventory(folder, args.pis, source,
+                                "podman" if mitogen else "containers.podman.podman")
+    print(f"{args.pis} simulated Pis, forks {forks}, strategy {args.strategy or 'default'}, "
+          f"load {loadavg()}, logs in {logs}")
     t0 = time.monotonic()
     start_pis(args.pis)
     print(f"containers up in {time.monotonic() - t0:.0f} s")
@@ -244,7 +272,8 @@ def main() -> int:
                          "-e", f"server_build_dir={folder / 'build-next'}"]
             elif name == "report":
                 playbook = "report.yml"
-            phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile)
+            phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile,
+                         args.strategy)
             results.append(phase)
             changed = sum(phase.changed.values())
             print(f"{name:8} {phase.seconds:7.1f} s  rc={phase.rc} changed={changed} "
@@ -267,7 +296,8 @@ def main() -> int:
         ])
     print_table(
         ["phase", "wall s", "controller CPU s", "changed", "Pis changed", "Pis failed", "rc"],
-        rows, title=f"Fleet of {args.pis} simulated Pis, forks {forks}",
+        rows, title=f"Fleet of {args.pis} simulated Pis, forks {forks}, "
+                    f"strategy {args.strategy or 'default'}",
     )
     for p in results:
         if p.slowest:
