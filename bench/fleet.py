@@ -155,6 +155,11 @@ def write_inventory(folder: Path, count: int, source: Path,
             f"server_build_dir: {folder / 'build'}\n"
             f"fleet_controller_dir: {folder / 'fleet-data'}\n"
         )
+    if connection == "podman":
+        # Mitogen takes become for a task delegated to the controller from the controller's
+        # variables (group_vars/all: ansible_become true), not from the task's `become: false`,
+        # and would run sudo on the controller.
+        (inventory / "host_vars" / "localhost.yml").write_text("---\nansible_become: false\n")
     return inventory
 
 
