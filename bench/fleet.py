@@ -20,7 +20,7 @@ Debian mirror (for packages the roles install), and are removed at the end unles
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
     sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
-    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear   # pip install mitogen
+    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear --connection ssh
 
 ``--connection ssh`` reaches the Pis as a real fleet is reached: OpenSSH with the bundle's
 ansible.cfg (pipelining, ControlPersist), as user ``pi`` with sudo, on an image derived once from
@@ -29,10 +29,10 @@ made for the run. The default, ``podman``, runs every module through ``podman ex
 ``podman cp`` (no pipelining: three or four podman processes per module run), which costs the
 controller far more per task than SSH does; its figures are an upper bound.
 
-``--strategy mitogen_linear`` (or ``mitogen_free``) runs the playbooks under Mitogen for Ansible,
-which must be importable by the venv's Python; the Pis are then reached with the short connection
-name ``podman``, the one Mitogen replaces with its own (it leaves ``containers.podman.podman``
-to Ansible).
+``--strategy mitogen_linear`` runs the playbooks under Mitogen for Ansible (requirements.txt;
+ansible.cfg finds the strategy in plugins/strategy). Over ssh Mitogen takes the SSH connection;
+over podman the Pis are reached with the short connection name ``podman``, the one Mitogen
+replaces with its own (it leaves ``containers.podman.podman`` to Ansible).
 """
 
 from __future__ import annotations
@@ -168,13 +168,11 @@ def stop_pis() -> None:
         run(["podman", "rm", "-f", "-t", "2", *ours])
 
 
-def mitogen_strategies() -> Path:
-    """The folder of Mitogen's strategy plugins, from the venv's Python (exits if absent)."""
-    proc = run([str(VENV_BIN / "python"), "-c",
-                "import ansible_mitogen, os; print(os.path.dirname(ansible_mitogen.__file__))"])
+def check_mitogen() -> None:
+    """Exit unless the venv's Python has Mitogen (ansible.cfg finds its strategy in plugins/)."""
+    proc = run([str(VENV_BIN / "python"), "-c", "import ansible_mitogen"])
     if proc.returncode != 0:
-        sys.exit("Mitogen is not installed in the venv: .venv/bin/pip install mitogen")
-    return Path(proc.stdout.strip()) / "plugins" / "strategy"
+        sys.exit("Mitogen is not installed in the venv: .venv/bin/pip install -r requirements.txt")
 
 
 def write_inventory(folder: Path, count: int, source: Path,
@@ -192,6 +190,7 @@ def write_inventory(folder: Path, count: int, source: Path,
         if addresses:  # ssh: user pi with sudo, as group_vars/all has it for real Pis
             login = (f"ansible_host: {addresses[name]}\n"
                      f"ansible_ssh_private_key_file: {folder / 'id_ed25519'}\n"
+                     "ansible_host_key_checking: false\n"  # Mitogen's own ssh reads this
                      "ansible_ssh_extra_args: -o StrictHostKeyChecking=no"
                      " -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR\n")
         else:
@@ -208,11 +207,11 @@ def write_inventory(folder: Path, count: int, source: Path,
             f"server_build_dir: {folder / 'build'}\n"
             f"fleet_controller_dir: {folder / 'fleet-data'}\n"
         )
-    if connection == "podman":
-        # Mitogen takes become for a task delegated to the controller from the controller's
-        # variables (group_vars/all: ansible_become true), not from the task's `become: false`,
-        # and would run sudo on the controller.
-        (inventory / "host_vars" / "localhost.yml").write_text("---\nansible_become: false\n")
+    # As the example inventory's: Mitogen takes become for a task delegated to the controller
+    # from the controller's variables (group_vars/all: ansible_become true), not from the
+    # task's `become: false`, and would run sudo on the controller.
+    shutil.copy(REPO / "inventory" / "example" / "host_vars" / "localhost.yml",
+                inventory / "host_vars" / "localhost.yml")
     return inventory
 
 
@@ -243,8 +242,6 @@ def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
     )
     if strategy:
         env["ANSIBLE_STRATEGY"] = strategy
-        if strategy.startswith("mitogen"):
-            env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen_strategies())
     if profile:
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.timer,ansible.posix.profile_tasks"
         env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "15"
@@ -280,7 +277,7 @@ def main() -> int:
                     help=f"comma-separated, in order (default {','.join(PHASES)})")
     ap.add_argument("--profile", action="store_true", help="profile_tasks: slowest tasks")
     ap.add_argument("--strategy", default="", metavar="S",
-                    help="Ansible strategy: linear, free, mitogen_linear, mitogen_free "
+                    help="Ansible strategy: linear, free, mitogen_linear "
                          "(default: ansible.cfg's)")
     ap.add_argument("--connection", choices=["podman", "ssh"], default="podman",
                     help="how the controller reaches the Pis (default podman; ssh as real Pis)")
@@ -304,7 +301,7 @@ def main() -> int:
     source = snapshot_source(folder / "server-src")
     mitogen = args.strategy.startswith("mitogen")
     if mitogen:
-        mitogen_strategies()  # before any container starts
+        check_mitogen()  # before any container starts
     ssh = args.connection == "ssh"
     image = ssh_image() if ssh else IMAGE
     print(f"{args.pis} simulated Pis over {args.connection}, forks {forks}, strategy "
