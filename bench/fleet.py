@@ -20,14 +20,14 @@ Debian mirror (for packages the roles install), and are removed at the end unles
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
     sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
-    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear --connection ssh
+    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear
 
 ``--connection ssh`` reaches the Pis as a real fleet is reached: OpenSSH with the bundle's
 ansible.cfg (pipelining, ControlPersist), as user ``pi`` with sudo, on an image derived once from
 the simulated-Pi image with openssh-server added (``localhost/pipacs-bookworm-ssh:amd64``) and a key
-made for the run. The default, ``podman``, runs every module through ``podman exec`` and
-``podman cp`` (no pipelining: three or four podman processes per module run), which costs the
-controller far more per task than SSH does; its figures are an upper bound.
+made for the run; the default. ``--connection podman`` runs every module through ``podman exec``
+and ``podman cp`` instead (no pipelining: three or four podman processes per module run), which
+costs the controller about three times what SSH does; its figures are an upper bound.
 
 ``--strategy mitogen_linear`` runs the playbooks under Mitogen for Ansible (requirements.txt;
 ansible.cfg finds the strategy in plugins/strategy). Over ssh Mitogen takes the SSH connection;
@@ -279,8 +279,9 @@ def main() -> int:
     ap.add_argument("--strategy", default="", metavar="S",
                     help="Ansible strategy: linear, free, mitogen_linear "
                          "(default: ansible.cfg's)")
-    ap.add_argument("--connection", choices=["podman", "ssh"], default="podman",
-                    help="how the controller reaches the Pis (default podman; ssh as real Pis)")
+    ap.add_argument("--connection", choices=["ssh", "podman"], default="ssh",
+                    help="how the controller reaches the Pis: ssh as real Pis (default), or "
+                         "podman exec/cp (the earlier figures' transport, an upper bound)")
     ap.add_argument("--keep", action="store_true", help="keep the containers and temp folder")
     args = ap.parse_args()
     phases = [p for p in args.phases.split(",") if p]
