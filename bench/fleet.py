@@ -20,6 +20,19 @@ Debian mirror (for packages the roles install), and are removed at the end unles
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
     sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
+    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear
+
+``--connection ssh`` reaches the Pis as a real fleet is reached: OpenSSH with the bundle's
+ansible.cfg (pipelining, ControlPersist), as user ``pi`` with sudo, on an image derived once from
+the simulated-Pi image with openssh-server added (``localhost/pipacs-bookworm-ssh:amd64``) and a key
+made for the run; the default. ``--connection podman`` runs every module through ``podman exec``
+and ``podman cp`` instead (no pipelining: three or four podman processes per module run), which
+costs the controller about three times what SSH does; its figures are an upper bound.
+
+``--strategy mitogen_linear`` runs the playbooks under Mitogen for Ansible (requirements.txt;
+ansible.cfg finds the strategy in plugins/strategy). Over ssh Mitogen takes the SSH connection;
+over podman the Pis are reached with the short connection name ``podman``, the one Mitogen
+replaces with its own (it leaves ``containers.podman.podman`` to Ansible).
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from benchlib import loadavg, print_table  # noqa: E402
 
 VENV_BIN = REPO / ".venv" / "bin"
 IMAGE = os.environ.get("PIPACS_TESTBED_IMAGE", "localhost/pipacs-bookworm:amd64")
+SSH_IMAGE = os.environ.get("PIPACS_TESTBED_SSH_IMAGE", "localhost/pipacs-bookworm-ssh:amd64")
 NETWORK = "pipacs-fleetbench"
 PREFIX = "pipacs-fb-"
 PHASES = ["site", "again", "one", "config", "upgrade", "report"]
@@ -85,7 +99,27 @@ def names(count: int) -> list[str]:
     return [f"{PREFIX}{i:02d}" for i in range(1, count + 1)]
 
 
-def start_pis(count: int) -> None:
+def ssh_image() -> str:
+    """The simulated-Pi image with OpenSSH and the login a real Pi has (built once, cached)."""
+    if run(["podman", "image", "exists", SSH_IMAGE]).returncode == 0:
+        return SSH_IMAGE
+    print(f"building {SSH_IMAGE} from {IMAGE} (openssh-server from the Debian mirror), once")
+    with tempfile.TemporaryDirectory() as ctx:
+        (Path(ctx) / "Containerfile").write_text(
+            f"FROM {IMAGE}\n"
+            "RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -qy "
+            "--no-install-recommends openssh-server && apt-get clean "
+            "&& useradd -m -s /bin/bash pi && install -d -m 700 -o pi -g pi /home/pi/.ssh "
+            "&& echo 'pi ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/010_pi-nopasswd "
+            "&& chmod 440 /etc/sudoers.d/010_pi-nopasswd && systemctl enable ssh\n"
+        )
+        proc = run(["podman", "build", "-q", "-t", SSH_IMAGE, ctx])
+    if proc.returncode != 0:
+        sys.exit(f"cannot build {SSH_IMAGE}: {proc.stderr.strip()[-2000:]}")
+    return SSH_IMAGE
+
+
+def start_pis(count: int, image: str = IMAGE) -> None:
     if run(["podman", "image", "exists", IMAGE]).returncode != 0:
         sys.exit(f"{IMAGE} not found: run molecule/resources/testbed.sh all first")
     stop_pis()
@@ -95,7 +129,7 @@ def start_pis(count: int) -> None:
         proc = run([
             "podman", "run", "-d", "--name", name, "--hostname", "pi-unnamed",
             "--network", NETWORK, "--systemd=always", "--cap-add", "SYS_ADMIN",
-            "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", IMAGE, "/sbin/init",
+            "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", image, "/sbin/init",
         ])
         if proc.returncode != 0:
             sys.exit(f"cannot start {name}: {proc.stderr.strip()}")
@@ -110,6 +144,23 @@ def start_pis(count: int) -> None:
             time.sleep(1)
 
 
+def authorize(count: int, public_key: Path) -> dict[str, str]:
+    """The run's key in each Pi's ~pi/.ssh; returns each Pi's address on the bench network."""
+    addresses = {}
+    key = public_key.read_text()
+    for name in names(count):
+        keys = "/home/pi/.ssh/authorized_keys"
+        proc = run(["podman", "exec", "-i", name, "sh", "-c",
+                    f"cat >{keys} && chown pi:pi {keys} && chmod 600 {keys}"], input=key)
+        if proc.returncode != 0:
+            sys.exit(f"cannot authorize the key on {name}: {proc.stderr.strip()}")
+        fmt = '{{(index .NetworkSettings.Networks "' + NETWORK + '").IPAddress}}'
+        addresses[name] = run(["podman", "inspect", "-f", fmt, name]).stdout.strip()
+        if not addresses[name]:
+            sys.exit(f"{name} has no address on {NETWORK}")
+    return addresses
+
+
 def stop_pis() -> None:
     listed = run(["podman", "ps", "-a", "--format", "{{.Names}}"]).stdout.split()
     ours = [n for n in listed if n.startswith(PREFIX)]
@@ -117,7 +168,16 @@ def stop_pis() -> None:
         run(["podman", "rm", "-f", "-t", "2", *ours])
 
 
-def write_inventory(folder: Path, count: int, source: Path) -> Path:
+def check_mitogen() -> None:
+    """Exit unless the venv's Python has Mitogen (ansible.cfg finds its strategy in plugins/)."""
+    proc = run([str(VENV_BIN / "python"), "-c", "import ansible_mitogen"])
+    if proc.returncode != 0:
+        sys.exit("Mitogen is not installed in the venv: .venv/bin/pip install -r requirements.txt")
+
+
+def write_inventory(folder: Path, count: int, source: Path,
+                    connection: str = "containers.podman.podman",
+                    addresses: dict[str, str] | None = None) -> Path:
     """An inventory shaped like the example school's, one classroom PACS Pi per container."""
     inventory = folder / "inventory"
     (inventory / "host_vars").mkdir(parents=True)
@@ -127,11 +187,19 @@ def write_inventory(folder: Path, count: int, source: Path) -> Path:
         f"all:\n  children:\n    classroom:\n      hosts:\n{hosts}    pacs:\n      hosts:\n{hosts}"
     )
     for i, name in enumerate(names(count), start=1):
+        if addresses:  # ssh: user pi with sudo, as group_vars/all has it for real Pis
+            login = (f"ansible_host: {addresses[name]}\n"
+                     f"ansible_ssh_private_key_file: {folder / 'id_ed25519'}\n"
+                     "ansible_host_key_checking: false\n"  # Mitogen's own ssh reads this
+                     "ansible_ssh_extra_args: -o StrictHostKeyChecking=no"
+                     " -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR\n")
+        else:
+            login = (f"ansible_connection: {connection}\n"
+                     "ansible_user: root\n"
+                     "ansible_become: false\n")
         (inventory / "host_vars" / f"{name}.yml").write_text(
             "---\n"
-            "ansible_connection: containers.podman.podman\n"
-            "ansible_user: root\n"
-            "ansible_become: false\n"
+            f"{login}"
             f"server_name: Bench Pi {i}\n"
             f"server_dicom_aet: PACS_FB{i:02d}\n"
             f"base_hostname: pi-fb{i:02d}\n"
@@ -139,6 +207,11 @@ def write_inventory(folder: Path, count: int, source: Path) -> Path:
             f"server_build_dir: {folder / 'build'}\n"
             f"fleet_controller_dir: {folder / 'fleet-data'}\n"
         )
+    # As the example inventory's: Mitogen takes become for a task delegated to the controller
+    # from the controller's variables (group_vars/all: ansible_become true), not from the
+    # task's `become: false`, and would run sudo on the controller.
+    shutil.copy(REPO / "inventory" / "example" / "host_vars" / "localhost.yml",
+                inventory / "host_vars" / "localhost.yml")
     return inventory
 
 
@@ -156,7 +229,7 @@ def snapshot_source(dest: Path, version: str | None = None) -> Path:
 
 
 def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
-         profile: bool) -> Phase:
+         profile: bool, strategy: str) -> Phase:
     env = dict(
         os.environ,
         PATH=f"{VENV_BIN}:{os.environ['PATH']}",
@@ -167,6 +240,8 @@ def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
         ANSIBLE_CACHE_PLUGIN="jsonfile",
         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(inventory.parent / "facts"),
     )
+    if strategy:
+        env["ANSIBLE_STRATEGY"] = strategy
     if profile:
         env["ANSIBLE_CALLBACKS_ENABLED"] = "ansible.posix.timer,ansible.posix.profile_tasks"
         env["PROFILE_TASKS_TASK_OUTPUT_LIMIT"] = "15"
@@ -201,6 +276,12 @@ def main() -> int:
     ap.add_argument("--phases", default=",".join(PHASES),
                     help=f"comma-separated, in order (default {','.join(PHASES)})")
     ap.add_argument("--profile", action="store_true", help="profile_tasks: slowest tasks")
+    ap.add_argument("--strategy", default="", metavar="S",
+                    help="Ansible strategy: linear, free, mitogen_linear "
+                         "(default: ansible.cfg's)")
+    ap.add_argument("--connection", choices=["ssh", "podman"], default="ssh",
+                    help="how the controller reaches the Pis: ssh as real Pis (default), or "
+                         "podman exec/cp (the earlier figures' transport, an upper bound)")
     ap.add_argument("--keep", action="store_true", help="keep the containers and temp folder")
     args = ap.parse_args()
     phases = [p for p in args.phases.split(",") if p]
@@ -219,10 +300,21 @@ def main() -> int:
     logs = folder / "logs"
     logs.mkdir()
     source = snapshot_source(folder / "server-src")
-    inventory = write_inventory(folder, args.pis, source)
-    print(f"{args.pis} simulated Pis, forks {forks}, load {loadavg()}, logs in {logs}")
+    mitogen = args.strategy.startswith("mitogen")
+    if mitogen:
+        check_mitogen()  # before any container starts
+    ssh = args.connection == "ssh"
+    image = ssh_image() if ssh else IMAGE
+    print(f"{args.pis} simulated Pis over {args.connection}, forks {forks}, strategy "
+          f"{args.strategy or 'default'}, load {loadavg()}, logs in {logs}")
     t0 = time.monotonic()
-    start_pis(args.pis)
+    start_pis(args.pis, image)
+    addresses = None
+    if ssh:
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "id_ed25519")])
+        addresses = authorize(args.pis, folder / "id_ed25519.pub")
+    inventory = write_inventory(folder, args.pis, source,
+                                "podman" if mitogen else "containers.podman.podman", addresses)
     print(f"containers up in {time.monotonic() - t0:.0f} s")
     first = names(args.pis)[0]
     results: list[Phase] = []
@@ -244,7 +336,8 @@ def main() -> int:
                          "-e", f"server_build_dir={folder / 'build-next'}"]
             elif name == "report":
                 playbook = "report.yml"
-            phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile)
+            phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile,
+                         args.strategy)
             results.append(phase)
             changed = sum(phase.changed.values())
             print(f"{name:8} {phase.seconds:7.1f} s  rc={phase.rc} changed={changed} "
@@ -267,7 +360,8 @@ def main() -> int:
         ])
     print_table(
         ["phase", "wall s", "controller CPU s", "changed", "Pis changed", "Pis failed", "rc"],
-        rows, title=f"Fleet of {args.pis} simulated Pis, forks {forks}",
+        rows, title=f"Fleet of {args.pis} simulated Pis over {args.connection}, forks {forks}, "
+                    f"strategy {args.strategy or 'default'}",
     )
     for p in results:
         if p.slowest:

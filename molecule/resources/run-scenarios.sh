@@ -97,7 +97,7 @@ run_one() {
 # container and network names, so lanes never share one). Scenarios go to lanes longest
 # first, each to the lane with the least work so far, by these usual durations (seconds,
 # alone on 2 cores); `make test` uses 2 lanes on CI's 2 cores.
-declare -A usual=([fleet]=1200 [site]=900 [site-arm64]=700 [image-arm64]=700 [server]=360
+declare -A usual=([fleet]=1200 [site]=900 [site-armhf]=1150 [site-arm64]=700 [image-arm64]=700 [server]=360
     [repeater]=330 [plugins]=410 [daemon]=200 [hotspot]=170 [base]=150 [storage]=80)
 lanes=${PIPACS_MOLECULE_LANES:-1}
 ((lanes >= 1)) || lanes=1

@@ -1,0 +1,40 @@
+"""Ansible's linear strategy run through Mitogen for Ansible, found without a venv path.
+
+Mitogen's own strategy plugins live inside its Python package, whose folder depends on where
+the controller's venv is and on its Python version; ansible.cfg points ``strategy_plugins``
+at this folder instead, so ``ANSIBLE_STRATEGY=mitogen_linear`` is all a school sets to opt in
+(roles/fleet/README.md, "Speed"). Mitogen (``mitogen`` in requirements.txt) must be
+importable by the Python that runs ansible-playbook; the error below says so when it is not.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: mitogen_linear
+short_description: the linear strategy with Mitogen's connections (one Python per host)
+description:
+  - Every host runs each task before the next task starts, as with ansible.builtin.linear,
+    but through Mitogen for Ansible, which keeps one Python interpreter per host for the
+    whole run instead of starting one per module.
+  - Needs the mitogen package (requirements.txt). Mitogen takes over only the short
+    connection names (ssh, local, podman, ...).
+author: PiPACS contributors
+"""
+
+try:
+    import ansible_mitogen.loaders
+    import ansible_mitogen.strategy
+except ImportError as exc:  # pragma: no cover - depends on the controller's venv
+    from ansible.errors import AnsibleError
+
+    raise AnsibleError(
+        "the mitogen_linear strategy needs Mitogen for Ansible in the controller's Python: "
+        ".venv/bin/pip install -r requirements.txt (or unset ANSIBLE_STRATEGY to run the "
+        f"plain linear strategy): {exc}"
+    ) from exc
+
+_Linear = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
+
+
+class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
+    """Mitogen's connection and action wrappers around the linear strategy."""
