@@ -216,6 +216,14 @@ converge() {
     podman run -d --name "$name" --systemd=always \
         --cap-add SYS_ADMIN,NET_ADMIN,NET_RAW --hostname "$BUILD_HOST" --stop-timeout=2 \
         --env container=podman --rootfs "$rootfs" /sbin/init >/dev/null
+    # Wait for the boot to end before the first module: under qemu-user and load the boot takes
+    # minutes, and systemd-tmpfiles emptying /tmp removed a module's payload as Ansible ran it
+    # ("No module named 'ansible'" in the first build that reached this step).
+    local state
+    state=$(timeout 900 podman exec "$name" systemctl is-system-running --wait 2>/dev/null) || true
+    [[ $state == running || $state == degraded ]] \
+        || die "$name did not finish booting in 900 s (systemd: ${state:-no answer})"
+    log "$name booted ($state)"
     cat >"$WORK/hosts.yml" <<EOF
 # Written by image/build.sh: the image being built, a PACS Pi of no classroom yet.
 classroom:
