@@ -95,12 +95,13 @@ lint-ansible: setup
 # SD card images (README, "SD card images"): .cache/image/pipacs-bookworm-<arch>.img, .img.xz
 # and .sha256. From Debian (debootstrap) or from a Raspberry Pi OS Lite image: BASE=file.img.xz.
 # IMAGE_INVENTORY: the inventory whose group_vars the image gets (its vault password file in
-# ANSIBLE_VAULT_PASSWORD_FILE; the example's is set here).
+# ANSIBLE_VAULT_PASSWORD_FILE; the example's is set here). REUSE=1: start again from the last
+# build's unconverged root file system (after a failed converge: no new debootstrap and kernel).
 ARCH ?= arm64
 IMAGE_INVENTORY ?= inventory/example
 image: setup ## flashable SD card image: make image ARCH=arm64|armhf [BASE=raspios-lite.img.xz]
 	$(if $(filter inventory/example,$(IMAGE_INVENTORY)),$(EXAMPLE_VAULT)) image/build.sh build $(ARCH) \
-		--inventory $(IMAGE_INVENTORY) $(if $(BASE),--base $(BASE))
+		--inventory $(IMAGE_INVENTORY) $(if $(BASE),--base $(BASE)) $(if $(REUSE),--reuse)
 
 # Two lanes of scenarios at once (PIPACS_MOLECULE_LANES): CI's 2 cores finish the set in
 # about two thirds of the time one lane takes.

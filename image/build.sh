@@ -219,11 +219,15 @@ converge() {
     # Wait for the boot to end before the first module: under qemu-user and load the boot takes
     # minutes, and systemd-tmpfiles emptying /tmp removed a module's payload as Ansible ran it
     # ("No module named 'ansible'" in the first build that reached this step).
-    local state
-    state=$(timeout 900 podman exec "$name" systemctl is-system-running --wait 2>/dev/null) || true
-    [[ $state == running || $state == degraded ]] \
-        || die "$name did not finish booting in 900 s (systemd: ${state:-no answer})"
-    log "$name booted ($state)"
+    local state="" waited=0
+    # "offline" until systemd answers on its bus, then "initializing"/"starting".
+    until [[ $state == running || $state == degraded ]]; do
+        ((waited < 900)) || die "$name did not finish booting in 900 s (systemd: ${state:-no answer})"
+        sleep 3
+        waited=$((waited + 3))
+        state=$(podman exec "$name" systemctl is-system-running 2>/dev/null) || true
+    done
+    log "$name booted after about $waited s ($state)"
     cat >"$WORK/hosts.yml" <<EOF
 # Written by image/build.sh: the image being built, a PACS Pi of no classroom yet.
 classroom:
