@@ -217,8 +217,9 @@ converge() {
         --cap-add SYS_ADMIN,NET_ADMIN,NET_RAW --hostname "$BUILD_HOST" --stop-timeout=2 \
         --env container=podman --rootfs "$rootfs" /sbin/init >/dev/null
     # Wait for the boot to end before the first module: under qemu-user and load the boot takes
-    # minutes, and systemd-tmpfiles emptying /tmp removed a module's payload as Ansible ran it
-    # ("No module named 'ansible'" in the first build that reached this step).
+    # minutes. The first build that reached this step (load 18) failed its first module with
+    # "No module named 'ansible'", its payload most likely removed from /tmp by the boot's
+    # systemd-tmpfiles; after this wait the same root file system converged.
     local state="" waited=0
     # "offline" until systemd answers on its bus, then "initializing"/"starting".
     until [[ $state == running || $state == degraded ]]; do
