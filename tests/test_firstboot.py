@@ -15,17 +15,25 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_hotspot_dhcp import render_role
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = ROOT / "roles/firstboot/files/pipacs-firstboot"
 BUILD_NAME = "pipacs"
 
+# The hotspot role's dnsmasq file for the image's radio, wlan0 (roles/hotspot/vars/Debian.yml).
+DNSMASQ_CONF = (
+    yaml.safe_load((ROOT / "roles/hotspot/vars/Debian.yml").read_text())["__hotspot_dnsmasq_conf"]
+    .replace("{{ hotspot_interface }}", "wlan0").lstrip("/")
+)
+
 # Role -> {name: (template, path in the Pi's root)}.
 FILES = {
     "hotspot": {
         "hostapd": ("etc/hostapd/hostapd.conf.j2", "etc/hostapd/wlan0.conf"),
-        "dnsmasq": ("etc/dnsmasq.d/pipacs-hotspot.conf.j2", "etc/dnsmasq.d/pipacs-hotspot.conf"),
+        # The name the role gives it (an earlier fixed name here hid a first boot that missed it).
+        "dnsmasq": ("etc/dnsmasq.d/pipacs-hotspot.conf.j2", DNSMASQ_CONF),
     },
     "server": {"server": ("etc/pipacs/server.json.j2", "etc/pipacs/server.json")},
     "base": {
@@ -154,6 +162,6 @@ def test_explicit_values_and_bad_ones(image_and_pi: tuple[Path, Path], tmp_path:
     server = (root / "etc/pipacs/server.json").read_text()
     assert '"DicomAet": "PACS_C7",' in server and '"Name": "PiPACS pi-c8",' in server
     assert "\ncountry_code=DE\n" in (root / "etc/hostapd/wlan0.conf").read_text()
-    assert "pi-c8" in (root / "etc/dnsmasq.d/pipacs-hotspot.conf").read_text()
+    assert "pi-c8" in (root / DNSMASQ_CONF).read_text()
     digest = (tmp_path / "state/applied.sha256").read_text().strip()
     assert len(digest) == len(hashlib.sha256().hexdigest())

@@ -14,7 +14,7 @@ SSID = "PiPACS Classroom C"
 # From inventory/example: group_vars/pacs and its vault.
 ADMIN = ("admin", "example-teacher-password")
 HOSTAPD = "/etc/hostapd/wlan0.conf"
-DNSMASQ = "/etc/dnsmasq.d/pipacs-hotspot.conf"
+DNSMASQ = "/etc/dnsmasq.d/pipacs-hotspot-wlan0.conf"  # the hotspot role: per interface
 STATE = "/var/tmp/pipacs-image-test"
 
 
