@@ -34,6 +34,12 @@ FILES = {
         "hostapd": ("etc/hostapd/hostapd.conf.j2", "etc/hostapd/wlan0.conf"),
         # The name the role gives it (an earlier fixed name here hid a first boot that missed it).
         "dnsmasq": ("etc/dnsmasq.d/pipacs-hotspot.conf.j2", DNSMASQ_CONF),
+        "address": ("etc/systemd/system/pipacs-hotspot-address.service.j2",
+                    "etc/systemd/system/pipacs-hotspot-address-wlan0.service"),
+    },
+    "daemon": {
+        "unit": ("etc/systemd/system/pipacs.service.j2", "etc/systemd/system/pipacs.service"),
+        "echo": ("usr/local/bin/pipacs-echo.j2", "usr/local/bin/pipacs-echo"),
     },
     "server": {"server": ("etc/pipacs/server.json.j2", "etc/pipacs/server.json")},
     "base": {
@@ -68,7 +74,9 @@ def render_pi(dest: Path, variables: dict[str, object]) -> Path:
     work.mkdir(parents=True)
     for role, files in FILES.items():
         templates = {name: (src, name) for name, (src, _) in files.items()}
-        out = render_role(work, role, templates, **variables)
+        # The hotspot's OS variables (paths, unit names) come from vars/Debian.yml on a Pi.
+        os_vars = yaml.safe_load((ROOT / "roles/hotspot/vars/Debian.yml").read_text()) if role == "hotspot" else {}
+        out = render_role(work, role, templates, **{**os_vars, **variables})
         for name, (_, path) in files.items():
             target = root / path
             target.parent.mkdir(parents=True, exist_ok=True)
