@@ -99,6 +99,11 @@ def names(count: int) -> list[str]:
     return [f"{PREFIX}{i:02d}" for i in range(1, count + 1)]
 
 
+def need_base_image() -> None:
+    if run(["podman", "image", "exists", IMAGE]).returncode != 0:
+        sys.exit(f"{IMAGE} not found: run molecule/resources/testbed.sh all first")
+
+
 def ssh_image() -> str:
     """The simulated-Pi image with OpenSSH and the login a real Pi has (built once, cached)."""
     if run(["podman", "image", "exists", SSH_IMAGE]).returncode == 0:
@@ -120,8 +125,6 @@ def ssh_image() -> str:
 
 
 def start_pis(count: int, image: str = IMAGE) -> None:
-    if run(["podman", "image", "exists", IMAGE]).returncode != 0:
-        sys.exit(f"{IMAGE} not found: run molecule/resources/testbed.sh all first")
     stop_pis()
     if run(["podman", "network", "exists", NETWORK]).returncode != 0:
         run(["podman", "network", "create", NETWORK])
@@ -304,6 +307,7 @@ def main() -> int:
     if mitogen:
         check_mitogen()  # before any container starts
     ssh = args.connection == "ssh"
+    need_base_image()  # the SSH image is built from it
     image = ssh_image() if ssh else IMAGE
     print(f"{args.pis} simulated Pis over {args.connection}, forks {forks}, strategy "
           f"{args.strategy or 'default'}, load {loadavg()}, logs in {logs}")
