@@ -112,7 +112,15 @@ EOF
     mount --bind "$CACHE_DIR/image-debs-$arch" "$rootfs/var/cache/apt/archives"
     CHROOT_MOUNTS=("$rootfs/var/cache/apt/archives" "${CHROOT_MOUNTS[@]}")
     log "kernel and firmware: ${KERNEL[$arch]} $FIRMWARE_PACKAGES"
-    chroot "$rootfs" apt-get update -qq
+    # A mirror in the middle of a sync serves index files that do not match their Release
+    # ("File has unexpected size"): wait and ask again, three times, before giving up.
+    local try
+    for try in 1 2 3 4; do
+        chroot "$rootfs" apt-get update -qq -o Acquire::Retries=3 && break
+        ((try < 4)) || { chroot_umount; die "apt-get update failed four times (the mirror, see above)"; }
+        log "apt-get update failed (try $try of 4): again in $((try * 30)) s"
+        sleep $((try * 30))
+    done
     # Two steps: initramfs-tools and the firmware first, then the kernel, whose postinst makes
     # the initramfs once (together, the initramfs-tools trigger made it a second time: each
     # takes many minutes under qemu-user). confold keeps our /etc/default/raspi-firmware,
