@@ -24,7 +24,11 @@
 # written with mtools, ext4 filled from the folder with mkfs.ext4 -d, an MBR from sfdisk, the
 # pieces joined with dd; then .img.xz and .sha256.
 #
-# Environment: PIPACS_TESTBED_MIRROR (Debian mirror, default: the host's), PIPACS_TESTBED_CACHE
+# Environment: PIPACS_TESTBED_MIRROR (Debian mirror, default: the host's),
+# PIPACS_TESTBED_SECURITY_MIRROR (its security suite, default: the host's, else
+# security.debian.org), PIPACS_IMAGE_NO_SECURITY=1 (build without the security suite when the
+# mirror's is broken: sources.list gets it back at the end, for the Pi's next online apt run),
+# PIPACS_TESTBED_CACHE
 # (package cache shared with molecule/resources/testbed.sh, default /var/cache/pipacs-testbed),
 # PIPACS_IMAGE_XZ=0 (skip the .xz), ANSIBLE_VAULT_PASSWORD_FILE (your inventory's vault).
 set -euo pipefail
@@ -66,6 +70,18 @@ host_mirror() {
     echo "$m"
 }
 
+security_mirror() {
+    [[ -n ${PIPACS_TESTBED_SECURITY_MIRROR:-} ]] && { echo "$PIPACS_TESTBED_SECURITY_MIRROR"; return; }
+    local m
+    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]*debian-security/?' | sed -n 1p || true)
+    echo "${m:-http://security.debian.org/debian-security}"
+}
+
+# The security suite's sources.list line, kept aside while building without it
+# (PIPACS_IMAGE_NO_SECURITY=1) and put back by clean_rootfs.
+DEFERRED_SOURCES=etc/apt/pipacs-deferred-sources.list
+
 CHROOT_MOUNTS=()
 chroot_mount() {
     local root=$1 d
@@ -94,11 +110,19 @@ debian_rootfs() {
         --components=main,non-free-firmware --include="$BOOTSTRAP_PACKAGES" \
         "$SUITE" "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
         || die "debootstrap failed, see $WORK/debootstrap.log"
+    local security_line
+    security_line="deb $(security_mirror) $SUITE-security main non-free-firmware"
     cat >"$rootfs/etc/apt/sources.list" <<EOF
 deb $mirror $SUITE main non-free-firmware
 deb $mirror $SUITE-updates main non-free-firmware
-deb http://security.debian.org/debian-security $SUITE-security main non-free-firmware
 EOF
+    if [[ ${PIPACS_IMAGE_NO_SECURITY:-0} == 1 ]]; then
+        log "WARNING: building without $SUITE-security (PIPACS_IMAGE_NO_SECURITY=1): the image has" \
+            "none of its updates; sources.list names it for the Pi's next online apt run"
+        echo "$security_line" >"$rootfs/$DEFERRED_SOURCES"
+    else
+        echo "$security_line" >>"$rootfs/etc/apt/sources.list"
+    fi
     no_services "$rootfs"
     # raspi-firmware writes cmdline.txt from this (the hook runs again on kernel upgrades).
     mkdir -p "$rootfs/etc/default" "$rootfs/boot/firmware"
@@ -117,7 +141,10 @@ EOF
     local try
     for try in 1 2 3 4; do
         chroot "$rootfs" apt-get update -qq -o Acquire::Retries=3 && break
-        ((try < 4)) || { chroot_umount; die "apt-get update failed four times (the mirror, see above)"; }
+        ((try < 4)) || { chroot_umount; die "apt-get update failed four times: the mirror's index files" \
+            "do not match its Release (see above). Try later or another mirror (PIPACS_TESTBED_MIRROR," \
+            "PIPACS_TESTBED_SECURITY_MIRROR); if only $SUITE-security fails, PIPACS_IMAGE_NO_SECURITY=1" \
+            "builds without its updates"; }
         log "apt-get update failed (try $try of 4): again in $((try * 30)) s"
         sleep $((try * 30))
     done
@@ -281,6 +308,10 @@ login_account() {
 # What one Pi must not share with the next: identities made on first boot.
 clean_rootfs() {
     local rootfs=$1
+    if [[ -f $rootfs/$DEFERRED_SOURCES ]]; then
+        cat "$rootfs/$DEFERRED_SOURCES" >>"$rootfs/etc/apt/sources.list"
+        rm -f "$rootfs/$DEFERRED_SOURCES"
+    fi
     rm -f "$rootfs/usr/sbin/policy-rc.d" "$rootfs"/etc/ssh/ssh_host_*key* "$rootfs/var/lib/dbus/machine-id"
     : >"$rootfs/etc/machine-id"
     echo "$BUILD_HOST" >"$rootfs/etc/hostname"
