@@ -22,7 +22,7 @@ OHIF_VERSION := 3.13.2
 OHIF_BUILD := $(CURDIR)/.cache/ohif/$(OHIF_VERSION)/.complete
 
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
-	lint-ansible molecule molecule-% bench clean lock collection image
+	lint-ansible molecule molecule-% bench clean lock collection image image-boot
 
 setup: $(BIN)/pipacs $(OHIF_BUILD) ## install Debian packages and the Python venv (idempotent)
 
@@ -102,6 +102,11 @@ IMAGE_INVENTORY ?= inventory/example
 image: setup ## flashable SD card image: make image ARCH=arm64|armhf [BASE=raspios-lite.img.xz]
 	$(if $(filter inventory/example,$(IMAGE_INVENTORY)),$(EXAMPLE_VAULT)) image/build.sh build $(ARCH) \
 		--inventory $(IMAGE_INVENTORY) $(if $(BASE),--base $(BASE)) $(if $(REUSE),--reuse)
+
+# The whole image booted with its own kernel, initramfs and cmdline.txt (qemu-system, virt
+# board, no network beyond two loopback ports): first boot, C-ECHO, /changes?last.
+image-boot: ## boot the SD card image under qemu-system and check it: make image-boot ARCH=arm64|armhf
+	image/boot.sh .cache/image/pipacs-bookworm-$(ARCH).img
 
 # Two lanes of scenarios at once (PIPACS_MOLECULE_LANES): CI's 2 cores finish the set in
 # about two thirds of the time one lane takes.
