@@ -50,6 +50,16 @@ def test_ae_title_and_wifi_follow_pipacs_txt(host):
     assert re.search(rf"^host-record=.*\b{NAME}\b", host.file(DNSMASQ).content_string, re.MULTILINE)
 
 
+def test_systemd_runs_the_units_as_the_first_boot_wrote_them(host):
+    # Recorded before site.yml (which reloads systemd anyway): the first boot rewrote units
+    # systemd had already loaded, so it must have made systemd read them again.
+    shown = host.file(f"{STATE}/units-loaded").content_string
+    units = [dict(line.split("=", 1) for line in block.splitlines()) for block in shown.strip().split("\n\n")]
+    assert [u["Id"] for u in units] == ["pipacs.service", "pipacs-hotspot-address-wlan0.service"], shown
+    assert all(u["NeedDaemonReload"] == "no" for u in units), shown
+    assert f"({AET})" in units[0]["Description"], shown
+
+
 def test_hostapd_and_dnsmasq_accept_their_files(host):
     check = host.run(f"/usr/local/sbin/pipacs-hostapd-check {HOSTAPD}")
     assert check.rc == 0, check.stdout + check.stderr
