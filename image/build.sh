@@ -480,6 +480,8 @@ build() {
     if [[ ${PIPACS_IMAGE_XZ:-1} != 0 ]]; then
         log "compressing (xz)"
         nice -n 5 xz -T2 -6 -f -k "$out/$name.img"
+    else
+        rm -f "$out/$name.img.xz"  # an earlier build's: it must not pass for this one's
     fi
     (cd "$out" && sha256sum "$name".img* >"$name.sha256")
     log "built $out/$name.img in $((SECONDS - start)) s: $(du -m --apparent-size "$out/$name.img" | cut -f1) MiB$(
