@@ -44,7 +44,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import dcmread
 from pydicom.filewriter import write_dataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 __all__ = [
     "CT_IMAGE_STORAGE",
@@ -372,7 +372,7 @@ def make_large(
     paths: list[Path] = []
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    meta.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 
@@ -430,7 +430,7 @@ def make_large(
                 phantoms[zi] = _phantom_high(zi / 64)
             sop_uid = new_uid(rng)
             ds.SOPInstanceUID = sop_uid
-            meta.MediaStorageSOPInstanceUID = sop_uid
+            meta.MediaStorageSOPInstanceUID = UID(sop_uid)
             ds.InstanceNumber = im
             ds.ImagePositionPatient = [-179.2, -179.2, f"{-float(im):.1f}"]
             ds.SliceLocation = f"{-float(im):.1f}"

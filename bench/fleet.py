@@ -12,10 +12,14 @@ runs:
   upgrade     upgrade.yml to a newer build of pipacs (canary first)
   report      report.yml (read-only: changed=0)
 
-For each phase: wall time, the controller's CPU (ansible-playbook and its children), changed
-counts, and whether every Pi ended ok. ``--profile`` adds ansible.posix.profile_tasks and prints
-the slowest tasks of each phase. Everything runs on this machine: the containers reach only the
-Debian mirror (for packages the roles install), and are removed at the end unless ``--keep``.
+For each phase: wall time, the controller's CPU (ansible-playbook and its children), the Pis'
+CPU (the containers' cgroups: their Pythons, sshd, apt, pip), changed counts, and whether every
+Pi ended ok. With every Pi on the controller's cores, wall time is about the sum of both CPU
+figures over the cores; on a real fleet each Pi brings its own CPU, and the controller's
+figure alone bounds the wall time (controller CPU / its cores). ``--profile`` adds
+ansible.posix.profile_tasks and prints the slowest tasks of each phase. Everything runs on
+this machine: the containers reach only the Debian mirror (for packages the roles install),
+and are removed at the end unless ``--keep``.
 
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
@@ -77,6 +81,7 @@ class Phase:
     playbook: str
     seconds: float = 0.0
     controller_cpu: float = 0.0
+    pis_cpu: float = 0.0
     rc: int = 0
     changed: dict[str, int] = field(default_factory=dict)
     failed_hosts: list[str] = field(default_factory=list)
@@ -171,6 +176,23 @@ def stop_pis() -> None:
         run(["podman", "rm", "-f", "-t", "2", *ours])
 
 
+def pis_cpu(count: int) -> float:
+    """CPU seconds the simulated Pis have used so far (their containers' cgroups, v2 or v1)."""
+    total = 0.0
+    for name in names(count):
+        path = run(["podman", "inspect", "-f", "{{.State.CgroupPath}}", name]).stdout.strip()
+        if not path:
+            continue
+        v2 = Path(f"/sys/fs/cgroup{path}/cpu.stat")
+        v1 = Path(f"/sys/fs/cgroup/cpuacct{path}/cpuacct.usage")
+        if v2.exists():
+            usage = re.search(r"^usage_usec (\d+)", v2.read_text(), re.M)
+            total += int(usage[1]) / 1e6 if usage else 0.0
+        elif v1.exists():
+            total += int(v1.read_text()) / 1e9
+    return total
+
+
 def check_mitogen() -> None:
     """Exit unless the venv's Python has Mitogen (ansible.cfg finds its strategy in plugins/)."""
     proc = run([str(VENV_BIN / "python"), "-c", "import ansible_mitogen"])
@@ -232,7 +254,7 @@ def snapshot_source(dest: Path, version: str | None = None) -> Path:
 
 
 def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
-         profile: bool, strategy: str) -> Phase:
+         profile: bool, strategy: str, count: int) -> Phase:
     env = dict(
         os.environ,
         PATH=f"{VENV_BIN}:{os.environ['PATH']}",
@@ -251,12 +273,14 @@ def play(phase: Phase, inventory: Path, logs: Path, args: list[str], forks: int,
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory),
            str(REPO / "playbooks" / phase.playbook), *args]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pis_before = pis_cpu(count)
     start = time.monotonic()
     log = logs / f"{phase.name}.log"  # written as the play goes: `tail -f` it
     with log.open("w") as out:
         proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                               check=False)
     phase.seconds = time.monotonic() - start
+    phase.pis_cpu = pis_cpu(count) - pis_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     phase.controller_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     phase.rc = proc.returncode
@@ -341,10 +365,11 @@ def main() -> int:
             elif name == "report":
                 playbook = "report.yml"
             phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile,
-                         args.strategy)
+                         args.strategy, args.pis)
             results.append(phase)
             changed = sum(phase.changed.values())
-            print(f"{name:8} {phase.seconds:7.1f} s  rc={phase.rc} changed={changed} "
+            print(f"{name:8} {phase.seconds:7.1f} s  controller CPU {phase.controller_cpu:.0f} s  "
+                  f"Pis CPU {phase.pis_cpu:.0f} s  rc={phase.rc} changed={changed} "
                   f"hosts changed={sum(1 for v in phase.changed.values() if v)}"
                   f"/{len(phase.changed)} failed={len(phase.failed_hosts)}  load {loadavg()}",
                   flush=True)
@@ -358,12 +383,14 @@ def main() -> int:
     for p in results:
         rows.append([
             f"{p.name} ({p.playbook})", f"{p.seconds:.1f}", f"{p.controller_cpu:.1f}",
+            f"{p.pis_cpu:.1f}",
             str(sum(p.changed.values())),
             f"{sum(1 for v in p.changed.values() if v)}/{len(p.changed)}",
             str(len(p.failed_hosts)), str(p.rc),
         ])
     print_table(
-        ["phase", "wall s", "controller CPU s", "changed", "Pis changed", "Pis failed", "rc"],
+        ["phase", "wall s", "controller CPU s", "Pis CPU s", "changed", "Pis changed",
+         "Pis failed", "rc"],
         rows, title=f"Fleet of {args.pis} simulated Pis over {args.connection}, forks {forks}, "
                     f"strategy {args.strategy or 'default'}",
     )
