@@ -317,6 +317,8 @@ clean_rootfs() {
     echo "$BUILD_HOST" >"$rootfs/etc/hostname"
     printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' "$BUILD_HOST" >"$rootfs/etc/hosts"
     : >"$rootfs/etc/resolv.conf"
+    # podman --rootfs made these three as mount points (hosts 0700: unreadable for pipacs).
+    chmod 0644 "$rootfs/etc/hostname" "$rootfs/etc/hosts" "$rootfs/etc/resolv.conf"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/log/journal/* "$rootfs"/tmp/* "$rootfs"/var/tmp/*
     find "$rootfs/var/log" -type f -exec truncate -s 0 {} +
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -159,6 +160,23 @@ def test_built_image_boot_partition(arch: str) -> None:
     assert "root=LABEL=RASPIROOT" in cmdline
     pipacs_txt = sh("mtype", "-i", fat(img, parts[0]), "::pipacs.txt")
     assert "#hostname=pipacs" in pipacs_txt and "#wifi_passphrase=\n" in pipacs_txt.replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("arch", ["arm64", "armhf"])
+def test_built_image_root_files_are_readable(arch: str, tmp_path: Path) -> None:
+    """Files every account reads: podman --rootfs, which the build boots, leaves its mount
+    points for them behind (/etc/hosts 0700 made pipacs's own lookups fail)."""
+    img = ROOT / ".cache" / "image" / f"pipacs-bookworm-{arch}.img"
+    if not img.is_file():
+        pytest.skip(f"no {img.name}: make image ARCH={arch}")
+    _, parts = partitions(img)
+    root = tmp_path / "root.ext4"
+    sh("dd", f"if={img}", f"of={root}", "bs=1M", "status=none", "conv=sparse",
+       "iflag=skip_bytes,count_bytes", f"skip={parts[1]['start'] * SECTOR}", f"count={parts[1]['size'] * SECTOR}")
+    for path in ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/fstab", "/etc/apt/sources.list"):
+        stat = sh("debugfs", "-R", f"stat {path}", root)
+        mode = re.search(r"Mode:\s+(\d+)", stat)
+        assert mode and int(mode[1], 8) & 0o777 == 0o644, f"{path} in {img.name}: {stat.splitlines()[:3]}"
 
 
 TESTBED_CACHE = Path(os.environ.get("PIPACS_TESTBED_CACHE", "/var/cache/pipacs-testbed"))
