@@ -23,7 +23,6 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
-BOOT_START=8192  # the boot partition's first sector (image/build.sh disk)
 
 log() { printf '[boot] %s\n' "$*" >&2; }
 die() { printf '[boot] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -47,12 +46,20 @@ done
 [[ -r $pipacs_txt ]] || die "no such file: $pipacs_txt"
 [[ $timeout =~ ^[0-9]+$ ]] || die "--timeout takes seconds, not '$timeout'"
 
-# What the check expects, from the file the first boot reads (key=value lines, # comments).
-setting() { sed -n "s/^[[:space:]]*$1[[:space:]]*=[[:space:]]*//p" "$pipacs_txt" | tail -n 1 | sed 's/[[:space:]]*$//'; }
-name=$(setting hostname)
-aet=$(setting ae_title)
+# What the check expects, read by the first boot's own parser (roles/firstboot): the host
+# name, and the AE title, which follows the host name where pipacs.txt sets none.
+read -r name aet < <(python3 - "$repo/roles/firstboot/files/pipacs-firstboot" "$pipacs_txt" <<'EOF'
+import contextlib, importlib.machinery, importlib.util, sys
+loader = importlib.machinery.SourceFileLoader("firstboot", sys.argv[1])
+firstboot = importlib.util.module_from_spec(importlib.util.spec_from_loader("firstboot", loader))
+loader.exec_module(firstboot)
+with contextlib.redirect_stdout(sys.stderr):  # its log lines
+    settings = firstboot.parse_settings(open(sys.argv[2], encoding="utf-8-sig").read())
+name = settings.get("hostname", "")
+print(name, settings.get("ae_title", name.upper()[:16]))
+EOF
+)
 [[ -n $name ]] || die "$pipacs_txt sets no hostname= (the check needs the name to expect)"
-if [[ -z $aet ]]; then aet=$(printf '%s' "$name" | tr '[:lower:]-' '[:upper:]_' | cut -c1-16); fi
 
 need() { command -v "$1" >/dev/null || { log "installing $2"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null; }; }
 need mcopy mtools
@@ -68,8 +75,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-boot_offset=$((BOOT_START * 512))
-fat=("-i" "$dir/disk.img@@$boot_offset")
+# The boot partition (the first) as mtools' FILE@@OFFSET, from the partition table.
+boot_start=$(sfdisk --json "$img" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["partitions"][0]["start"])') \
+    || die "$img has no partition table"
+fat=("-i" "$dir/disk.img@@$((boot_start * 512))")
 cp --sparse=always "$img" "$dir/disk.img"
 # A card bigger than the image: the first boot must grow the root partition into the rest.
 size=$(stat -c %s "$dir/disk.img")
