@@ -38,3 +38,14 @@ _Linear = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
 
 class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):
     """Mitogen's connection and action wrappers around the linear strategy."""
+
+    def run(self, iterator, play_context):  # type: ignore[no-untyped-def]
+        # Each task runs in a worker forked from this process, and each worker would list every
+        # Jinja filter and test plugin again the first time it templates. Listed here once,
+        # they are inherited by every fork.
+        from ansible.plugins.loader import filter_loader, test_loader
+
+        for loader in (filter_loader, test_loader):
+            for _plugin in loader.all():
+                pass
+        return super().run(iterator, play_context)
