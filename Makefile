@@ -22,7 +22,8 @@ OHIF_VERSION := 3.13.2
 OHIF_BUILD := $(CURDIR)/.cache/ohif/$(OHIF_VERSION)/.complete
 
 .PHONY: setup demo demo-destroy test test-server test-newest test-repo lint lint-python \
-	lint-ansible molecule molecule-% bench clean lock collection image image-boot
+	lint-ansible molecule molecule-% bench bench-fleet fleet-smoke clean lock collection image \
+	image-boot
 
 setup: $(BIN)/pipacs $(OHIF_BUILD) ## install Debian packages and the Python venv (idempotent)
 
@@ -53,7 +54,7 @@ demo: setup ## provision a simulated classroom Pi end to end and print its URLs
 demo-destroy:
 	molecule/resources/demo.sh --destroy
 
-test: setup lint-python test-server test-newest test-repo molecule ## everything CI runs (test-repo lints the Ansible side)
+test: setup lint-python test-server test-newest test-repo molecule fleet-smoke ## everything CI runs (test-repo lints the Ansible side)
 
 test-server: setup ## the server's tests against real dcmtk peers and Orthanc
 	cd server && $(BIN)/pytest -q
@@ -123,6 +124,19 @@ lock: setup ## regenerate server/locks/*.txt (pip --require-hashes files)
 
 bench: setup ## ingest benchmark, pipacs side by side with Debian's Orthanc
 	$(BIN)/python bench/ingest.py
+
+# The playbooks on simulated Pis reached over SSH (bench/fleet.py), phase by phase: site.yml
+# from scratch and again, one Pi, config.yml, upgrade.yml, report.yml. The exit status says
+# whether each phase did what it must. bench-fleet: 30 Pis, by hand (about 40 min here);
+# fleet-smoke: the same on 2 Pis, in `make test`.
+FLEET_PIS ?= 30
+bench-fleet: setup ## the playbooks timed on FLEET_PIS (30) simulated Pis: make bench-fleet [FLEET_PIS=N]
+	molecule/resources/testbed.sh all
+	$(BIN)/python bench/fleet.py --pis $(FLEET_PIS)
+
+fleet-smoke: setup ## every fleet playbook on 2 simulated Pis over SSH (CI's small bench-fleet)
+	molecule/resources/testbed.sh all
+	$(BIN)/python bench/fleet.py --pis 2
 
 clean:
 	rm -rf .cache server/.pytest_cache

@@ -24,7 +24,7 @@ and are removed at the end unless ``--keep``.
     sudo .venv/bin/python bench/fleet.py                   # 30 Pis, every phase (about 1 h)
     sudo .venv/bin/python bench/fleet.py --pis 3 --phases site,again,one
     sudo .venv/bin/python bench/fleet.py --pis 30 --forks 30 --profile
-    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy mitogen_linear
+    sudo .venv/bin/python bench/fleet.py --pis 5 --strategy linear
 
 ``--connection ssh`` reaches the Pis as a real fleet is reached: OpenSSH with the bundle's
 ansible.cfg (pipelining, ControlPersist), as user ``pi`` with sudo, on an image derived once from
@@ -33,10 +33,16 @@ made for the run; the default. ``--connection podman`` runs every module through
 and ``podman cp`` instead (no pipelining: three or four podman processes per module run), which
 costs the controller about three times what SSH does; its figures are an upper bound.
 
-``--strategy mitogen_linear`` runs the playbooks under Mitogen for Ansible (requirements.txt;
-ansible.cfg finds the strategy in plugins/strategy). Over ssh Mitogen takes the SSH connection;
-over podman the Pis are reached with the short connection name ``podman``, the one Mitogen
-replaces with its own (it leaves ``containers.podman.podman`` to Ansible).
+The playbooks run under ansible.cfg's strategy, Mitogen for Ansible (``mitogen_linear``,
+requirements.txt, plugins/strategy); ``--strategy linear`` runs Ansible's own. Over ssh
+Mitogen takes the SSH connection; over podman the Pis are reached with the short connection
+name ``podman``, the one Mitogen replaces with its own (it leaves ``containers.podman.podman``
+to Ansible).
+
+The exit status says whether every phase did what it must: every Pi ok, nothing changed by
+``again``, ``one`` and ``report``, only the renamed Pi by ``config``, every Pi moved by
+``upgrade``. ``make fleet-smoke`` (in ``make test``, so in CI) runs every phase on 2 Pis;
+``make bench-fleet`` the 30.
 """
 
 from __future__ import annotations
@@ -193,6 +199,12 @@ def pis_cpu(count: int) -> float:
     return total
 
 
+def configured(key: str, default: str) -> str:
+    """A [defaults] setting of the repository's ansible.cfg (the bench runs with it)."""
+    found = re.search(rf"^{key}\s*=\s*(\S+)", (REPO / "ansible.cfg").read_text(), re.M)
+    return found[1] if found else default
+
+
 def check_mitogen() -> None:
     """Exit unless the venv's Python has Mitogen (ansible.cfg finds its strategy in plugins/)."""
     proc = run([str(VENV_BIN / "python"), "-c", "import ansible_mitogen"])
@@ -317,9 +329,7 @@ def main() -> int:
         ap.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     if os.geteuid() != 0:
         sys.exit("run as root (rootful podman, as molecule here)")
-    forks = args.forks or int(
-        re.search(r"^forks\s*=\s*(\d+)", (REPO / "ansible.cfg").read_text(), re.M)[1]  # type: ignore[index]
-    )
+    forks = args.forks or int(configured("forks", "5"))
     # A SIGTERM (timeout, CI) ends the run through the finally below: the containers go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     host_fixes()
@@ -327,14 +337,16 @@ def main() -> int:
     logs = folder / "logs"
     logs.mkdir()
     source = snapshot_source(folder / "server-src")
-    mitogen = args.strategy.startswith("mitogen")
+    # The strategy in effect: --strategy, else ansible.cfg's (mitogen_linear).
+    strategy = args.strategy or configured("strategy", "linear")
+    mitogen = strategy.startswith("mitogen")
     if mitogen:
         check_mitogen()  # before any container starts
     ssh = args.connection == "ssh"
     need_base_image()  # the SSH image is built from it
     image = ssh_image() if ssh else IMAGE
     print(f"{args.pis} simulated Pis over {args.connection}, forks {forks}, strategy "
-          f"{args.strategy or 'default'}, load {loadavg()}, logs in {logs}")
+          f"{strategy}, load {loadavg()}, logs in {logs}")
     t0 = time.monotonic()
     start_pis(args.pis, image)
     addresses = None
@@ -365,7 +377,7 @@ def main() -> int:
             elif name == "report":
                 playbook = "report.yml"
             phase = play(Phase(name, playbook), inventory, logs, extra, forks, args.profile,
-                         args.strategy, args.pis)
+                         strategy, args.pis)
             results.append(phase)
             changed = sum(phase.changed.values())
             print(f"{name:8} {phase.seconds:7.1f} s  controller CPU {phase.controller_cpu:.0f} s  "
@@ -392,7 +404,7 @@ def main() -> int:
         ["phase", "wall s", "controller CPU s", "Pis CPU s", "changed", "Pis changed",
          "Pis failed", "rc"],
         rows, title=f"Fleet of {args.pis} simulated Pis over {args.connection}, forks {forks}, "
-                    f"strategy {args.strategy or 'default'}",
+                    f"strategy {strategy}",
     )
     for p in results:
         if p.slowest:
@@ -402,12 +414,29 @@ def main() -> int:
         print(f"kept: containers {PREFIX}*, folder {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)
-    ok = all(p.rc == 0 for p in results)
-    again = next((p for p in results if p.name == "again"), None)
-    if again and any(again.changed.values()):
-        print("NOT IDEMPOTENT: " + ", ".join(h for h, c in again.changed.items() if c))
-        ok = False
-    return 0 if ok else 1
+    problems = check_results(results, first)
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def check_results(results: list[Phase], first: str) -> list[str]:
+    """What each phase must have done; empty when all did (the exit status of the run)."""
+    problems = []
+    for p in results:
+        changed = sorted(h for h, c in p.changed.items() if c)
+        if p.rc != 0 or p.failed_hosts:
+            problems.append(f"{p.name}: rc={p.rc}, failed or unreachable: "
+                            f"{', '.join(p.failed_hosts) or 'none'}")
+        if not p.changed:
+            problems.append(f"{p.name}: no play recap in its log")
+        elif p.name in ("again", "one", "report") and changed:
+            problems.append(f"{p.name}: NOT IDEMPOTENT, changed on {', '.join(changed)}")
+        elif p.name == "config" and changed != [first]:
+            problems.append(f"config: changed {changed or 'nothing'}, expected only {first}")
+        elif p.name == "upgrade" and len(changed) != len(p.changed):
+            problems.append(f"upgrade: moved {len(changed)} of {len(p.changed)} Pis")
+    return problems
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The opt-in Mitogen strategy (ANSIBLE_STRATEGY=mitogen_linear, plugins/strategy/).
+"""The Mitogen strategy, ansible.cfg's default (mitogen_linear, plugins/strategy/).
 
 Runs a small play on the controller with the example inventory's variables: under Mitogen
 every module of a host runs in one kept Python (the parent of two `command` tasks is the same
 process), under the plain linear strategy each module starts its own; and a task delegated to
 the controller with `become: false` runs without sudo, although group_vars/all asks for
-become (inventory/example/host_vars/localhost.yml, which Mitogen needs). The full playbooks
-under Mitogen are measured by bench/fleet.py --strategy mitogen_linear.
+become (inventory/example/host_vars/localhost.yml, which Mitogen needs), and an inventory
+without it is stopped before anything runs. The full playbooks under Mitogen run in
+bench/fleet.py (make fleet-smoke in CI, make bench-fleet for 30 Pis).
 """
 
 from __future__ import annotations
@@ -95,3 +96,43 @@ def test_missing_mitogen_is_named(tmp_path: Path) -> None:
                          check=False)
     assert run.returncode != 0
     assert "pip install -r requirements.txt" in run.stdout + run.stderr, run.stdout + run.stderr
+
+
+BECOME_PLAY = textwrap.dedent("""\
+    - name: The platform role's controller check, on an inventory that asks for become
+      hosts: all
+      gather_facts: false
+      tasks:
+        - name: Check how tasks run on the controller
+          ansible.builtin.import_role:
+            name: platform
+            tasks_from: controller
+        - name: Reached only when the check passes
+          ansible.builtin.debug:
+            msg: check passed
+""")
+
+
+@pytest.mark.parametrize("strategy", ["mitogen_linear", "linear"])
+def test_become_on_the_controller_is_stopped_under_mitogen(tmp_path: Path, strategy: str) -> None:
+    """A school's inventory with group_vars/all's become and no host_vars/localhost.yml: under
+    Mitogen the run stops at once, naming the file to copy; the linear strategy needs none."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("ansible_become: true\n")
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  hosts:\n    pi-a:\n      ansible_connection: local\n")
+    play = tmp_path / "play.yml"
+    play.write_text(BECOME_PLAY)
+    env = dict(os.environ, ANSIBLE_STRATEGY=strategy, ANSIBLE_NOCOLOR="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"),
+                          "-i", str(tmp_path / "hosts.yml"), str(play)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    out = run.stdout + run.stderr
+    if strategy == "linear":
+        assert run.returncode == 0, out
+        assert "check passed" in out
+    else:
+        assert run.returncode != 0, out
+        assert "host_vars/localhost.yml" in out and "check passed" not in out, out

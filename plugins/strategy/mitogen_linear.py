@@ -2,12 +2,14 @@
 
 Mitogen's own strategy plugins live inside its Python package, whose folder depends on where
 the controller's venv is and on its Python version; ansible.cfg points ``strategy_plugins``
-at this folder instead, so ``ANSIBLE_STRATEGY=mitogen_linear`` is all a school sets to opt in
-(roles/fleet/README.md, "Speed"). Mitogen (``mitogen`` in requirements.txt) must be
-importable by the Python that runs ansible-playbook; the error below says so when it is not.
+at this folder instead and names this strategy as the default (``strategy``);
+``ANSIBLE_STRATEGY=linear`` runs Ansible's own (roles/fleet/README.md, "Speed"). Mitogen
+(``mitogen`` in requirements.txt) must be importable by the Python that runs
+ansible-playbook; the error below says so when it is not.
 """
 
 from __future__ import annotations
+
 
 DOCUMENTATION = r"""
 name: mitogen_linear
@@ -29,8 +31,8 @@ except ImportError as exc:  # pragma: no cover - depends on the controller's ven
 
     raise AnsibleError(
         "the mitogen_linear strategy needs Mitogen for Ansible in the controller's Python: "
-        ".venv/bin/pip install -r requirements.txt (or unset ANSIBLE_STRATEGY to run the "
-        f"plain linear strategy): {exc}"
+        ".venv/bin/pip install -r requirements.txt (or set ANSIBLE_STRATEGY=linear to run "
+        f"Ansible's own strategy): {exc}"
     ) from exc
 
 _Linear = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
