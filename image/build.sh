@@ -61,22 +61,9 @@ die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------------------------------------
 # Root file system
 # ---------------------------------------------------------------------------------------------
-host_mirror() {
-    [[ -n ${PIPACS_TESTBED_MIRROR:-} ]] && { echo "$PIPACS_TESTBED_MIRROR"; return; }
-    local m
-    m=$(grep -hsE "^deb .* $SUITE main" /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{print $2}' | sed -n 1p)
-    [[ -n $m ]] || m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | sed -n 1p)
-    [[ -n $m ]] || die "no Debian mirror found in /etc/apt: set PIPACS_TESTBED_MIRROR"
-    echo "$m"
-}
-
-security_mirror() {
-    [[ -n ${PIPACS_TESTBED_SECURITY_MIRROR:-} ]] && { echo "$PIPACS_TESTBED_SECURITY_MIRROR"; return; }
-    local m
-    m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]*debian-security/?' | sed -n 1p || true)
-    echo "${m:-http://security.debian.org/debian-security}"
-}
+# host_mirror and security_mirror, shared with the test bed's image build.
+# shellcheck source=molecule/resources/mirrors.sh
+source "$repo/molecule/resources/mirrors.sh"
 
 # The security suite's sources.list line, kept aside while building without it
 # (PIPACS_IMAGE_NO_SECURITY=1) and put back by clean_rootfs.
@@ -103,6 +90,7 @@ no_services() { printf '#!/bin/sh\nexit 101\n' >"$1/usr/sbin/policy-rc.d"; chmod
 debian_rootfs() {
     local arch=$1 rootfs=$2 mirror
     mirror=$(host_mirror)
+    [[ -n $mirror ]] || die "no Debian mirror found in /etc/apt: set PIPACS_TESTBED_MIRROR"
     mkdir -p "$CACHE_DIR/debs-$arch" "$CACHE_DIR/image-debs-$arch"
     rm -rf "$rootfs"
     log "debootstrap $SUITE/$arch from $mirror"
@@ -110,8 +98,9 @@ debian_rootfs() {
         --components=main,non-free-firmware --include="$BOOTSTRAP_PACKAGES" \
         "$SUITE" "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 \
         || die "debootstrap failed, see $WORK/debootstrap.log"
-    local security_line
-    security_line="deb $(security_mirror) $SUITE-security main non-free-firmware"
+    local security security_line
+    security=$(security_mirror)
+    security_line="deb ${security:-http://security.debian.org/debian-security} $SUITE-security main non-free-firmware"
     cat >"$rootfs/etc/apt/sources.list" <<EOF
 deb $mirror $SUITE main non-free-firmware
 deb $mirror $SUITE-updates main non-free-firmware

@@ -133,32 +133,9 @@ host_fixes() {
 # ---------------------------------------------------------------------------------------------
 # image
 # ---------------------------------------------------------------------------------------------
-# The Debian mirror this host's apt already uses for $SUITE (one-line or deb822 sources).
-host_mirror() {
-    local file
-    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [[ -r $file ]] || continue
-        awk -v suite="$SUITE" '
-            $1 == "deb" {
-                i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-                if ($(i + 1) == suite) { print $i; exit }
-            }' "$file"
-    done
-    for file in /etc/apt/sources.list.d/*.sources; do
-        [[ -r $file ]] || continue
-        awk -v suite="$SUITE" '
-            function flush() { if (uri != "" && has) { print uri; found = 1 } uri = ""; has = 0 }
-            /^[[:space:]]*$/ { flush(); if (found) exit; next }
-            /^URIs:/ { uri = $2 }
-            /^Suites:/ { for (j = 2; j <= NF; j++) if ($j == suite) has = 1 }
-            END { if (!found) flush() }' "$file"
-    done
-}
-
-security_mirror() {
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-        2>/dev/null | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]*debian-security/?' | sed -n 1p || true
-}
+# host_mirror and security_mirror, shared with image/build.sh.
+# shellcheck source=molecule/resources/mirrors.sh
+source "$(dirname "${BASH_SOURCE[0]}")/mirrors.sh"
 
 build_rootfs() {
     local arch=$1 rootfs=$2 mirror=$3 security=$4
@@ -220,8 +197,7 @@ image() {
     [[ $arch == "$(dpkg --print-architecture)" ]] || fix_binfmt
 
     local mirror security
-    mirror=${PIPACS_TESTBED_MIRROR:-}
-    [[ -n $mirror ]] || mirror=$(host_mirror | sed -n 1p)
+    mirror=$(host_mirror)
     [[ -n $mirror ]] || die "no '$SUITE' mirror in /etc/apt/sources.list*; set PIPACS_TESTBED_MIRROR"
     security=$(security_mirror)
 
