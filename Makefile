@@ -87,6 +87,7 @@ lint: lint-python lint-ansible
 lint-python: setup
 	$(BIN)/ruff check server bench
 	cd server && $(BIN)/mypy
+	$(BIN)/mypy bench
 
 lint-ansible: setup
 	$(BIN)/yamllint .

@@ -56,6 +56,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -78,7 +79,7 @@ KINDS = ("page", "list", "thumbnail", "image", "tags")
 def build_studies(port: int) -> list[dict[str, object]]:
     """For every study: its ID and, per series, the instance IDs in viewer order."""
 
-    def get(path: str) -> object:
+    def get(path: str) -> Any:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=60) as r:
             return json.load(r)
 
@@ -89,15 +90,15 @@ def build_studies(port: int) -> list[dict[str, object]]:
             return 0.0
 
     studies = []
-    for study_id in get("/studies"):  # type: ignore[union-attr]
+    for study_id in get("/studies"):
         series = get(f"/studies/{study_id}/series?expand")
-        series.sort(key=lambda s: number(s["MainDicomTags"], "SeriesNumber"))  # type: ignore[union-attr]
+        series.sort(key=lambda s: number(s["MainDicomTags"], "SeriesNumber"))
         plan = []
-        for se in series:  # type: ignore[union-attr]
+        for se in series:
             inst = get(f"/series/{se['ID']}/instances")
-            inst.sort(key=lambda i: (number(i["MainDicomTags"], "InstanceNumber"),  # type: ignore[union-attr]
+            inst.sort(key=lambda i: (number(i["MainDicomTags"], "InstanceNumber"),
                                      i.get("IndexInSeries") or 0))
-            plan.append({"id": se["ID"], "instances": [i["ID"] for i in inst]})  # type: ignore[union-attr]
+            plan.append({"id": se["ID"], "instances": [i["ID"] for i in inst]})
         studies.append({"id": study_id, "series": plan})
     return studies
 

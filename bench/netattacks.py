@@ -81,7 +81,7 @@ def big_association_request(dicom_port: int, timeout: float) -> str:
 def big_pdata(dicom_port: int, aet: str, timeout: float) -> str:
     """A P-DATA-TF announcing 1 GiB on an established association."""
     from pynetdicom import AE
-    from pynetdicom.sop_class import Verification
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
     ae = AE(ae_title="ATTACKER")
     ae.add_requested_context(Verification)

@@ -203,7 +203,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             raise SystemExit(f"server exited:\n{log.read_text(errors='replace')[-3000:]}")
         try:
             u = urllib.parse.urlsplit(url)
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=2)
+            c = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=2)
             c.request("GET", "/system")
             if c.getresponse().status == 200:
                 return
@@ -501,7 +501,11 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    signal.signal(signal.SIGTERM, lambda *a: (cleanup(), sys.exit(1)))
+    def on_sigterm(*_: object) -> None:
+        cleanup()
+        sys.exit(1)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         files = datagen.make_large(tmp / "data", count=args.slices, studies=1, seed=3)
         air_up(args.rate, args.delay, args.queue, args.tablets)
