@@ -10,7 +10,6 @@ ansible-playbook; the error below says so when it is not.
 
 from __future__ import annotations
 
-
 DOCUMENTATION = r"""
 name: mitogen_linear
 short_description: the linear strategy with Mitogen's connections (one Python per host)
