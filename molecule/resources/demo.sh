@@ -69,6 +69,8 @@ done
 # ---- Its inventory: the example school's settings, this container as its only PACS Pi ----
 mkdir -p "$DEMO_DIR/host_vars"
 ln -sfn "$repo/inventory/example/group_vars" "$DEMO_DIR/group_vars"
+# As a school's copy of the example must: the controller's tasks without sudo (Mitogen).
+ln -sfn "$repo/inventory/example/host_vars/localhost.yml" "$DEMO_DIR/host_vars/localhost.yml"
 cat >"$DEMO_DIR/hosts.yml" <<YAML
 ---
 # Written by molecule/resources/demo.sh: one simulated Pi reached through podman.
