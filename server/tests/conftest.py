@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -179,11 +180,27 @@ class PipacsProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+        with self.answering(path), urllib.request.urlopen(self.url + path, timeout=10) as r:
             body = r.read()
             if r.headers.get("Content-Type", "").startswith("application/json"):
                 return json.loads(body)
             return body
+
+    @contextlib.contextmanager
+    def answering(self, what: str) -> Iterator[None]:
+        """A request that times out fails with what every thread of pipacs was doing then
+        (pipacs writes its stacks to its log on SIGUSR1) and the end of its log."""
+        try:
+            yield
+        except (TimeoutError, urllib.error.URLError) as e:
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            if not isinstance(reason, TimeoutError) or self.proc is None \
+                    or self.proc.poll() is not None:
+                raise
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            raise AssertionError(f"pipacs did not answer {what} in time:\n"
+                                 f"{self.log()[-20000:]}") from e
 
     def status(self, method: str, path: str, body: bytes | None = None) -> int:
         """The HTTP status of a request (errors included, no exception)."""
@@ -198,7 +215,8 @@ class PipacsProcess:
         timeout: float = 30,
     ) -> tuple[int, Message, bytes]:
         """(status, headers, body) of a request to this server, errors included."""
-        return http_request(self.url + path, method, body, headers, timeout)
+        with self.answering(f"{method} {path}"):
+            return http_request(self.url + path, method, body, headers, timeout)
 
     def echo(self) -> None:
         dcmtk("echoscu", "-aec", self.aet, "127.0.0.1", str(self.dicom_port))

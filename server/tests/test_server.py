@@ -1,11 +1,13 @@
 """How server.py's waitress channel sends answers: the header with a small body in one send,
 bytes straight to the socket, files by sendfile() and, when the socket is full, the rest
-through waitress' own buffers, in order, on keep-alive connections."""
+through waitress' own buffers, in order, on keep-alive connections; and what a running server
+writes when asked for its threads' stacks."""
 
 from __future__ import annotations
 
 import http.client
 import io
+import signal
 import socket
 import time
 from pathlib import Path
@@ -110,3 +112,17 @@ def test_keep_alive_false_closes_after_each_answer(make_pipacs: Any) -> None:
     answer = conn.getresponse()
     assert answer.status == 200 and answer.getheader("Connection") == "close"
     answer.read()
+
+
+def test_sigusr1_writes_every_threads_stack_and_serving_goes_on(make_pipacs: Any) -> None:
+    p = make_pipacs()
+    assert p.proc is not None
+    p.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "Current thread" not in p.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = p.log()
+    assert "Current thread" in log, log
+    assert "waitress" in log  # the HTTP server's threads are among them
+    assert p.get("/statistics")["CountInstances"] == 0
+    p.echo()

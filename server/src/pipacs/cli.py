@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     from .index import IndexError_
     from .server import Server
 
+    # `kill -USR1` (systemctl kill -s USR1 pipacs) writes every thread's stack to stderr (the
+    # journal): what a server that stopped answering is waiting for.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     t0 = time.monotonic()
     try:
         server = Server(settings, upgrade=args.upgrade)
