@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import gc
 import logging
 import os
 import re
@@ -148,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("cannot start: %s", e)
         server.stop()
         return 4
+    # What the start built (modules, pydicom's dictionaries, the routes) stays for the whole
+    # run: moved out of the collector's sight, a full collection (after associations end, or
+    # Python's own) no longer walks it: 12 ms -> under 0.1 ms on the test machine.
+    gc.collect()
+    gc.freeze()
     logger.warning(
         "pipacs %s has started in %.2f s (DICOM %s:%d, HTTP %d)",
         __version__,
