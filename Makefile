@@ -65,7 +65,7 @@ test-server: setup ## the server's tests against real dcmtk peers and Orthanc
 # the fast paths install there or fall back to stock behaviour, and prints which.
 NEWEST := $(CURDIR)/.cache/venv-newest
 NEWEST_TESTS := tests/test_fastpaths.py tests/test_dicom.py tests/test_negotiation.py \
-	tests/test_server.py
+	tests/test_server.py tests/test_dicom_gc.py
 test-newest: setup ## the fast paths and a smoke set against the newest pynetdicom, pydicom, waitress, bottle
 	test -x $(NEWEST)/bin/python || python3 -m venv $(NEWEST)
 	$(NEWEST)/bin/pip install -q --disable-pip-version-check --upgrade pip
