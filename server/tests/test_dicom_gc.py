@@ -14,20 +14,25 @@ from pathlib import Path
 import pytest
 from pynetdicom.association import Association
 
-from conftest import dcmtk, free_port
+from conftest import StoreScp, dcmtk, free_port
 from pipacs import config
 from pipacs.dicom.scp import Acceptor
+from pipacs.dicom.scu import Scu
+from pipacs.ids import INSTANCE
 from pipacs.server import Server
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           storescp: StoreScp) -> Iterator[Server]:
     monkeypatch.setattr(Acceptor, "GC_SECONDS", 0.3)
     settings, _ = config.build_settings({
         "StorageDirectory": str(tmp_path / "storage"),
         "DicomPort": free_port(),
         "HttpPort": free_port(),
         "AuthenticationEnabled": False,
+        "DicomAssociationCloseDelay": 0,  # an association per export
+        "DicomModalities": {"scp": [storescp.aet, "127.0.0.1", storescp.port]},
     }, tmp_path)
     s = Server(settings)
     s.start()
@@ -85,3 +90,19 @@ def test_ended_associations_are_collected_once(server: Server, small_data: list[
     done = a.collections
     assert full_collections_during(1.5) == 0  # idle again: no more collections
     assert a.collections == done
+
+
+def test_associations_pipacs_requested_are_collected(server: Server,
+                                                     small_data: list[Path]) -> None:
+    ctx = server.context
+    ids = [ctx.store(f.read_bytes()).ids[INSTANCE] for f in small_data[:2]]
+    scu = Scu(ctx)
+    for _ in range(20):  # exports: associations pipacs requests, none accepted
+        scu.store(ctx.settings.modalities["scp"], ids)
+    a = acceptor(server)
+    deadline = time.monotonic() + 10
+    while not a.collections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.7)
+    assert a.accepted == 0 and a.collections >= 1
+    assert associations() == 0

@@ -13,6 +13,18 @@ from ..context import ServerContext
 logger = logging.getLogger(__name__)
 
 
+class Requested:
+    """How many associations pipacs requested (exports, queries, retrieves) have ended: the
+    DICOM server collects garbage once some have (scp.Acceptor)."""
+
+    ended = 0
+
+
+def ended(event: evt.Event) -> None:
+    """EVT_CONN_CLOSE handler of the associations pipacs requests."""
+    Requested.ended += 1
+
+
 def nodelay(event: evt.Event) -> None:
     """EVT_CONN_OPEN handler: small PDUs (responses) leave at once."""
     try:

@@ -19,7 +19,7 @@ from .echo import handle_echo
 from .find import handle_find
 from .get import handle_get
 from .move import handle_move
-from .peers import nodelay, on_requested
+from .peers import Requested, nodelay, on_requested
 from .slots import AddressCap, request_arrived, request_deadline
 from .store import handle_store
 
@@ -35,8 +35,8 @@ class Acceptor(AssociationServer):
     with a full `gc.collect()` every 60 turns, whatever happened: every 6 s on an idle server
     polled every 0.1 s. A full collection of pipacs' heap takes 12 ms on the test machine (a
     Pi 3 is about ten times slower) with every other thread held. Here it runs only when an
-    association has ended since the last one, at most once per GC_SECONDS: an idle server
-    never collects, a busy one as often as before.
+    association (this server's, or one pipacs requested) has ended since the last one, at most
+    once per GC_SECONDS: an idle server never collects, a busy one as often as before.
     """
 
     GC_SECONDS = 6.0
@@ -57,7 +57,7 @@ class Acceptor(AssociationServer):
         now = time.monotonic()
         if now - self._last_gc < self.GC_SECONDS:
             return
-        ended = self.accepted - len(self.active_associations)
+        ended = self.accepted - len(self.active_associations) + Requested.ended
         if ended > self._ended_at_last_gc:
             gc.collect()
             self.collections += 1

@@ -15,7 +15,7 @@ from .. import fastpaths
 from ..config import Modality
 from ..context import ServerContext
 from .contexts import retrieve_contexts, verification_contexts
-from .peers import nodelay
+from .peers import ended, nodelay
 from .retrieve import PeerSyntaxes, outgoing_dataset
 from .statuses import SUCCESS, SUCCESS_OR_WARNING
 
@@ -63,7 +63,7 @@ class Scu:
             m.port,
             contexts=contexts,
             ae_title=m.aet,
-            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_CONN_CLOSE, ended)],
         )
         if not assoc.is_established:
             why = (
