@@ -17,6 +17,7 @@ set -euo pipefail
 SUITE=bookworm
 IMAGE_REPO=localhost/pipacs-bookworm
 CACHE_DIR=${PIPACS_TESTBED_CACHE:-/var/cache/pipacs-testbed}
+UNCACHED=0  # set when an image was built without a suite whose lists failed
 CONF_D=/etc/containers/containers.conf.d
 CONF_FILE=$CONF_D/50-pipacs-testbed.conf
 
@@ -154,7 +155,22 @@ build_rootfs() {
         [[ -n $security ]] && echo "deb $security $SUITE-security main"
     } >"$rootfs/etc/apt/sources.list"
     cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-    chroot "$rootfs" apt-get update -qq
+    if ! chroot "$rootfs" apt-get update -qq; then
+        # A mirror caught mid-sync serves an index that does not match its Release file
+        # ("File has unexpected size ... Mirror sync in progress?"): try again, then do
+        # without the security suite rather than without a test bed (its lists must be
+        # consistent, not the newest), and keep that image out of the cache.
+        log "apt-get update failed in the $arch image; trying again in 20 s"
+        sleep 20
+        if ! chroot "$rootfs" apt-get update -qq; then
+            [[ -n $security ]] || die "apt-get update failed in the $arch image (see above)"
+            log "WARNING: building the $arch image without $SUITE-security: its lists failed twice"
+            sed -i '/-security /d' "$rootfs/etc/apt/sources.list"
+            chroot "$rootfs" apt-get update -qq \
+                || die "apt-get update failed in the $arch image without $SUITE-security too"
+            UNCACHED=1
+        fi
+    fi
     chroot "$rootfs" apt-get clean
     : >"$rootfs/etc/resolv.conf"
 
@@ -209,6 +225,7 @@ image() {
     tarball=$CACHE_DIR/rootfs-$SUITE-$arch-$key.tar
     rootfs=$CACHE_DIR/rootfs-$arch
     mkdir -p "$CACHE_DIR"
+    UNCACHED=0
     if ((rebuild)) || [[ ! -s $tarball ]]; then
         build_rootfs "$arch" "$rootfs" "$mirror" "$security"
         rm -f "$CACHE_DIR"/rootfs-"$SUITE"-"$arch"-*.tar
@@ -231,6 +248,7 @@ image() {
         --change 'ENV container=podman' \
         --message "PiPACS test bed: Debian $SUITE $arch with systemd" \
         "$tarball" "$tag" >/dev/null
+    if ((UNCACHED)); then rm -f "$tarball"; fi  # built with a suite missing: not for reuse
     if [[ $arch != "$(dpkg --print-architecture)" ]]; then
         # The proof that qemu-user runs this image's binaries inside a container.
         local machine
