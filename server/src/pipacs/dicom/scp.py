@@ -46,7 +46,7 @@ class Acceptor(AssociationServer):
         self.accepted = 0  # associations started (each in its own thread)
         self.collections = 0
         self._ended_at_last_gc = 0
-        self._last_gc = time.monotonic()
+        self._checked_at = time.monotonic()  # when ended associations were last counted
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # the association's thread is started before this returns, in this thread
@@ -55,14 +55,14 @@ class Acceptor(AssociationServer):
 
     def service_actions(self) -> None:
         now = time.monotonic()
-        if now - self._last_gc < self.GC_SECONDS:
+        if now - self._checked_at < self.GC_SECONDS:
             return
         ended = self.accepted - len(self.active_associations) + Requested.ended
         if ended > self._ended_at_last_gc:
             gc.collect()
             self.collections += 1
             self._ended_at_last_gc = ended
-        self._last_gc = now
+        self._checked_at = now
 
 
 class DicomServer:
