@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
+import weakref
+from typing import Any
 
 from pynetdicom import evt
 
@@ -13,16 +16,55 @@ from ..context import ServerContext
 logger = logging.getLogger(__name__)
 
 
-class Requested:
-    """How many associations pipacs requested (exports, queries, retrieves) have ended: the
-    DICOM server collects garbage once some have (scp.Acceptor)."""
+class Closed:
+    """Associations whose connection has closed (the server's own and those pipacs requested:
+    exports, queries, retrieves), held weakly until they are freed.
 
-    ended = 0
+    The DICOM server collects garbage while some of them have finished their thread but are not
+    freed yet (scp.Acceptor). Counting them at the close was too early: the association's
+    thread was still running, a collection then could not free it, and none came after it
+    (seen in CI: one Association of 20 exports left). Even a finished one may be held a moment
+    longer by whoever requested it (an export's frame, until it returns): each is counted at up
+    to TRIES checks, so a collection that missed it is followed by another, and one that
+    something keeps for good costs a bounded number of collections.
+    """
+
+    TRIES = 3
+    _entries: list[list[Any]] = []  # [weak reference, checks it was counted at]
+    _lock = threading.Lock()
+
+    @classmethod
+    def add(cls, assoc: Any) -> None:
+        with cls._lock:
+            cls._entries.append([weakref.ref(assoc), 0])
+
+    @classmethod
+    def finished(cls) -> int:
+        """How many have finished their thread and are not freed yet (each counted at up to
+        TRIES calls; those still running are kept, not counted)."""
+        with cls._lock:
+            entries, cls._entries = cls._entries, []
+        kept = []
+        count = 0
+        for entry in entries:
+            assoc = entry[0]()
+            if assoc is None:
+                continue  # freed
+            if not assoc.is_alive():
+                count += 1
+                entry[1] += 1
+            if entry[1] < cls.TRIES:
+                kept.append(entry)
+            assoc = None  # no strong reference outlives the count
+        if kept:
+            with cls._lock:
+                cls._entries.extend(kept)
+        return count
 
 
 def ended(event: evt.Event) -> None:
-    """EVT_CONN_CLOSE handler of the associations pipacs requests."""
-    Requested.ended += 1
+    """EVT_CONN_CLOSE handler of every association, accepted or requested."""
+    Closed.add(event.assoc)
 
 
 def nodelay(event: evt.Event) -> None:

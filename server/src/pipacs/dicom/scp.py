@@ -19,7 +19,7 @@ from .echo import handle_echo
 from .find import handle_find
 from .get import handle_get
 from .move import handle_move
-from .peers import Requested, nodelay, on_requested
+from .peers import Closed, ended, nodelay, on_requested
 from .slots import AddressCap, request_arrived, request_deadline
 from .store import handle_store
 
@@ -34,9 +34,10 @@ class Acceptor(AssociationServer):
     An ended association's objects are held in reference cycles; pynetdicom's loop frees them
     with a full `gc.collect()` every 60 turns, whatever happened: every 6 s on an idle server
     polled every 0.1 s. A full collection of pipacs' heap takes 12 ms on the test machine (a
-    Pi 3 is about ten times slower) with every other thread held. Here it runs only when an
-    association (this server's, or one pipacs requested) has ended since the last one, at most
-    once per GC_SECONDS: an idle server never collects, a busy one as often as before.
+    Pi 3 is about ten times slower) with every other thread held. Here it runs only while an
+    association (this server's, or one pipacs requested) has ended and is not freed yet
+    (peers.Closed), at most once per GC_SECONDS: an idle server never collects, a busy one as
+    often as before.
     """
 
     GC_SECONDS = 6.0
@@ -57,8 +58,12 @@ class Acceptor(AssociationServer):
         now = time.monotonic()
         if now - self._checked_at < self.GC_SECONDS:
             return
-        ended = self.accepted - len(self.active_associations) + Requested.ended
-        if ended > self._ended_at_last_gc:
+        # an association counts from its thread's end until it is freed (Closed); the counter
+        # of accepted ones gone from the running threads covers one whose connection-close
+        # event never came
+        finished = Closed.finished()
+        ended = self.accepted - len(self.active_associations)
+        if finished or ended > self._ended_at_last_gc:
             gc.collect()
             self.collections += 1
             self._ended_at_last_gc = ended
@@ -100,6 +105,7 @@ class DicomServer:
         ctx = self.context
         return [
             (evt.EVT_CONN_OPEN, nodelay),
+            (evt.EVT_CONN_CLOSE, ended),
             (evt.EVT_CONN_OPEN, request_deadline,
              [ctx.settings.dicom_association_request_timeout]),
             (evt.EVT_REQUESTED, request_arrived),
