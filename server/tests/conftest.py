@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -178,6 +178,18 @@ class PipacsProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, written: Callable[[str], bool], since: int = 0,
+                 timeout: float = 10, settle: float = 0.2) -> str:
+        """The log from character `since` on, once `written` holds for it (pipacs writes some
+        lines after the answer has left), then `settle` seconds more, so that a line written
+        twice shows twice. After `timeout` the log as it is: the test's assertion says what
+        is missing. The deadline waits, it does not measure."""
+        deadline = time.monotonic() + timeout
+        while not written(self.log()[since:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(settle)
+        return self.log()[since:]
 
     def get(self, path: str) -> Any:
         with self.answering(path), urllib.request.urlopen(self.url + path, timeout=10) as r:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -65,13 +64,15 @@ def zip_order(p: PipacsProcess, path: str) -> list[str]:
                          ds.SOPInstanceUID)[3] for ds in sets]
 
 
-def new_log(p: PipacsProcess, since: int) -> list[str]:
-    time.sleep(0.2)  # the line is written when the request ends
-    return p.log()[since:].splitlines()
-
-
 def error_lines(lines: list[str], instance: str) -> list[str]:
     return [line for line in lines if instance in line and line.startswith("E ")]
+
+
+def new_log(p: PipacsProcess, since: int, naming: str) -> list[str]:
+    """The log's lines since `since`, once an error line naming `naming` is there (it is
+    written when the request ends, after the answer)."""
+    return p.wait_log(lambda text: bool(error_lines(text.splitlines(), naming)),
+                      since).splitlines()
 
 
 def job_result(p: PipacsProcess, job_id: str) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def test_bad_file_refused_before_streaming(server: Any, fault: str, method: str,
     answer = json.loads(raw)
     assert answer["Message"] == "Inexistent file" and answer["OrthancStatus"] == 13, answer
     assert victim in answer["Details"], answer
-    lines = new_log(p, since)
+    lines = new_log(p, since, victim)
     assert len(error_lines(lines, victim)) == 1, lines
     assert "Traceback" not in p.log(), p.log()
     p.echo()
@@ -161,7 +162,7 @@ def test_bad_file_fails_the_archive_job(server: Any, media: bool) -> None:
     assert job["ErrorDescription"] == "Inexistent file" and victim in job["ErrorDetails"], job
     assert job["ErrorCode"] == 13, job
     assert fetch(p, "GET", f"/jobs/{job_id}/archive")[0] == 404
-    assert len(error_lines(new_log(p, since), victim)) == 1
+    assert len(error_lines(new_log(p, since, victim), victim)) == 1
     assert "Traceback" not in p.log(), p.log()
 
 
@@ -193,14 +194,14 @@ def error_first_then_cut(p: PipacsProcess, path: str, order: list[str],
     status, _, raw, complete = fetch(p, "GET", path)
     assert status == 500 and complete, (status, raw[:300])
     assert order[0] in json.loads(raw)["Details"]
-    assert len(error_lines(new_log(p, since), order[0])) == 1
+    assert len(error_lines(new_log(p, since, order[0]), order[0])) == 1
 
     stored_file(p, order[0]).write_bytes(zlib_stored(small_data, order[0]))
     since = len(p.log())
     status, headers, raw, complete = fetch(p, "GET", path)
     assert status == 200, (status, raw[:300])
     assert not complete, "a transfer that lost a file must not end as if it were whole"
-    lines = new_log(p, since)
+    lines = new_log(p, since, order[-1])
     assert len(error_lines(lines, order[-1])) == 1, lines
     assert "Traceback" not in p.log(), p.log()
     return headers, raw
@@ -284,6 +285,6 @@ def test_job_archive_whose_file_has_gone(make_pipacs: Any, small_data: list[Path
     answer = json.loads(raw)
     assert answer["Message"] == "Inexistent item" and answer["OrthancStatus"] == 7, answer
     assert job_id in answer["Details"], answer
-    assert len(error_lines(new_log(p, since), job_id)) == 1, p.log()[since:]
+    assert len(error_lines(new_log(p, since, job_id), job_id)) == 1, p.log()[since:]
     assert "Traceback" not in p.log(), p.log()
     p.echo()

@@ -78,7 +78,7 @@ def test_bad_file_refused_before_streaming(server: Any, fault: str, route: str) 
     answer = json.loads(raw)
     assert answer["Message"] == "Inexistent file" and answer["OrthancStatus"] == 13, answer
     assert victim in answer["Details"] and sop in answer["Details"], answer
-    lines = new_log(p, since)
+    lines = new_log(p, since, victim)
     assert len(error_lines(lines, victim)) == 1, lines
     assert "Traceback" not in p.log(), p.log()
     p.echo()
