@@ -148,3 +148,16 @@ def test_an_association_counts_from_its_threads_end_until_freed() -> None:
     Closed.add(other)
     del other  # freed (no cycle holds a thread that never closed a connection)
     assert Closed.finished() == 0
+
+
+def test_without_a_dicom_server_the_list_stays_bounded() -> None:
+    # DicomServerEnabled false: exports still close associations, no acceptor counts them
+    while Closed.finished():
+        gc.collect()
+    for _ in range(3 * Closed.PRUNE_AT):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        Closed.add(thread)
+    del thread
+    assert len(Closed._entries) <= Closed.PRUNE_AT

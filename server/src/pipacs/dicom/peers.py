@@ -33,9 +33,13 @@ class Closed:
     _entries: list[list[Any]] = []  # [weak reference, checks it was counted at]
     _lock = threading.Lock()
 
+    PRUNE_AT = 256  # entries; without a DICOM server (DicomServerEnabled false) none counts
+
     @classmethod
     def add(cls, assoc: Any) -> None:
         with cls._lock:
+            if len(cls._entries) >= cls.PRUNE_AT:  # keep those not freed yet
+                cls._entries = [e for e in cls._entries if e[0]() is not None]
             cls._entries.append([weakref.ref(assoc), 0])
 
     @classmethod
