@@ -10,6 +10,7 @@ import weakref
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.events import EventHandlerType
 
 from ..context import ServerContext
 
@@ -80,6 +81,12 @@ def nodelay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (AttributeError, OSError):
         pass
+
+
+def requested_handlers() -> list[EventHandlerType]:
+    """The connection handlers of an association pipacs requests (exports, queries, retrieves):
+    TCP_NODELAY, and counted for the DICOM server's collection once it has ended."""
+    return [(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_CONN_CLOSE, ended)]
 
 
 def aet_equal(a: str, b: str, strict: bool) -> bool:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
@@ -17,7 +17,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from ..config import Modality
 from ..ids import PATIENT
 from ..values import set_value
-from .peers import ended, nodelay
+from .peers import requested_handlers
 from .scu import ScuError
 from .statuses import PENDING, PENDING_WARNING, SUCCESS, SUCCESS_OR_WARNING
 
@@ -38,7 +38,7 @@ def _ae(local_aet: str, timeout: int, *contexts: str) -> AE:
 
 def _associate(ae: AE, m: Modality) -> Any:
     assoc = ae.associate(m.host, m.port, ae_title=m.aet,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_CONN_CLOSE, ended)])
+                         evt_handlers=requested_handlers())
     if not assoc.is_established:
         why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else \
             "unreachable"

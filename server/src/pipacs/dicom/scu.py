@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.presentation import PresentationContext
 
 from .. import fastpaths
 from ..config import Modality
 from ..context import ServerContext
 from .contexts import retrieve_contexts, verification_contexts
-from .peers import ended, nodelay
+from .peers import requested_handlers
 from .retrieve import PeerSyntaxes, outgoing_dataset
 from .statuses import SUCCESS, SUCCESS_OR_WARNING
 
@@ -63,7 +63,7 @@ class Scu:
             m.port,
             contexts=contexts,
             ae_title=m.aet,
-            evt_handlers=[(evt.EVT_CONN_OPEN, nodelay), (evt.EVT_CONN_CLOSE, ended)],
+            evt_handlers=requested_handlers(),
         )
         if not assoc.is_established:
             why = (
