@@ -92,6 +92,15 @@ def store_status(p: PipacsProcess, *paths: Path) -> list[int]:
     return [int(s, 16) for s in found]
 
 
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Poll `check`; the deadline is generous: this waits, it does not measure."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (waited {timeout} s)")
+        time.sleep(0.1)
+
+
 @dataclass
 class PipacsProcess:
     """A pipacs server started from a configuration in a temporary folder."""

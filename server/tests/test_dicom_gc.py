@@ -36,11 +36,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         "DicomAssociationCloseDelay": 0,  # an association per export
         "DicomModalities": {"scp": [storescp.aet, "127.0.0.1", storescp.port]},
     }, tmp_path)
-    # what earlier tests in this process left (peers.Closed is the process') is freed first:
-    # this server's acceptor starts from a clean slate
-    gc.collect()
-    while Closed.finished():
-        gc.collect()
+    free_what_is_left()  # this server's acceptor starts from a clean slate
     s = Server(settings)
     s.start()
     # Python's own collections off: what frees the associations is the acceptor's collection
@@ -51,6 +47,14 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     finally:
         gc.enable()
         s.stop()
+
+
+def free_what_is_left() -> None:
+    """Free what earlier tests in this process left (peers.Closed is the process'), until no
+    closed association is counted any more."""
+    gc.collect()
+    while Closed.finished():
+        gc.collect()
 
 
 def acceptor(server: Server) -> Acceptor:
@@ -131,8 +135,7 @@ def test_associations_pipacs_requested_are_collected(server: Server,
 def test_an_association_counts_from_its_threads_end_until_freed() -> None:
     # the close event comes from the association's own thread: counted then, a collection
     # could not free it (CI saw one of 20 exports left)
-    while Closed.finished():
-        gc.collect()
+    free_what_is_left()
     release = threading.Event()
     thread = threading.Thread(target=release.wait)
     thread.start()
@@ -152,8 +155,7 @@ def test_an_association_counts_from_its_threads_end_until_freed() -> None:
 
 def test_without_a_dicom_server_the_list_stays_bounded() -> None:
     # DicomServerEnabled false: exports still close associations, no acceptor counts them
-    while Closed.finished():
-        gc.collect()
+    free_what_is_left()
     for _ in range(3 * Closed.PRUNE_AT):
         thread = threading.Thread(target=lambda: None)
         thread.start()

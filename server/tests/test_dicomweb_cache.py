@@ -6,16 +6,14 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pydicom
 
-from conftest import PipacsProcess
+from conftest import PipacsProcess, wait_until
 from pipacs.plugins.dicomweb_metadata import (
     CACHE_FOLDER,
     OLD_CACHE_FOLDER,
@@ -38,13 +36,6 @@ def cached_instances(path: Path) -> list[str] | None:
     except OSError:
         return None
     return None if entry is None else sorted(entry)
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def metadata(p: PipacsProcess, path: str) -> list[dict[str, Any]]:
@@ -95,7 +86,7 @@ def test_one_small_file_per_series_once_stable(make_pipacs: Any,
                                                small_data: list[Path]) -> None:
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:40])  # 2 studies of 2 series of 10 instances
-    wait_for(lambda: len(cache_files(p)) == 4
+    wait_until(lambda: len(cache_files(p)) == 4
              and all(cached_instances(f) for f in cache_files(p).values()), "4 series files")
     files = cache_files(p)
     assert set(files) == series_ids(p)
@@ -126,7 +117,7 @@ def test_torn_or_damaged_file_is_ignored_and_rebuilt(make_pipacs: Any,
                                                      small_data: list[Path]) -> None:
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:20])
-    wait_for(lambda: len(cache_files(p)) == 2, "2 series files")
+    wait_until(lambda: len(cache_files(p)) == 2, "2 series files")
     study = uids(small_data[0])[0]
     good = metadata(p, f"studies/{study}")
     p.stop()
@@ -137,7 +128,7 @@ def test_torn_or_damaged_file_is_ignored_and_rebuilt(make_pipacs: Any,
     damaged.write_bytes(bytes(data))
     p.start()
     assert metadata(p, f"studies/{study}") == good
-    wait_for(lambda: all(len(cached_instances(f) or []) == 10 for f in (torn, damaged)),
+    wait_until(lambda: all(len(cached_instances(f) or []) == 10 for f in (torn, damaged)),
              "the two files rebuilt")
     assert metadata(p, f"studies/{study}") == good
 
@@ -146,7 +137,7 @@ def test_new_instance_after_stability_is_answered(make_pipacs: Any,
                                                   small_data: list[Path]) -> None:
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:9])  # a series without its last instance
-    wait_for(lambda: len(cache_files(p)) == 1, "the series file")
+    wait_until(lambda: len(cache_files(p)) == 1, "the series file")
     (path,) = cache_files(p).values()
     assert len(cached_instances(path) or []) == 9
     study, series, _ = uids(small_data[0])
@@ -156,13 +147,13 @@ def test_new_instance_after_stability_is_answered(make_pipacs: Any,
     assert sops(answer) == sorted(uids(f)[2] for f in small_data[:10])
     one = uids(small_data[9])
     assert sops(metadata(p, "studies/{}/series/{}/instances/{}".format(*one))) == [one[2]]
-    wait_for(lambda: len(cached_instances(path) or []) == 10, "the series file with 10")
+    wait_until(lambda: len(cached_instances(path) or []) == 10, "the series file with 10")
 
 
 def test_deleting_invalidates(make_pipacs: Any, small_data: list[Path]) -> None:
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:20])
-    wait_for(lambda: len(cache_files(p)) == 2, "2 series files")
+    wait_until(lambda: len(cache_files(p)) == 2, "2 series files")
     study = uids(small_data[0])[0]
     instance = p.get(f"/series/{next(iter(cache_files(p)))}/instances")[0]
     series_id = instance["ParentSeries"]
@@ -171,17 +162,17 @@ def test_deleting_invalidates(make_pipacs: Any, small_data: list[Path]) -> None:
     gone = instance["MainDicomTags"]["SOPInstanceUID"]
     assert gone not in sops(metadata(p, f"studies/{study}"))
     assert len(metadata(p, f"studies/{study}")) == 19
-    wait_for(lambda: len(cached_instances(path) or []) == 9, "the file without it")
+    wait_until(lambda: len(cached_instances(path) or []) == 9, "the file without it")
     other = next(s for s in cache_files(p) if s != series_id)
     delete(p, f"/series/{other}")
-    wait_for(lambda: other not in cache_files(p), "the deleted series' file removed")
+    wait_until(lambda: other not in cache_files(p), "the deleted series' file removed")
     assert len(metadata(p, f"studies/{study}")) == 9
 
 
 def test_reindex_clears_the_cache(make_pipacs: Any, small_data: list[Path]) -> None:
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:10])
-    wait_for(lambda: len(cache_files(p)) == 1, "the series file")
+    wait_until(lambda: len(cache_files(p)) == 1, "the series file")
     p.stop()
     old = p.folder / "index" / OLD_CACHE_FOLDER / "ab"
     old.mkdir(parents=True)
@@ -195,7 +186,7 @@ def test_reindex_clears_the_cache(make_pipacs: Any, small_data: list[Path]) -> N
     p.start()
     study, series, _ = uids(small_data[0])
     assert len(metadata(p, f"studies/{study}/series/{series}")) == 10
-    wait_for(lambda: len(cache_files(p)) == 1, "the series file again")
+    wait_until(lambda: len(cache_files(p)) == 1, "the series file again")
 
 
 def test_old_layout_removed_at_start(make_pipacs: Any, small_data: list[Path]) -> None:
@@ -206,7 +197,7 @@ def test_old_layout_removed_at_start(make_pipacs: Any, small_data: list[Path]) -
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"{i:08x}-instance").write_text("uuid 2\n{}")
     p.start()
-    wait_for(lambda: not old.exists(), "the old cache folder removed")
+    wait_until(lambda: not old.exists(), "the old cache folder removed")
     p.store(*small_data[:10])
     study = uids(small_data[0])[0]
     assert len(metadata(p, f"studies/{study}")) == 10
@@ -221,7 +212,7 @@ def test_deleting_an_instance_of_a_series_not_in_memory(make_pipacs: Any,
     with no WADO-RS call needed (the deleted instance's tags must not stay on the disk)."""
     p = make_pipacs(DicomWeb={"Enable": True})
     p.store(*small_data[:20])  # two series
-    wait_for(lambda: [len(cached_instances(f) or []) for f in cache_files(p).values()]
+    wait_until(lambda: [len(cached_instances(f) or []) for f in cache_files(p).values()]
              == [10, 10], "two series files with 10")
     path, other = sorted(cache_files(p).values())
     untouched = other.read_bytes()
@@ -230,7 +221,7 @@ def test_deleting_an_instance_of_a_series_not_in_memory(make_pipacs: Any,
     instance = p.get(f"/series/{path.name}/instances")[3]
     gone, gone_sop = instance["ID"], instance["MainDicomTags"]["SOPInstanceUID"]
     delete(p, f"/instances/{gone}")
-    wait_for(lambda: gone not in (cached_instances(path) or [gone]),
+    wait_until(lambda: gone not in (cached_instances(path) or [gone]),
              "the series file without the deleted instance")
     assert len(cached_instances(path) or []) == 9
     assert gone_sop.encode() not in zlib.decompress(path.read_bytes())

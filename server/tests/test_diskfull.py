@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PipacsProcess, dcmtk, store_status
+from conftest import PipacsProcess, dcmtk, store_status, wait_until
 
 STORAGE_FULL = 0xA700  # Out of resources
 
@@ -136,15 +135,6 @@ def stow(p: PipacsProcess, *files: Path) -> tuple[int, dict[str, Any]]:
 
 def failure_reasons(answer: dict[str, Any]) -> list[int]:
     return [item["00081197"]["Value"][0] for item in answer.get("00081198", {}).get("Value", [])]
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    """Poll `check`; the deadline is generous: this waits, it does not measure."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} (waited {timeout} s)")
-        time.sleep(0.1)
 
 
 def stored(p: PipacsProcess) -> dict[str, bytes]:

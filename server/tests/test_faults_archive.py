@@ -21,9 +21,9 @@ from typing import Any
 import pydicom
 import pytest
 
-from conftest import PipacsProcess
+from conftest import PipacsProcess, wait_until
 from pipacs.ids import resource_ids
-from test_diskfull import small_disk, store_status, wait_until  # noqa: F401 (a fixture)
+from test_diskfull import small_disk, store_status  # noqa: F401 (a fixture)
 
 
 def fetch(p: PipacsProcess, method: str, path: str, body: Any = None

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from conftest import store_status
+from conftest import store_status, wait_until
 
 RECORDER = """
 import json, pathlib
@@ -59,13 +58,6 @@ def events(folder: Path) -> list[list[Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def wait_for(predicate: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_hooks_filter_events_and_failures(
     make_pipacs: Any, small_data: list[Path], tmp_path: Path
 ) -> None:
@@ -100,14 +92,16 @@ def test_hooks_filter_events_and_failures(
     assert len(p.get("/instances")) == 3
 
     # Events reach on_stored_instance and on_change, then the Stable* changes (StableAge 1).
-    wait_for(lambda: sum(e[0] == "stored" for e in events(scripts)) == 3)
+    wait_until(lambda: sum(e[0] == "stored" for e in events(scripts)) == 3,
+               "3 stored events", timeout=10)
     stored = [e for e in events(scripts) if e[0] == "stored"]
     assert {(e[2], e[3], e[4]) for e in stored} == {("S11P0001", "DicomProtocol", "STORESCU")}
-    wait_for(
+    wait_until(
         lambda: (
             {"StableSeries", "StableStudy", "StablePatient"}
             <= {e[1] for e in events(scripts) if e[0] == "change"}
-        )
+        ),
+        "the Stable* changes", timeout=10,
     )
     changes = [e[1] for e in events(scripts) if e[0] == "change"]
     for kind in ("NewPatient", "NewStudy", "NewSeries"):
